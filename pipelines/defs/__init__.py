@@ -1,0 +1,1 @@
+"""Definitions per domain: ingestion, transformation, quality, automation, governance, reporting."""

@@ -1,0 +1,176 @@
+"""Decision rules for the anomaly checks: pure functions of a metric's history.
+
+Every rule is robust (median and MAD rather than mean and stddev) so that one bad day in the
+history does not widen the band enough to hide the next one, and every result carries the numbers
+that decided it. No rule fires during warm-up: with fewer than ``warmup`` earlier partitions
+there is no baseline worth trusting, so the result passes with ``in_warmup=True``.
+"""
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of normal data
+MIN_RELATIVE_SCALE = 0.01  # the spread is never taken below 1 % of the baseline
+WEEKDAY_MIN_POINTS = 3  # same-weekday points needed before the baseline becomes seasonal
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    """The outcome of one rule, with everything that decided it."""
+
+    passed: bool
+    observed: float | None
+    low: float | None
+    high: float | None
+    baseline: float | None
+    method: str
+    in_warmup: bool
+    history_points: int
+    scale: float | None = None
+    score: float | None = None
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        return None if self.low is None or self.high is None else (self.low, self.high)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self, what: str) -> str:
+        if self.in_warmup:
+            return (
+                f"{what} = {_fmt(self.observed)}: warm-up ({self.history_points} earlier partitions), "
+                "not evaluated"
+            )
+        if self.band is None:
+            return f"{what}: {self.method}"
+        verdict = "within" if self.passed else "OUTSIDE"
+        return (
+            f"{what} = {_fmt(self.observed)} {verdict} expected [{_fmt(self.low)}, {_fmt(self.high)}] "
+            f"(baseline {_fmt(self.baseline)}, {self.method}, {self.history_points} points)"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _warmup(observed: float | None, points: int) -> AnomalyResult:
+    return AnomalyResult(True, observed, None, None, None, "warmup", True, points)
+
+
+def robust_center_scale(values: Sequence[float]) -> tuple[float, float]:
+    """Median and MAD-based sigma, floored so a perfectly flat history still has a band."""
+    center = statistics.median(values)
+    scale = MAD_TO_SIGMA * statistics.median(abs(v - center) for v in values)
+    if scale == 0.0 and len(values) > 1:
+        scale = statistics.pstdev(values)
+    scale = max(scale, MIN_RELATIVE_SCALE * abs(center))
+    return center, scale if scale > 0 else 0.1
+
+
+def volume_anomaly(
+    history_counts: Sequence[tuple[date, int]],
+    new_count: int,
+    *,
+    new_date: date | None = None,
+    warmup: int = 7,
+    k: float = 4.0,
+) -> AnomalyResult:
+    """Row count outside median ± k·MAD-sigma of earlier partitions.
+
+    The baseline is seasonal (same weekday as ``new_date``) when the history has at least three
+    such days, because shop traffic differs by weekday; otherwise all days are used.
+    """
+    points = len(history_counts)
+    if points < warmup:
+        return _warmup(new_count, points)
+    method = "median_mad"
+    values = [float(c) for _, c in history_counts]
+    if new_date is not None:
+        same_day = [float(c) for d, c in history_counts if d.weekday() == new_date.weekday()]
+        if len(same_day) >= WEEKDAY_MIN_POINTS:
+            values, method = same_day, "median_mad_weekday"
+    center, scale = robust_center_scale(values)
+    low, high = max(0.0, center - k * scale), center + k * scale
+    score = (new_count - center) / scale
+    return AnomalyResult(
+        passed=abs(score) <= k,
+        observed=float(new_count),
+        low=low,
+        high=high,
+        baseline=center,
+        method=method,
+        in_warmup=False,
+        history_points=len(values),
+        scale=scale,
+        score=score,
+    )
+
+
+def null_rate_drift(
+    history_fractions: Sequence[float | None],
+    new_fraction: float | None,
+    *,
+    warmup: int = 7,
+    max_jump: float = 0.2,
+) -> AnomalyResult:
+    """Null fraction more than ``max_jump`` (absolute) away from its historical median.
+
+    An absolute jump rather than a z-score: null rates are usually flat at 0, where any relative
+    rule would fire on the first null.
+    """
+    history = [f for f in history_fractions if f is not None]
+    if len(history) < warmup:
+        return _warmup(new_fraction, len(history))
+    if new_fraction is None:
+        return AnomalyResult(True, None, None, None, None, "empty_partition", False, len(history))
+    center = statistics.median(history)
+    low, high = max(0.0, center - max_jump), min(1.0, center + max_jump)
+    return AnomalyResult(
+        passed=abs(new_fraction - center) <= max_jump,
+        observed=new_fraction,
+        low=low,
+        high=high,
+        baseline=center,
+        method="median_abs_jump",
+        in_warmup=False,
+        history_points=len(history),
+        score=new_fraction - center,
+    )
+
+
+def distribution_drift(
+    history_means: Sequence[float | None],
+    new_mean: float | None,
+    *,
+    warmup: int = 7,
+    z: float = 4.0,
+) -> AnomalyResult:
+    """The partition's mean more than ``z`` robust standard deviations from the usual mean.
+
+    The spread is that of the daily means themselves (not of values within a day), which is the
+    only one defined for one-row-per-day marts and the one that says what a normal day looks like.
+    """
+    history = [m for m in history_means if m is not None]
+    if len(history) < warmup:
+        return _warmup(new_mean, len(history))
+    if new_mean is None:
+        return AnomalyResult(True, None, None, None, None, "no_values", False, len(history))
+    center, scale = robust_center_scale(history)
+    score = (new_mean - center) / scale
+    return AnomalyResult(
+        passed=abs(score) <= z,
+        observed=new_mean,
+        low=center - z * scale,
+        high=center + z * scale,
+        baseline=center,
+        method="robust_z_of_mean",
+        in_warmup=False,
+        history_points=len(history),
+        scale=scale,
+        score=score,
+    )

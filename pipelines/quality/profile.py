@@ -1,0 +1,374 @@
+"""Table profiles computed by one aggregate query inside DuckDB, and their history.
+
+A profile is what the anomaly checks compare day to day: row count, and per column the null
+fraction, an approximate distinct count, min/max and mean/stddev. The query runs in DuckDB and only
+the aggregates (one row per partition) come back to Python, so profiling a table costs one scan and
+almost no Python memory whatever its size.
+"""
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from pipelines.identifiers import safe_identifier, safe_partition_key
+
+HISTORY_FILE = "quality_history.duckdb"
+
+_NUMERIC = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+    "UBIGINT", "UHUGEINT", "FLOAT", "REAL", "DOUBLE",
+}  # fmt: skip
+_TEMPORAL = {
+    "DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
+    "TIME",
+}  # fmt: skip
+
+
+def quote(name: str) -> str:
+    """Quote a column name read from the catalog (it may hold any character)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_sql(table: str) -> str:
+    """``schema.table`` (or ``catalog.schema.table``) validated part by part and quoted."""
+    parts = table.split(".") if isinstance(table, str) else []
+    if not 1 <= len(parts) <= 3:
+        raise ValueError(f"invalid table name {table!r}")
+    return ".".join(quote(safe_identifier(p, "table name part")) for p in parts)
+
+
+def is_numeric(type_name: str) -> bool:
+    return type_name in _NUMERIC or type_name.startswith("DECIMAL")
+
+
+def is_temporal(type_name: str) -> bool:
+    return type_name in _TEMPORAL
+
+
+def _is_nested(type_name: str) -> bool:
+    return type_name.endswith("]") or type_name.startswith(("STRUCT", "MAP", "UNION"))
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    name: str
+    type: str
+    null_fraction: float | None
+    distinct: int | None = None
+    min: float | str | None = None
+    max: float | str | None = None
+    mean: float | None = None
+    stddev: float | None = None
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    table: str
+    partition: str | None
+    row_count: int
+    columns: tuple[ColumnProfile, ...]
+    sql: str
+    profiled_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def column(self, name: str) -> ColumnProfile:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.table} has no column {name!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "partition": self.partition,
+            "row_count": self.row_count,
+            "profiled_at": self.profiled_at.isoformat(),
+            "columns": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.columns},
+        }
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Dagster metadata: the standard row count plus the whole profile as JSON."""
+        return {
+            "dagster/row_count": dg.MetadataValue.int(self.row_count),
+            "profile": dg.MetadataValue.json(self.as_dict()),
+        }
+
+
+def describe(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(column, type) pairs of ``table``, in table order."""
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table_sql(table)}").fetchall()]
+
+
+def _column_stats(name: str, type_name: str) -> list[tuple[str, str]]:
+    """(stat, SQL expression) pairs computed for one column."""
+    col = quote(name)
+    stats = [("non_null", f"count({col})")]
+    if not _is_nested(type_name):
+        stats.append(("distinct", f"approx_count_distinct({col})"))
+    if is_numeric(type_name):
+        stats += [
+            ("min", f"CAST(min({col}) AS DOUBLE)"),
+            ("max", f"CAST(max({col}) AS DOUBLE)"),
+            ("mean", f"CAST(avg({col}) AS DOUBLE)"),
+            ("stddev", f"CAST(stddev_samp({col}) AS DOUBLE)"),
+        ]
+    elif is_temporal(type_name):
+        stats += [("min", f"CAST(min({col}) AS VARCHAR)"), ("max", f"CAST(max({col}) AS VARCHAR)")]
+    return stats
+
+
+def partition_filter(partition_column: str, first: str, last: str) -> str:
+    """A range predicate on the partition column (range, so DuckDB can skip row groups)."""
+    col = quote(safe_identifier(partition_column, "partition column"))
+    end = date.fromisoformat(safe_partition_key(last)) + timedelta(days=1)
+    return f"{col} >= DATE '{safe_partition_key(first)}' AND {col} < DATE '{end.isoformat()}'"
+
+
+def profile_sql(
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    partition_column: str | None,
+    partitions: Sequence[str],
+) -> tuple[str, list[tuple[int, str]]]:
+    """The single aggregate query, and which output position holds which (column, stat)."""
+    selects = ["count(*) AS row_count"]
+    layout: list[tuple[int, str]] = []
+    for i, (name, type_name) in enumerate(columns):
+        for stat, expr in _column_stats(name, type_name):
+            selects.append(f"{expr} AS c{i}_{stat}")
+            layout.append((i, stat))
+    group = ""
+    where = ""
+    if partition_column and partitions:
+        keys = sorted(safe_partition_key(p) for p in partitions)
+        group = f"CAST({quote(partition_column)} AS DATE) AS partition_date,\n  "
+        where = f"\nWHERE {partition_filter(partition_column, keys[0], keys[-1])}\nGROUP BY 1"
+    body = ",\n  ".join(selects)
+    sql = f"SELECT\n  {group}{body}\nFROM {table_sql(table)}{where}"
+    return sql, layout
+
+
+def _profile_from_row(
+    table: str,
+    partition: str | None,
+    columns: Sequence[tuple[str, str]],
+    layout: Sequence[tuple[int, str]],
+    values: Sequence[Any] | None,
+    sql: str,
+) -> TableProfile:
+    row_count = int(values[0]) if values else 0
+    stats: list[dict[str, Any]] = [{} for _ in columns]
+    if values:
+        for (i, stat), value in zip(layout, values[1:], strict=True):
+            stats[i][stat] = value
+    profiles = []
+    for (name, type_name), s in zip(columns, stats, strict=True):
+        null_fraction = None if row_count == 0 else 1.0 - int(s.get("non_null", 0)) / row_count
+        distinct = s.get("distinct")
+        profiles.append(
+            ColumnProfile(
+                name=name,
+                type=type_name,
+                null_fraction=null_fraction,
+                distinct=None if distinct is None else int(distinct),
+                min=s.get("min"),
+                max=s.get("max"),
+                mean=s.get("mean"),
+                stddev=s.get("stddev"),
+            )
+        )
+    return TableProfile(table, partition, row_count, tuple(profiles), sql)
+
+
+def profile_partitions(
+    con: duckdb.DuckDBPyConnection, table: str, partition_column: str, partitions: Iterable[str]
+) -> dict[str, TableProfile]:
+    """Profiles of several daily partitions from one ``GROUP BY`` query (empty ones included)."""
+    keys = sorted({safe_partition_key(p) for p in partitions})
+    if not keys:
+        return {}
+    columns = describe(con, table)
+    if partition_column not in {c for c, _ in columns}:
+        raise ValueError(f"{table} has no partition column {partition_column!r}")
+    sql, layout = profile_sql(table, columns, partition_column, keys)
+    rows = {r[0].isoformat(): r[1:] for r in con.execute(sql).fetchall()}
+    return {k: _profile_from_row(table, k, columns, layout, rows.get(k), sql) for k in keys}
+
+
+def profile_table(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    partition_column: str | None,
+    partition: str | None,
+) -> TableProfile:
+    """Profile one partition of ``table`` (or all of it when ``partition`` is None)."""
+    if partition_column and partition:
+        return profile_partitions(con, table, partition_column, [partition])[partition]
+    columns = describe(con, table)
+    sql, layout = profile_sql(table, columns, None, [])
+    row = con.execute(sql).fetchone()
+    return _profile_from_row(table, None, columns, layout, row, sql)
+
+
+def latest_partition(con: duckdb.DuckDBPyConnection, table: str, partition_column: str) -> str | None:
+    """The newest day present in the table, the partition to check when a run names none."""
+    col = quote(safe_identifier(partition_column, "partition column"))
+    row = con.execute(f"SELECT CAST(max({col}) AS DATE) FROM {table_sql(table)}").fetchone()
+    return row[0].isoformat() if row and row[0] is not None else None
+
+
+@dataclass(frozen=True)
+class ColumnHistory:
+    null_fraction: float | None
+    distinct: int | None
+    mean: float | None
+    stddev: float | None
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    partition: str
+    row_count: int
+    columns: dict[str, ColumnHistory]
+
+    @property
+    def day(self) -> date:
+        return date.fromisoformat(self.partition)
+
+
+def _text(value: float | str | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class ProfileStore:
+    """Profiles kept in a DuckDB file of their own, one row per (asset, partition, column).
+
+    The file is opened for each call and closed right after, so concurrent check steps only
+    wait on each other for milliseconds (with a retry on DuckDB's file lock).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> "ProfileStore":
+        return cls(Path(data_dir) / HISTORY_FILE)
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(40):
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or attempt == 39:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        try:
+            con.execute(
+                """
+                CREATE TABLE IF NOT EXISTS profiles (
+                    asset_key VARCHAR NOT NULL,
+                    "partition" VARCHAR NOT NULL,
+                    profiled_at TIMESTAMPTZ NOT NULL,
+                    row_count BIGINT NOT NULL,
+                    "column" VARCHAR NOT NULL,
+                    null_fraction DOUBLE,
+                    "distinct" BIGINT,
+                    "min" VARCHAR,
+                    "max" VARCHAR,
+                    mean DOUBLE,
+                    stddev DOUBLE
+                )
+                """
+            )
+            yield con
+        finally:
+            con.close()
+
+    @staticmethod
+    def key_of(profile: TableProfile) -> str:
+        """Unpartitioned tables are kept once per profiling day, so they get a history too."""
+        return profile.partition or profile.profiled_at.date().isoformat()
+
+    def record(self, asset_key: str, profiles: Iterable[TableProfile]) -> None:
+        """Store profiles, replacing any earlier profile of the same (asset, partition)."""
+        with self._connect() as con:
+            con.execute("BEGIN")
+            for p in profiles:
+                key = self.key_of(p)
+                con.execute(
+                    'DELETE FROM profiles WHERE asset_key = ? AND "partition" = ?', [asset_key, key]
+                )
+                con.executemany(
+                    "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [asset_key, key, p.profiled_at, p.row_count, c.name, c.null_fraction,
+                         c.distinct, _text(c.min), _text(c.max), c.mean, c.stddev]
+                        for c in p.columns
+                    ],
+                )  # fmt: skip
+            con.execute("COMMIT")
+
+    def history(self, asset_key: str, *, before: str, limit: int = 56) -> list[HistoryPoint]:
+        """The ``limit`` newest partitions strictly before ``before``, oldest first."""
+        with self._connect() as con:
+            rows = con.execute(
+                """
+                WITH recent AS (
+                    SELECT DISTINCT "partition" FROM profiles
+                    WHERE asset_key = ? AND "partition" < ?
+                    ORDER BY "partition" DESC LIMIT ?
+                )
+                SELECT p."partition", p.row_count, p."column", p.null_fraction, p."distinct",
+                       p.mean, p.stddev
+                FROM profiles AS p JOIN recent USING ("partition")
+                WHERE p.asset_key = ?
+                ORDER BY p."partition"
+                """,
+                [asset_key, before, limit, asset_key],
+            ).fetchall()
+        points: dict[str, HistoryPoint] = {}
+        for part, row_count, column, null_fraction, distinct, mean, stddev in rows:
+            point = points.setdefault(part, HistoryPoint(part, int(row_count), {}))
+            point.columns[column] = ColumnHistory(null_fraction, distinct, mean, stddev)
+        return list(points.values())
+
+
+def asset_key_string(asset_key: dg.AssetKey | Sequence[str] | str) -> str:
+    """``marts/daily_revenue`` for any spelling of an asset key."""
+    if isinstance(asset_key, dg.AssetKey):
+        return asset_key.to_user_string()
+    if isinstance(asset_key, str):
+        return asset_key
+    return "/".join(asset_key)
+
+
+def record_profile(
+    con: duckdb.DuckDBPyConnection,
+    asset_key: dg.AssetKey | Sequence[str] | str,
+    table: str,
+    partition_column: str | None,
+    partitions: Sequence[str] | None,
+    *,
+    store: ProfileStore,
+) -> dict[str, Any]:
+    """Profile what a materialization wrote, keep it in the history, return Dagster metadata."""
+    if partition_column and partitions:
+        profiles = list(profile_partitions(con, table, partition_column, partitions).values())
+    else:
+        profiles = [profile_table(con, table, None, None)]
+    store.record(asset_key_string(asset_key), profiles)
+    if len(profiles) == 1:
+        return profiles[0].to_metadata()
+    return {
+        "dagster/row_count": dg.MetadataValue.int(sum(p.row_count for p in profiles)),
+        "profile": dg.MetadataValue.json({ProfileStore.key_of(p): p.as_dict() for p in profiles}),
+    }

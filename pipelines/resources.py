@@ -1,0 +1,115 @@
+"""Resources, chosen per deployment from ``PIPELINES_ENV``; secrets only via ``dg.EnvVar``."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import dagster as dg
+import duckdb
+
+from pipelines.lake import Lake
+from pipelines.settings import Settings
+from pipelines.sources import demo
+from pipelines.sources.readers import attach_shop_database, embedded_rates_api_url
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake root: a local folder or ``s3://bucket/prefix`` (AWS_* variables for S3)."""
+
+    uri: str
+
+    def get(self) -> Lake:
+        return Lake(self.uri)
+
+
+class ShopDatabaseResource(dg.ConfigurableResource):
+    """The shop's relational database: PostgreSQL in production, a SQLite file locally."""
+
+    sqlite_path: str | None = None
+    host: str | None = None
+    port: str = "5432"
+    database: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def attach_options(self) -> dict[str, object]:
+        if self.host:
+            return {
+                "postgres": {
+                    "host": self.host,
+                    "port": self.port,
+                    "database": self.database or "shop",
+                    "user": self.user or "",
+                    "password": self.password or "",
+                }
+            }
+        return {"sqlite_path": self.sqlite_path}
+
+
+class RatesApiResource(dg.ConfigurableResource):
+    """The exchange-rates HTTP API; an empty URL serves the demo API on 127.0.0.1."""
+
+    base_url: str = ""
+    timeout_seconds: float = 10.0
+    attempts: int = 4
+
+    def url(self) -> str:
+        return self.base_url or embedded_rates_api_url()
+
+
+class DemoDataResource(dg.ConfigurableResource):
+    """Plays the source systems for the demo: fills the shop database and landing zone."""
+
+    enabled: bool = False
+    scale: float = 1.0
+
+    def prepare(self, source: str, kind: str, partition: str, lake: Lake, shop: ShopDatabaseResource) -> None:
+        if not self.enabled:
+            return
+        day = date.fromisoformat(partition)
+        if kind == "database":
+            con = duckdb.connect()
+            try:
+                attach_shop_database(con, **shop.attach_options(), read_only=False)  # type: ignore[arg-type]
+                demo.seed_shop_database(con, "shop", [day], self.scale)
+            finally:
+                con.close()
+        elif kind == "files":
+            prefix = f"landing/{source}/{partition}"
+            if not any(True for _ in lake.list(prefix)):
+                import tempfile
+                from pathlib import Path
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    con = duckdb.connect()
+                    try:
+                        for path in demo.write_web_events(con, day, self.scale, Path(tmp)):
+                            lake.put_file(path, f"{prefix}/{path.name}")
+                    finally:
+                        con.close()
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+
+    lake = LakeResource(uri=settings.lake_uri)
+    demo_data = DemoDataResource(
+        enabled=settings.demo_seed, scale=float(os.environ.get("PIPELINES_DEMO_SCALE", "1"))
+    )
+    rates = RatesApiResource(base_url=os.environ.get("PIPELINES_RATES_API_URL", ""))
+    sqlmesh = SQLMeshResource(
+        project_dir=str(settings.sqlmesh_project_dir),
+        gateway=settings.sqlmesh_gateway,
+    )
+    if settings.env == "prod":
+        shop = ShopDatabaseResource(
+            host=dg.EnvVar("SHOP_DB_HOST"),
+            port=os.environ.get("SHOP_DB_PORT", "5432"),
+            database=dg.EnvVar("SHOP_DB_NAME"),
+            user=dg.EnvVar("SHOP_DB_USER"),
+            password=dg.EnvVar("SHOP_DB_PASSWORD"),
+        )
+    else:
+        shop = ShopDatabaseResource(sqlite_path=str(settings.data_dir / "shop.sqlite"))
+    return {"lake": lake, "shop": shop, "rates_api": rates, "demo_data": demo_data, "sqlmesh": sqlmesh}

@@ -1,0 +1,73 @@
+"""Deployment settings, read once from the environment.
+
+Every knob a deployment turns is an environment variable so that the same image runs locally,
+in CI and on EKS. Secrets are never read here: they stay in ``dg.EnvVar`` resources.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED_SQLMESH_PROJECT = PACKAGE_DIR / "sqlmesh_project"
+
+Environment = Literal["local", "prod"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: Environment
+    lake_uri: str
+    data_dir: Path
+    sqlmesh_project_dir: Path
+    sqlmesh_gateway: str | None
+    demo_seed: bool
+
+    @property
+    def lake_is_s3(self) -> bool:
+        return self.lake_uri.startswith("s3://")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        env = environ.get("PIPELINES_ENV", "local").strip() or "local"
+        if env not in ("local", "prod"):
+            raise SettingsError(f"PIPELINES_ENV must be 'local' or 'prod', got {env!r}")
+        lake_uri = environ.get("PIPELINES_LAKE_URI", "").strip() or "./.lake"
+        if not lake_uri.startswith("s3://"):
+            if "://" in lake_uri:
+                raise SettingsError(
+                    f"PIPELINES_LAKE_URI must be a local folder or s3://bucket/prefix, got {lake_uri!r}"
+                )
+            lake_uri = str(Path(lake_uri).expanduser().resolve())
+        else:
+            lake_uri = lake_uri.rstrip("/")
+            if lake_uri == "s3:/" or lake_uri == "s3://":
+                raise SettingsError("PIPELINES_LAKE_URI names no bucket")
+        data_dir = Path(environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data")
+        project_dir = Path(
+            environ.get("SQLMESH_PROJECT_DIR", "").strip() or BUNDLED_SQLMESH_PROJECT
+        ).expanduser().resolve()
+        if not (project_dir / "config.yaml").exists() and not (project_dir / "config.py").exists():
+            raise SettingsError(
+                f"SQLMESH_PROJECT_DIR={project_dir} is not a SQLMesh project "
+                "(no config.yaml or config.py)"
+            )
+        gateway = environ.get("SQLMESH_GATEWAY", "").strip() or None
+        demo_default = "1" if env == "local" else "0"
+        demo_seed = environ.get("PIPELINES_DEMO_SEED", demo_default).strip() in ("1", "true", "yes")
+        return cls(
+            env=env,  # type: ignore[arg-type]
+            lake_uri=lake_uri,
+            data_dir=data_dir.expanduser().resolve(),
+            sqlmesh_project_dir=project_dir,
+            sqlmesh_gateway=gateway,
+            demo_seed=demo_seed,
+        )

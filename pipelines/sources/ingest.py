@@ -1,0 +1,297 @@
+"""Validate one partition of one source against its contract and publish it to the raw zone.
+
+The work happens in an in-memory DuckDB (vectorised casts and checks, no per-row Python for
+database sources). Every row read ends up either in the raw Parquet file or in the quarantine
+file with a reason, and the counts are checked to add up before anything is published.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.identifiers import safe_partition_key
+from pipelines.lake import Lake
+from pipelines.sources.contracts import SourceContract
+
+MAX_TEXT_LENGTH = 10_000
+_TYPE_FAMILY = {
+    "BIGINT": "int", "INTEGER": "int", "HUGEINT": "int", "SMALLINT": "int", "TINYINT": "int",
+    "UBIGINT": "int", "UINTEGER": "int", "DOUBLE": "float", "FLOAT": "float",
+    "VARCHAR": "text", "DATE": "date", "TIMESTAMP": "ts", "BOOLEAN": "bool",
+}
+_COMPATIBLE = {
+    "int": {"int", "text"}, "float": {"float", "int", "text"}, "text": {"text"},
+    "date": {"date", "ts", "text"}, "ts": {"ts", "date", "text"}, "bool": {"bool", "text"},
+}
+
+
+class ContractViolation(ValueError):
+    """A partition's shape breaks its source contract; nothing of it is published."""
+
+    def __init__(self, source: str, column: str, where: str, problem: str) -> None:
+        super().__init__(f"source {source!r}, column {column!r}, in {where}: {problem}")
+        self.source, self.column, self.where = source, column, where
+
+
+@dataclass
+class IngestResult:
+    source: str
+    partition: str
+    rows_read: int
+    rows_landed: int
+    rows_quarantined: int
+    raw_key: str
+    quarantine_key: str | None
+    inputs: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def raw_key(source: str, partition: str) -> str:
+    return f"raw/{source}/ds={safe_partition_key(partition)}/data.parquet"
+
+
+def quarantine_key(source: str, partition: str) -> str:
+    return f"quarantine/{source}/ds={safe_partition_key(partition)}/rejected.jsonl"
+
+
+def records_table(contract: SourceContract, records: Iterable[tuple[str, str | None, object]]) -> pa.Table:
+    """Arrow table (all text) from ``(source, parse_error, record)`` triples.
+
+    ``record`` is a parsed dict, or the raw text when it could not be parsed. Values keep their
+    JSON spelling so that type checks happen later, in SQL, with one rule for every source.
+    """
+    names = contract.column_names
+    cols: dict[str, list[str | None]] = {n: [] for n in names}
+    sources, errors, raws = [], [], []
+    for source, error, record in records:
+        sources.append(source)
+        if error is None and not isinstance(record, dict):
+            error = "record is not a JSON object"
+        if error is not None:
+            errors.append(error)
+            raws.append(record if isinstance(record, str) else json.dumps(record, default=str))
+            for n in names:
+                cols[n].append(None)
+            continue
+        assert isinstance(record, dict)
+        errors.append(None)
+        raws.append(None)
+        for n in names:
+            cols[n].append(_as_text(record.get(n)))
+    arrays = {n: pa.array(v, type=pa.string()) for n, v in cols.items()}
+    arrays["_source"] = pa.array(sources, type=pa.string())
+    arrays["_parse_error"] = pa.array(errors, type=pa.string())
+    arrays["_raw"] = pa.array(raws, type=pa.string())
+    return pa.table(arrays)
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, default=str)
+
+
+def present_columns(contract: SourceContract, records: list[tuple[str, str | None, object]]) -> dict[str, set[str]]:
+    """Which contract columns each input file mentions at all (to tell missing from null)."""
+    seen: dict[str, set[str]] = {}
+    for source, error, record in records:
+        keys = seen.setdefault(source, set())
+        if error is None and isinstance(record, dict):
+            keys.update(k for k in record if k in contract.column_names)
+    return seen
+
+
+def parse_json_lines(source: str, data: bytes) -> Iterator[tuple[str, str | None, object]]:
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield where, f"line is not valid UTF-8 ({exc.reason})", line.decode("utf-8", "replace")
+            continue
+        try:
+            yield where, None, json.loads(text)
+        except ValueError as exc:
+            yield where, f"line is not valid JSON ({exc})", text
+
+
+def parse_csv(source: str, data: bytes) -> Iterator[tuple[str, str | None, object]]:
+    import csv
+    import io
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield source, f"file is not valid UTF-8 ({exc.reason})", data.decode("utf-8", "replace")[:2000]
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return
+    for number, row in enumerate(reader, start=2):
+        where = f"{source}:{number}"
+        if len(row) != len(header):
+            yield where, f"row has {len(row)} fields, header has {len(header)}", ",".join(row)
+            continue
+        yield where, None, {k: (v if v != "" else None) for k, v in zip(header, row, strict=True)}
+
+
+class PartitionWriter:
+    """Checks and publishes one partition; call :meth:`publish` once the input is loaded."""
+
+    def __init__(self, contract: SourceContract, partition: str, lake: Lake) -> None:
+        self.contract = contract
+        self.partition = safe_partition_key(partition)
+        self.lake = lake
+        self.con = duckdb.connect()
+        self.con.execute("SET threads TO 2")
+        self.typed_input = False
+
+    def load_arrow(self, table: pa.Table) -> None:
+        self.con.register("incoming_arrow", table)
+        self.con.execute("CREATE TEMP TABLE incoming AS SELECT * FROM incoming_arrow")
+        self.con.unregister("incoming_arrow")
+
+    def load_query(self, sql: str, where: str, params: list[object] | None = None) -> None:
+        """Load typed rows from a query (a database source) after checking its column types."""
+        self.con.execute(f"CREATE TEMP TABLE src AS {sql}", params or [])
+        actual = {r[0]: r[1] for r in self.con.execute("DESCRIBE src").fetchall()}
+        for col in self.contract.columns:
+            if col.name not in actual:
+                raise ContractViolation(self.contract.name, col.name, where, "column is missing")
+            family = _TYPE_FAMILY.get(actual[col.name].split("(")[0], "other")
+            if family not in _COMPATIBLE[_TYPE_FAMILY[col.type]]:
+                raise ContractViolation(
+                    self.contract.name, col.name, where,
+                    f"has type {actual[col.name]}, the contract says {col.type}",
+                )
+        select = ", ".join(f'"{c.name}"' for c in self.contract.columns)
+        self.con.execute(
+            f"CREATE TEMP TABLE incoming AS SELECT {select}, ?::VARCHAR AS _source, "
+            "NULL::VARCHAR AS _parse_error, NULL::VARCHAR AS _raw FROM src",
+            [where],
+        )
+        self.con.execute("DROP TABLE src")
+
+    def check_columns_present(self, seen: dict[str, set[str]]) -> None:
+        """A column that no record of a file mentions is a missing column, not a null."""
+        for source, keys in seen.items():
+            if not keys:
+                continue
+            for col in self.contract.columns:
+                if col.name not in keys and not col.nullable:
+                    raise ContractViolation(self.contract.name, col.name, source, "column is missing")
+
+    def _reason_sql(self) -> str:
+        parts = ["_parse_error"]
+        for col in self.contract.columns:
+            q = f'"{col.name}"'
+            if not col.nullable:
+                parts.append(f"CASE WHEN {q} IS NULL THEN '{col.name} is missing' END")
+            parts.append(
+                f"CASE WHEN {q} IS NOT NULL AND TRY_CAST({q} AS {col.type}) IS NULL "
+                f"THEN '{col.name} is not a valid {col.type}' END"
+            )
+            if col.type == "VARCHAR":
+                parts.append(
+                    f"CASE WHEN length({q}::VARCHAR) > {MAX_TEXT_LENGTH} "
+                    f"THEN '{col.name} is longer than {MAX_TEXT_LENGTH} characters' END"
+                )
+        if self.contract.partition_column:
+            day = date.fromisoformat(self.partition)
+            q = f'TRY_CAST("{self.contract.partition_column}" AS TIMESTAMP)'
+            parts.append(
+                f"CASE WHEN {q} < TIMESTAMP '{day}' OR {q} >= TIMESTAMP '{day + timedelta(days=1)}' "
+                f"THEN '{self.contract.partition_column} is outside partition {day}' END"
+            )
+        return "concat_ws('; ', " + ", ".join(parts) + ")"
+
+    def _check_types_usable(self) -> None:
+        """A column whose every value fails to cast has the wrong type: fail the partition."""
+        for col in self.contract.columns:
+            q = f'"{col.name}"'
+            nonnull, castable, example = self.con.execute(
+                f"SELECT count({q}), count(TRY_CAST({q} AS {col.type})), "
+                f"any_value(_source) FILTER (WHERE {q} IS NOT NULL) FROM incoming "
+                "WHERE _parse_error IS NULL"
+            ).fetchone()
+            if nonnull >= 5 and castable == 0:
+                raise ContractViolation(
+                    self.contract.name, col.name, str(example), f"no value is a valid {col.type}"
+                )
+
+    def publish(self, inputs: list[str]) -> IngestResult:
+        self._check_types_usable()
+        key_cols = ", ".join(f'"{k}"' for k in self.contract.key)
+        self.con.execute(
+            f"""CREATE TEMP TABLE checked AS
+            SELECT *, CASE WHEN reason <> '' THEN reason
+                           WHEN row_number() OVER (PARTITION BY {key_cols} ORDER BY _source) > 1
+                           THEN 'duplicate key ({", ".join(self.contract.key)})' ELSE '' END
+                      AS _reason
+            FROM (SELECT *, {self._reason_sql()} AS reason FROM incoming)"""
+        )
+        read, landed = self.con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE _reason = '') FROM checked"
+        ).fetchone()
+        reasons = dict(
+            self.con.execute(
+                "SELECT split_part(_reason, '; ', 1), count(*) FROM checked WHERE _reason <> '' "
+                "GROUP BY 1 ORDER BY 2 DESC LIMIT 20"
+            ).fetchall()
+        )
+        cols = ", ".join(f'TRY_CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in self.contract.columns)
+        order = ", ".join(f'"{k}"' for k in self.contract.key)
+        out_key = raw_key(self.contract.name, self.partition)
+        q_key = quarantine_key(self.contract.name, self.partition)
+        with tempfile.TemporaryDirectory() as tmp:
+            data_file = Path(tmp) / "data.parquet"
+            self.con.execute(
+                f"COPY (SELECT {cols} FROM checked WHERE _reason = '' ORDER BY {order}) "
+                f"TO '{data_file}' (FORMAT parquet, COMPRESSION zstd)"
+            )
+            written = self.con.execute(f"SELECT count(*) FROM read_parquet('{data_file}')").fetchone()[0]
+            quarantined = read - landed
+            if written != landed:
+                raise RuntimeError(f"{self.contract.name}: wrote {written} rows, expected {landed}")
+            if quarantined:
+                q_file = Path(tmp) / "rejected.jsonl"
+                raw_cols = ", ".join(f'"{c.name}"' for c in self.contract.columns)
+                self.con.execute(
+                    f"""COPY (SELECT _source AS source, _reason AS reason,
+                              coalesce(_raw, to_json(struct_pack({raw_cols}))::VARCHAR) AS record
+                       FROM checked WHERE _reason <> '' ORDER BY _source)
+                    TO '{q_file}' (FORMAT json)"""
+                )
+                self.lake.put_file(q_file, q_key)
+            elif self.lake.exists(q_key):
+                self.lake.delete(q_key)
+            self.lake.put_file(data_file, out_key)
+        self.con.close()
+        return IngestResult(
+            source=self.contract.name,
+            partition=self.partition,
+            rows_read=read,
+            rows_landed=landed,
+            rows_quarantined=read - landed,
+            raw_key=out_key,
+            quarantine_key=q_key if read - landed else None,
+            inputs=inputs,
+            reasons=reasons,
+        )

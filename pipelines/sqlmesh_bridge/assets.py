@@ -1,0 +1,46 @@
+"""The ``multi_asset`` with one asset per SQLMesh model."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from pipelines.sqlmesh_bridge.project import ProjectInfo
+from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
+
+
+class SQLMeshRunConfig(dg.Config):
+    """``restate``: recompute even if SQLMesh thinks the intervals are done (default: only
+    for partitioned runs, where a backfill always means recompute)."""
+
+    restate: bool | None = None
+
+
+def sqlmesh_assets(
+    project: ProjectInfo,
+    translator: SQLMeshTranslator | None = None,
+    name: str = "sqlmesh_models",
+    pool: str | None = "sqlmesh",
+    resource_key: str = "sqlmesh",
+) -> dg.AssetsDefinition:
+    translator = translator or SQLMeshTranslator()
+    models = project.internal_models
+    specs = [translator.get_asset_spec(m, project) for m in models]
+    check_specs = [spec for m in models for spec in translator.get_check_specs(m, project)]
+
+    @dg.multi_asset(
+        name=name,
+        specs=specs,
+        check_specs=check_specs,
+        can_subset=True,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=pool,
+        required_resource_keys={resource_key},
+    )
+    def _sqlmesh_models(
+        context: dg.AssetExecutionContext, config: SQLMeshRunConfig
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        resource: SQLMeshResource = getattr(context.resources, resource_key)
+        yield from resource.run(context, project, translator, restate=config.restate)
+
+    return _sqlmesh_models

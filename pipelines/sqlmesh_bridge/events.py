@@ -1,0 +1,158 @@
+"""What SQLMesh really did, learned from its console and notification callbacks.
+
+SQLMesh's ``run`` returns one status for the whole DAG and never raises for a failing model,
+so per-model truth (evaluated, failed with which error, skipped after an upstream failure,
+audit failures) is recorded here as the scheduler reports it, from several worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from sqlmesh.core.console import NoopConsole
+from sqlmesh.core.notification_target import BaseNotificationTarget, NotificationEvent
+
+
+@dataclass
+class ModelOutcome:
+    intervals: list[tuple[int, int]] = field(default_factory=list)
+    batches_done: int = 0
+    batches_planned: int = 0
+    duration_ms: int = 0
+    rows: int | None = None
+    audits_passed: int = 0
+    audits_failed: int = 0
+    failed: bool = False
+
+
+@dataclass
+class AuditFailure:
+    model: str
+    audit: str
+    args: str
+    count: int
+    sql: str
+
+
+@dataclass
+class RunRecord:
+    outcomes: dict[str, ModelOutcome] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+    audit_failures: list[AuditFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def outcome(self, name: str) -> ModelOutcome:
+        return self.outcomes.setdefault(name, ModelOutcome())
+
+
+class RecordingConsole(NoopConsole):
+    """A console that records evaluation events instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record = RunRecord()
+        self._lock = threading.Lock()
+
+    def start_evaluation_progress(self, batched_intervals: Any, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            for snapshot, intervals in batched_intervals.items():
+                self.record.outcome(snapshot.name).batches_planned += len(intervals)
+
+    def update_snapshot_evaluation_progress(
+        self,
+        snapshot: Any,
+        interval: Any,
+        batch_idx: int,
+        duration_ms: int | None,
+        num_audits_passed: int,
+        num_audits_failed: int,
+        *args: Any,
+        execution_stats: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        with self._lock:
+            outcome = self.record.outcome(snapshot.name)
+            start, end = interval
+            outcome.intervals.append((int(start), int(end)))
+            if duration_ms is None:
+                outcome.failed = True
+                return
+            outcome.batches_done += 1
+            outcome.duration_ms += duration_ms
+            outcome.audits_passed += num_audits_passed
+            outcome.audits_failed += num_audits_failed
+            rows = getattr(execution_stats, "total_rows_processed", None)
+            if rows is not None:
+                outcome.rows = (outcome.rows or 0) + int(rows)
+
+    def log_skipped_models(self, snapshot_names: set[str]) -> None:
+        with self._lock:
+            self.record.skipped.update(snapshot_names)
+
+    def log_failed_models(self, errors: list[Any]) -> None:
+        with self._lock:
+            for error in errors:
+                node = getattr(error, "node", None)
+                name = getattr(node, "snapshot_name", None) or str(node)
+                cause = error.__cause__ or error
+                self.record.errors[name] = f"{type(cause).__name__}: {cause}"
+                self.record.outcome(name).failed = True
+
+    def log_warning(self, short_message: str, long_message: str | None = None, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self.record.warnings.append(short_message.strip())
+
+    def log_error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self.record.warnings.append(message.strip())
+
+
+class AuditCollector(BaseNotificationTarget):
+    """A notification target that records every audit failure, blocking or not.
+
+    Targets are frozen pydantic models kept in sets, so they carry only an id; the failures
+    live in a registry keyed by that id for the duration of one run.
+    """
+
+    type_: Literal["pipelines_audit_collector"] = "pipelines_audit_collector"
+    collector_id: str
+    notify_on: frozenset[NotificationEvent] = frozenset({NotificationEvent.AUDIT_FAILURE})
+
+    _registry: ClassVar[dict[str, list[AuditFailure]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def new(cls) -> AuditCollector:
+        collector = cls(collector_id=uuid.uuid4().hex)
+        with cls._lock:
+            cls._registry[collector.collector_id] = []
+        return collector
+
+    def failures(self) -> list[AuditFailure]:
+        with self._lock:
+            return list(self._registry.get(self.collector_id, []))
+
+    def close(self) -> None:
+        with self._lock:
+            self._registry.pop(self.collector_id, None)
+
+    def notify_audit_failure(self, audit_error: Any, *args: Any, **kwargs: Any) -> None:
+        model = getattr(audit_error, "model", None)
+        failure = AuditFailure(
+            model=getattr(model, "fqn", "") if model is not None else "",
+            audit=audit_error.audit_name,
+            args=", ".join(
+                f"{k} := {v.sql()}" for k, v in sorted((audit_error.audit_args or {}).items())
+            ),
+            count=int(audit_error.count),
+            sql=audit_error.query.sql(getattr(audit_error, "adapter_dialect", None)),
+        )
+        with self._lock:
+            self._registry.setdefault(self.collector_id, []).append(failure)
+
+    def send(self, *args: Any, **kwargs: Any) -> None:
+        return

@@ -1,0 +1,304 @@
+"""Runs SQLMesh for exactly the Dagster selection and partition range, and reports the truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from pydantic import Field
+
+from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
+from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
+
+if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
+    from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole, RunRecord
+
+
+class SQLMeshPlanRequired(dg.Failure):
+    """The project differs from the target environment: a plan must be applied first."""
+
+
+def _ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+class SQLMeshResource(dg.ConfigurableResource):
+    """A SQLMesh project, gateway and environment that Dagster runs."""
+
+    project_dir: str
+    gateway: str | None = None
+    environment: str = "prod"
+    concurrent_tasks: int | None = Field(default=None, description="override the gateway's")
+
+    def context(
+        self, console: "RecordingConsole | None" = None, collector: "AuditCollector | None" = None
+    ) -> Any:
+        from sqlmesh import Context
+        from sqlmesh.core.console import set_console
+
+        from pipelines.sqlmesh_bridge.events import RecordingConsole
+
+        set_console(console or RecordingConsole())
+        return Context(
+            paths=self.project_dir,
+            gateway=self.gateway,
+            notification_targets=[collector] if collector else None,
+            load=True,
+        )
+
+    # -- environment --------------------------------------------------------------------------
+
+    def ensure_environment(self, ctx: Any, log: Any) -> None:
+        """Create the environment on first use; refuse to run a project that differs from it.
+
+        Creation applies the plan without backfilling: Dagster partitions decide which intervals
+        get computed. Any later change to a model must go through the ``sqlmesh_plan`` job (or
+        ``sqlmesh plan`` in CI) so that no scheduled run silently applies a breaking change.
+        """
+        env = ctx.state_sync.get_environment(self.environment)
+        if env is None:
+            log.info(f"SQLMesh environment '{self.environment}' does not exist: creating it")
+            ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
+            return
+        deployed = {s.name: s.fingerprint for s in env.snapshots}
+        local = {name: s.fingerprint for name, s in ctx.snapshots.items() if not s.is_external}
+        changed = sorted(n for n, fp in local.items() if deployed.get(n) != fp)
+        if changed:
+            raise SQLMeshPlanRequired(
+                description=(
+                    f"the SQLMesh project differs from environment '{self.environment}' for "
+                    f"{len(changed)} model(s): {', '.join(changed[:10])}. Apply the change first with "
+                    "the `sqlmesh_plan` job (its logs show the plan) or `sqlmesh plan` in CI."
+                )
+            )
+
+    def apply_plan(self, log: Any, allow_breaking: bool = False) -> dict[str, list[str]]:
+        """Apply local model changes to the environment; breaking ones only when allowed.
+
+        New and changed models are deployed without a backfill of all history; the intervals the
+        previous versions had computed are then recomputed, so no processed day goes missing.
+        """
+        from pipelines.sqlmesh_bridge.events import RecordingConsole
+
+        console = RecordingConsole()
+        ctx = self.context(console)
+        try:
+            env = ctx.state_sync.get_environment(self.environment)
+            if env is None:
+                ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
+                return {"created": sorted(ctx.models)}
+            plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
+            breaking = sorted(
+                s.name for s in plan.new_snapshots if s.change_category and s.change_category.is_breaking
+            )
+            changed = sorted(s.name for s in plan.new_snapshots if not s.is_external)
+            for line in plan.context_diff.modified_snapshots:
+                log.info(f"modified: {line}")
+            log.info(f"plan for '{self.environment}': new or changed {changed}; breaking {breaking}")
+            if breaking and not allow_breaking:
+                raise dg.Failure(
+                    description=f"breaking changes need allow_breaking=true: {', '.join(breaking)}"
+                )
+            previous = {s.name: s for s in env.snapshots}
+            processed = {}
+            for name in changed:
+                old = previous.get(name)
+                if old is None:
+                    continue
+                intervals = ctx.state_sync.get_snapshots([old.snapshot_id])[old.snapshot_id].intervals
+                if intervals:
+                    processed[name] = (intervals[0][0], intervals[-1][1])
+            ctx.apply(plan)
+            for name, (start, end) in processed.items():
+                ctx.run(
+                    self.environment,
+                    start=start,
+                    end=end - 1,
+                    execution_time=end,
+                    select_models=[name],
+                    no_auto_upstream=True,
+                    ignore_cron=True,
+                    skip_janitor=True,
+                )
+            return {"changed": changed, "breaking": breaking, "recomputed": sorted(processed)}
+        finally:
+            ctx.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def run(
+        self,
+        context: dg.AssetExecutionContext,
+        project: ProjectInfo,
+        translator: SQLMeshTranslator,
+        restate: bool | None = None,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Run the selected models; yield one result per model that was really evaluated.
+
+        With a partition range the intervals of exactly that range are computed; a range that
+        was computed before is restated (a backfill always means "recompute"). Without one,
+        SQLMesh computes what is due. Failures are raised after every success was reported.
+        """
+        from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole
+
+        by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
+        selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
+        names = [m.fqn for m in selected]
+        window = _partition_window(context)
+        restate = (window is not None) if restate is None else restate
+
+        console = RecordingConsole()
+        collector = AuditCollector.new()
+        started = time.monotonic()
+        ctx = self.context(console, collector)
+        try:
+            self.ensure_environment(ctx, context.log)
+            kwargs: dict[str, Any] = {}
+            if window is not None:
+                first, last = window
+                kwargs = {"start": first, "end": last, "execution_time": last + timedelta(days=1)}
+            if restate:
+                self._remove_intervals(ctx, names, window, context.log)
+            context.log.info(f"sqlmesh run {self.environment}: {len(names)} model(s) {kwargs or ''}")
+            status = ctx.run(
+                self.environment,
+                select_models=names,
+                no_auto_upstream=True,
+                ignore_cron=True,
+                skip_janitor=True,
+                **kwargs,
+            )
+            context.log.info(f"sqlmesh run finished with {status.name} in {time.monotonic() - started:.1f}s")
+            record = console.record
+            rows = self._row_counts(ctx, record, selected, window)
+        finally:
+            ctx.close()
+        failures = collector.failures()
+        collector.close()
+        yield from _results(context, project, translator, selected, record, rows, failures)
+        _raise_on_failure(context, selected, record)
+
+    def _remove_intervals(self, ctx: Any, names: list[str], window: tuple[date, date] | None, log: Any) -> None:
+        env = ctx.state_sync.get_environment(self.environment)
+        if env is None:
+            return
+        wanted = set(names)
+        targets = [s for s in env.snapshots if s.name in wanted]
+        if not targets:
+            return
+        if window is None:
+            start, end = 0, _ms(date.today() + timedelta(days=1))
+        else:
+            start, end = _ms(window[0]), _ms(window[1] + timedelta(days=1))
+        log.info(f"restating {len(targets)} model(s) for [{start}, {end})")
+        ctx.state_sync.remove_intervals([(s, (start, end)) for s in targets], remove_shared_versions=True)
+
+    def _row_counts(
+        self, ctx: Any, record: "RunRecord", selected: list[ModelInfo], window: tuple[date, date] | None
+    ) -> dict[str, int]:
+        """Rows in each evaluated model's target for the run's window (one cheap count each)."""
+        counts = {}
+        for model in selected:
+            outcome = record.outcomes.get(model.fqn)
+            if outcome is None or outcome.failed or not outcome.batches_done:
+                continue
+            table = model.fqn  # the environment's view
+            where = ""
+            if window is not None and model.time_partitioned and model.time_column:
+                where = (
+                    f" WHERE \"{model.time_column}\" >= DATE '{window[0]}' "
+                    f"AND \"{model.time_column}\" < DATE '{window[1] + timedelta(days=1)}'"
+                )
+            try:
+                counts[model.fqn] = int(ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {table}{where}")[0])
+            except Exception:  # a count is informative, never a reason to fail the run
+                continue
+        return counts
+
+
+def _partition_window(context: dg.AssetExecutionContext) -> tuple[date, date] | None:
+    if not context.has_partition_key_range:
+        return None
+    keys = context.partition_key_range
+    return date.fromisoformat(keys.start[:10]), date.fromisoformat(keys.end[:10])
+
+
+def _results(
+    context: dg.AssetExecutionContext,
+    project: ProjectInfo,
+    translator: SQLMeshTranslator,
+    selected: list[ModelInfo],
+    record: "RunRecord",
+    rows: dict[str, int],
+    failures: list[Any],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    selected_checks = context.selected_asset_check_keys
+    for model in selected:
+        key = translator.get_asset_key(model)
+        outcome = record.outcomes.get(model.fqn)
+        if outcome is None or not outcome.intervals:
+            context.log.info(f"{model.name}: nothing was due, not materialized")
+            continue
+        evaluated = outcome.batches_done > 0
+        model_failures = [f for f in failures if f.model == model.fqn]
+        runtime_error = outcome.failed and not model_failures
+        if not runtime_error:
+            for index, audit in enumerate(model.audits):
+                name = translator.get_check_name(model, audit, index)
+                if dg.AssetCheckKey(key, name) not in selected_checks:
+                    continue
+                failed = [f for f in model_failures if f.audit == audit.name and f.args == audit.args]
+                yield dg.AssetCheckResult(
+                    asset_key=key,
+                    check_name=name,
+                    passed=not failed,
+                    severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "failing_rows": sum(f.count for f in failed),
+                        "audit": f"{audit.name}({audit.args})",
+                        **({"sql": dg.MetadataValue.md(f"```sql\n{failed[0].sql}\n```")} if failed else {}),
+                    },
+                )
+        if outcome.failed or not evaluated:
+            continue
+        intervals = sorted(set(outcome.intervals))
+        metadata: dict[str, Any] = {
+            "sqlmesh/intervals": dg.MetadataValue.json(
+                [[_iso(s), _iso(e)] for s, e in intervals]
+            ),
+            "sqlmesh/batches": outcome.batches_done,
+            "sqlmesh/duration_ms": outcome.duration_ms,
+            "sqlmesh/fingerprint": model.fingerprint,
+            "sqlmesh/audits_passed": outcome.audits_passed,
+            "sqlmesh/audits_failed": outcome.audits_failed,
+        }
+        if model.fqn in rows:
+            metadata["dagster/row_count"] = rows[model.fqn]
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _raise_on_failure(
+    context: dg.AssetExecutionContext, selected: list[ModelInfo], record: "RunRecord"
+) -> None:
+    names = {m.fqn: m.name for m in selected}
+    failed = {n: e for n, e in record.errors.items() if n in names}
+    skipped = sorted(names[n] for n in record.skipped if n in names)
+    if not failed:
+        return
+    lines = [f"{names[n]}: {err}" for n, err in sorted(failed.items())]
+    if skipped:
+        lines.append(f"not run because an upstream model failed: {', '.join(skipped)}")
+    raise dg.Failure(
+        description="SQLMesh model(s) failed:\n" + "\n".join(lines),
+        metadata={
+            "failed_models": sorted(names[n] for n in failed),
+            "skipped_models": skipped,
+        },
+    )

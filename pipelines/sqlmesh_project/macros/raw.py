@@ -1,0 +1,27 @@
+"""Macros of the bundled project: raw-zone views and PII masking."""
+
+from __future__ import annotations
+
+import os
+
+from sqlglot import exp
+from sqlmesh import macro
+from sqlmesh.core.macros import MacroEvaluator
+
+
+@macro()
+def create_raw_views(evaluator: MacroEvaluator) -> list[str] | None:
+    """One view per source over its Parquet partitions, or an empty typed view before any landed."""
+    if evaluator.runtime_stage in ("loading", "creating"):
+        return None
+    from pipelines.raw_views import raw_view_statements
+
+    return raw_view_statements()
+
+
+@macro()
+def mask_pii(evaluator: MacroEvaluator, value: exp.Expression) -> exp.Expression:
+    """Salted SHA-256 of a PII value; the salt is a secret read from ``PIPELINES_PII_SALT``."""
+    salt = os.environ.get("PIPELINES_PII_SALT", "local-development-salt")
+    salted = exp.func("concat", exp.Literal.string(salt), exp.func("lower", exp.cast(value, "varchar")))
+    return exp.func("sha256", salted)
