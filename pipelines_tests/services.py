@@ -156,7 +156,8 @@ def _pg(bin_dir: Path, args: list[str], account: pwd.struct_passwd | None, cwd: 
         **kwargs,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip()[-800:]}")
+        tail = result.stderr.strip()[-800:]
+        raise RuntimeError(f"{args[0]} failed ({result.returncode}): {tail}")
 
 
 def start_postgres(bin_dir: Path) -> PostgresServer:

@@ -50,7 +50,9 @@ def build_warehouse(root: Path, days: tuple[str, ...] = DEMO_DAYS) -> Settings:
     ctx = Context(paths=str(settings.sqlmesh_project_dir), gateway="local")
     try:
         ctx.plan("prod", skip_backfill=True, auto_apply=True, no_prompts=True)
-        ctx.run("prod", start=days[0], end=days[-1], execution_time=EXECUTION_TIME, ignore_cron=True)
+        ctx.run(
+            "prod", start=days[0], end=days[-1], execution_time=EXECUTION_TIME, ignore_cron=True
+        )
     finally:
         ctx.close()
     return settings

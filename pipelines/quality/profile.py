@@ -7,7 +7,7 @@ almost no Python memory whatever its size.
 """
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -22,13 +22,29 @@ from pipelines.identifiers import safe_identifier, safe_partition_key
 HISTORY_FILE = "quality_history.duckdb"
 
 _NUMERIC = {
-    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-    "UBIGINT", "UHUGEINT", "FLOAT", "REAL", "DOUBLE",
-}  # fmt: skip
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "REAL",
+    "DOUBLE",
+}
 _TEMPORAL = {
-    "DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
+    "DATE",
+    "TIMESTAMP",
+    "TIMESTAMP WITH TIME ZONE",
+    "TIMESTAMP_S",
+    "TIMESTAMP_MS",
+    "TIMESTAMP_NS",
     "TIME",
-}  # fmt: skip
+}
 
 
 def quote(name: str) -> str:
@@ -89,13 +105,26 @@ class TableProfile:
             "partition": self.partition,
             "row_count": self.row_count,
             "profiled_at": self.profiled_at.isoformat(),
-            "columns": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.columns},
+            "columns": {
+                c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.columns
+            },
         }
 
-    def to_metadata(self) -> dict[str, Any]:
-        """Dagster metadata: the standard row count plus the whole profile as JSON."""
+    def column_schema(self, descriptions: Mapping[str, str] | None = None) -> dg.TableSchema:
+        """The columns as the warehouse really has them (what the schema-change check compares)."""
+        descriptions = descriptions or {}
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(c.name, c.type, description=descriptions.get(c.name))
+                for c in self.columns
+            ]
+        )
+
+    def to_metadata(self, descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Dagster metadata: the standard row count and column schema, plus the profile as JSON."""
         return {
             "dagster/row_count": dg.MetadataValue.int(self.row_count),
+            "dagster/column_schema": self.column_schema(descriptions),
             "profile": dg.MetadataValue.json(self.as_dict()),
         }
 
@@ -216,7 +245,9 @@ def profile_table(
     return _profile_from_row(table, None, columns, layout, row, sql)
 
 
-def latest_partition(con: duckdb.DuckDBPyConnection, table: str, partition_column: str) -> str | None:
+def latest_partition(
+    con: duckdb.DuckDBPyConnection, table: str, partition_column: str
+) -> str | None:
     """The newest day present in the table, the partition to check when a run names none."""
     col = quote(safe_identifier(partition_column, "partition column"))
     row = con.execute(f"SELECT CAST(max({col}) AS DATE) FROM {table_sql(table)}").fetchone()
@@ -310,11 +341,22 @@ class ProfileStore:
                 con.executemany(
                     "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        [asset_key, key, p.profiled_at, p.row_count, c.name, c.null_fraction,
-                         c.distinct, _text(c.min), _text(c.max), c.mean, c.stddev]
+                        [
+                            asset_key,
+                            key,
+                            p.profiled_at,
+                            p.row_count,
+                            c.name,
+                            c.null_fraction,
+                            c.distinct,
+                            _text(c.min),
+                            _text(c.max),
+                            c.mean,
+                            c.stddev,
+                        ]
                         for c in p.columns
                     ],
-                )  # fmt: skip
+                )
             con.execute("COMMIT")
 
     def history(self, asset_key: str, *, before: str, limit: int = 56) -> list[HistoryPoint]:
@@ -359,16 +401,22 @@ def record_profile(
     partitions: Sequence[str] | None,
     *,
     store: ProfileStore,
+    descriptions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Profile what a materialization wrote, keep it in the history, return Dagster metadata."""
+    """Profile what a materialization wrote, keep it in the history, return Dagster metadata.
+
+    One aggregate query for all ``partitions``; the metadata carries ``dagster/row_count`` (their
+    total), ``dagster/column_schema`` (for the schema-change check) and the profile JSON.
+    """
     if partition_column and partitions:
         profiles = list(profile_partitions(con, table, partition_column, partitions).values())
     else:
         profiles = [profile_table(con, table, None, None)]
     store.record(asset_key_string(asset_key), profiles)
     if len(profiles) == 1:
-        return profiles[0].to_metadata()
+        return profiles[0].to_metadata(descriptions)
     return {
         "dagster/row_count": dg.MetadataValue.int(sum(p.row_count for p in profiles)),
+        "dagster/column_schema": profiles[-1].column_schema(descriptions),
         "profile": dg.MetadataValue.json({ProfileStore.key_of(p): p.as_dict() for p in profiles}),
     }

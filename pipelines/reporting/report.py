@@ -92,7 +92,7 @@ def format_percent(value: float | None) -> str:
 
 
 def normalize_quality(quality: Mapping[str, Any] | None) -> list[QualityRow]:
-    """Accept ``name -> bool | "passed"/"failed" | {"passed"|"status", "severity", "description"}``."""
+    """Accept ``name -> bool | "passed"/"failed" | {passed|status, severity, description}``."""
     rows = []
     for name, value in sorted((quality or {}).items()):
         severity, description, passed = "", "", None
@@ -149,7 +149,11 @@ def daily_revenue_figure(con: duckdb.DuckDBPyConnection) -> go.Figure:
     )
     fig.update_layout(title="Daily revenue and orders")
     fig.update_yaxes(title_text="Revenue (USD)", secondary_y=False)
-    fig.update_yaxes(title_text="Orders", secondary_y=True)
+    fig.update_yaxes(title_text="Orders", secondary_y=True, rangemode="tozero", showgrid=False)
+    fig.update_yaxes(rangemode="tozero", secondary_y=False)
+    fig.update_xaxes(type="date", tickformat="%b %d, %Y")
+    if len(days) <= 31:
+        fig.update_xaxes(dtick=86_400_000)  # one tick per day, no hour ticks in short ranges
     return fig
 
 
@@ -221,13 +225,25 @@ def render_report(
     return _env.get_template(TEMPLATE).render(
         generated_at=(generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
         kpis=[
-            ("total_revenue", "Total revenue", format_usd(kpis.total_revenue_usd),
-             kpis.total_revenue_usd),
+            (
+                "total_revenue",
+                "Total revenue",
+                format_usd(kpis.total_revenue_usd),
+                kpis.total_revenue_usd,
+            ),
             ("orders", "Orders", format_count(kpis.orders), kpis.orders),
-            ("avg_order_value", "Average order value", format_usd(kpis.avg_order_value_usd),
-             kpis.avg_order_value_usd),
-            ("conversion", "Conversion", format_percent(kpis.conversion_rate),
-             kpis.conversion_rate),
+            (
+                "avg_order_value",
+                "Average order value",
+                format_usd(kpis.avg_order_value_usd),
+                kpis.avg_order_value_usd,
+            ),
+            (
+                "conversion",
+                "Conversion",
+                format_percent(kpis.conversion_rate),
+                kpis.conversion_rate,
+            ),
         ],
         period=(kpis.first_day, kpis.last_day),
         charts=charts,

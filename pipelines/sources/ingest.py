@@ -223,18 +223,18 @@ class PartitionWriter:
         return "concat_ws('; ', " + ", ".join(parts) + ")"
 
     def _check_types_usable(self) -> None:
-        """A column whose every value fails to cast has the wrong type: fail the partition."""
+        """A column whose every value in a file fails to cast has the wrong type: fail the partition."""
         for col in self.contract.columns:
             q = f'"{col.name}"'
-            nonnull, castable, example = self.con.execute(
-                f"SELECT count({q}), count(TRY_CAST({q} AS {col.type})), "
-                f"any_value(_source) FILTER (WHERE {q} IS NOT NULL) FROM incoming "
-                "WHERE _parse_error IS NULL"
+            row = self.con.execute(
+                f"""SELECT file FROM (
+                        SELECT regexp_replace(_source, ':[0-9]+$', '') AS file,
+                               count({q}) AS nonnull, count(TRY_CAST({q} AS {col.type})) AS castable
+                        FROM incoming WHERE _parse_error IS NULL GROUP BY 1)
+                    WHERE nonnull >= 5 AND castable = 0 ORDER BY file LIMIT 1"""
             ).fetchone()
-            if nonnull >= 5 and castable == 0:
-                raise ContractViolation(
-                    self.contract.name, col.name, str(example), f"no value is a valid {col.type}"
-                )
+            if row:
+                raise ContractViolation(self.contract.name, col.name, row[0], f"no value is a valid {col.type}")
 
     def publish(self, inputs: list[str]) -> IngestResult:
         self._check_types_usable()

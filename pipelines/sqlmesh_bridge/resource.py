@@ -90,39 +90,51 @@ class SQLMeshResource(dg.ConfigurableResource):
             if env is None:
                 ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
                 return {"created": sorted(ctx.models)}
+            from sqlmesh.core.snapshot import SnapshotChangeCategory
+
             plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
+            new = [s for s in plan.new_snapshots if not s.is_external]
+            changed = sorted(s.name for s in new)
             breaking = sorted(
-                s.name for s in plan.new_snapshots if s.change_category and s.change_category.is_breaking
+                s.name for s in new if s.change_category == SnapshotChangeCategory.BREAKING
             )
-            changed = sorted(s.name for s in plan.new_snapshots if not s.is_external)
-            for line in plan.context_diff.modified_snapshots:
-                log.info(f"modified: {line}")
-            log.info(f"plan for '{self.environment}': new or changed {changed}; breaking {breaking}")
+            for snapshot in new:
+                category = snapshot.change_category.name if snapshot.change_category else "NEW"
+                log.info(f"{category}: {snapshot.name}")
+                if plan.context_diff.directly_modified(snapshot.name):
+                    log.info(plan.context_diff.text_diff(snapshot.name))
             if breaking and not allow_breaking:
                 raise dg.Failure(
-                    description=f"breaking changes need allow_breaking=true: {', '.join(breaking)}"
+                    description="breaking changes need allow_breaking=true: " + ", ".join(breaking)
                 )
             previous = {s.name: s for s in env.snapshots}
-            processed = {}
-            for name in changed:
-                old = previous.get(name)
-                if old is None:
-                    continue
-                intervals = ctx.state_sync.get_snapshots([old.snapshot_id])[old.snapshot_id].intervals
-                if intervals:
-                    processed[name] = (intervals[0][0], intervals[-1][1])
+            old_ids = [previous[n].snapshot_id for n in changed if n in previous]
+            old = ctx.state_sync.get_snapshots(old_ids)
+            spans = [
+                (snap.intervals[0][0], snap.intervals[-1][1], snap.name)
+                for snap in old.values()
+                if snap.intervals
+            ]
             ctx.apply(plan)
-            for name, (start, end) in processed.items():
+            if spans:
+                start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+                log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
                 ctx.run(
                     self.environment,
                     start=start,
                     end=end - 1,
                     execution_time=end,
-                    select_models=[name],
+                    select_models=[s[2] for s in spans],
                     no_auto_upstream=True,
                     ignore_cron=True,
                     skip_janitor=True,
                 )
+                if console.record.errors:
+                    raise dg.Failure(
+                        description="plan applied, recomputation failed: "
+                        + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
+                    )
+            processed = [s[2] for s in spans]
             return {"changed": changed, "breaking": breaking, "recomputed": sorted(processed)}
         finally:
             ctx.close()

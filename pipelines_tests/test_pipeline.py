@@ -1,0 +1,133 @@
+"""The embedded default end to end: demo sources -> raw zone -> SQLMesh marts -> checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import dagster as dg
+import duckdb
+import pytest
+
+from pipelines.lake import Lake
+from pipelines.sources import demo
+from pipelines.sources.contracts import CONTRACTS
+from pipelines.sources.ingest import ContractViolation
+from pipelines.sources.readers import ingest_files
+from pipelines_tests.conftest import Deployment, materialized_keys
+
+DAYS = ["2026-03-02", "2026-03-03", "2026-03-04"]
+
+
+def warehouse_rows(deployment: Deployment, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(deployment.settings.data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_three_days_end_to_end_then_rerun_without_duplicates(deployment: Deployment) -> None:
+    result = deployment.run("*", start=DAYS[0], end=DAYS[-1])
+    assert result.success
+    keys = materialized_keys(result)
+    assert dg.AssetKey(["raw", "orders"]) in keys and dg.AssetKey(["marts", "daily_revenue"]) in keys
+    expected = {day: demo.order_count(date.fromisoformat(day), 1.0) for day in DAYS}
+    revenue = warehouse_rows(
+        deployment, "SELECT order_date::VARCHAR, orders, revenue_usd FROM marts.daily_revenue ORDER BY 1"
+    )
+    assert {day: orders for day, orders, _ in revenue} == expected
+    assert all(r > 0 for _, _, r in revenue)
+    total = sum(expected.values())
+    assert warehouse_rows(deployment, "SELECT count(*), count(DISTINCT order_id) FROM marts.fct_orders") == [
+        (total, total)
+    ]
+    assert warehouse_rows(deployment, "SELECT count(*) FROM marts.web_funnel") == [(3,)]
+    # the sum over order lines equals the sum over orders: nothing lost between layers
+    assert warehouse_rows(
+        deployment,
+        "SELECT round((SELECT sum(line_amount_usd) FROM intermediate.int_order_lines) - "
+        "(SELECT sum(order_total_usd) FROM marts.fct_orders), 0)",
+    ) == [(0.0,)]
+
+    lake = Lake(deployment.settings.lake_uri)
+    raw_before = lake.get_bytes("raw/orders/ds=2026-03-03/data.parquet")
+    again = deployment.run("*", start=DAYS[1])
+    assert again.success
+    assert lake.get_bytes("raw/orders/ds=2026-03-03/data.parquet") == raw_before  # byte-identical
+    assert warehouse_rows(deployment, "SELECT count(*), count(DISTINCT order_id) FROM marts.fct_orders") == [
+        (total, total)
+    ]
+    assert warehouse_rows(deployment, "SELECT count(*) FROM marts.daily_revenue") == [(3,)]
+    # no temp files are left where readers look
+    assert not [o.key for o in lake.list("raw") if not o.key.endswith("/data.parquet")]
+
+
+def test_broken_file_rows_are_quarantined_and_counts_add_up(deployment: Deployment) -> None:
+    lake = Lake(deployment.settings.lake_uri)
+    good = {
+        "event_id": "e1", "event_ts": "2026-03-02 10:00:00", "session_id": "s1",
+        "customer_id": 7, "event_type": "page_view", "page": "/", "ip_address": "10.0.0.1",
+    }
+    lines = [
+        json.dumps(good).encode(),
+        json.dumps({**good, "event_id": "e2", "customer_id": "not-a-number"}).encode(),
+        json.dumps({**good, "event_id": "e3", "session_id": None}).encode(),
+        json.dumps({**good, "event_id": "e4", "event_ts": "2026-03-09 10:00:00"}).encode(),
+        b"{this is not json",
+        b"\xff\xfe broken encoding",
+        json.dumps({**good, "event_id": "e1"}).encode(),  # duplicate key
+        json.dumps({**good, "event_id": "e5", "page": "x" * 20_000}).encode(),
+        json.dumps([1, 2, 3]).encode(),
+        json.dumps({**good, "event_id": "'; DROP TABLE raw.web_events; --"}).encode(),
+    ]
+    lake.put_bytes(b"\n".join(lines), "landing/web_events/2026-03-02/drop-001.jsonl")
+    result = ingest_files(CONTRACTS["web_events"], "2026-03-02", lake)
+    assert result.rows_read == 10
+    assert result.rows_landed == 2  # e1 and the SQL-looking id, stored as plain data
+    assert result.rows_quarantined == 8
+    assert result.rows_read == result.rows_landed + result.rows_quarantined
+    rejected = [json.loads(x) for x in lake.get_bytes(result.quarantine_key).splitlines()]
+    reasons = " | ".join(r["reason"] for r in rejected)
+    for expected in (
+        "customer_id is not a valid BIGINT",
+        "session_id is missing",
+        "outside partition",
+        "not valid JSON",
+        "not valid UTF-8",
+        "duplicate key",
+        "longer than 10000",
+        "not a JSON object",
+    ):
+        assert expected in reasons
+    assert all(r["source"].startswith("landing/web_events/2026-03-02/drop-001.jsonl:") for r in rejected)
+    landed = duckdb.sql(
+        f"SELECT event_id FROM read_parquet('{lake.url(result.raw_key)}') ORDER BY 1"
+    ).fetchall()
+    assert landed == [("'; DROP TABLE raw.web_events; --",), ("e1",)]
+
+
+def test_missing_column_fails_the_partition_naming_source_column_and_file(deployment: Deployment) -> None:
+    lake = Lake(deployment.settings.lake_uri)
+    lake.put_bytes(b"event_id,event_ts\ne1,2026-03-02 10:00:00\n", "landing/web_events/2026-03-02/x.csv")
+    with pytest.raises(ContractViolation) as err:
+        ingest_files(CONTRACTS["web_events"], "2026-03-02", lake)
+    message = str(err.value)
+    assert "web_events" in message and "session_id" in message and "x.csv" in message
+    assert not lake.exists("raw/web_events/ds=2026-03-02/data.parquet")
+
+
+def test_ingestion_asset_failure_is_clear_in_dagster(deployment: Deployment) -> None:
+    lake = Lake(deployment.settings.lake_uri)
+    rows = "\n".join(f"e{i},2026-03-02 10:00:00,s,1,page_view,/,1.1.1.1,oops" for i in range(3))
+    header = "event_id,event_ts,session_id,customer_id,event_type,page,ip_address,extra\n"
+    lake.put_bytes((header + rows).encode(), "landing/web_events/2026-03-02/a.csv")
+    bad = "event_id,event_ts,session_id,customer_id,event_type,page,ip_address\n" + "\n".join(
+        f"b{i},2026-03-02 10:00:00,s,x{i},page_view,/,1.1.1.1" for i in range(6)
+    )
+    lake.put_bytes(bad.encode(), "landing/web_events/2026-03-02/b.csv")
+    result = deployment.run([dg.AssetKey(["raw", "web_events"])], start="2026-03-02")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = str(failure.event_specific_data.error)
+    assert "customer_id" in text and "no value is a valid BIGINT" in text and "b.csv" in text
