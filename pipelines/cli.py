@@ -77,9 +77,21 @@ def demo(args: argparse.Namespace) -> int:
 
 def ui(args: argparse.Namespace) -> int:
     _dagster_home()
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
-    os.execv(sys.executable, cmd)
-    return 0
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    import subprocess
+
+    return subprocess.call(cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

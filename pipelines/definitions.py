@@ -2,16 +2,21 @@
 
 import dagster as dg
 
-from pipelines.defs import ingestion, transformation
+from pipelines.defs import ingestion, quality, reporting, transformation
 from pipelines.resources import build_resources
 from pipelines.settings import Settings
+from pipelines.sqlmesh_bridge import load_project
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
+    project = load_project(settings.sqlmesh_project_dir, settings.sqlmesh_gateway)
+    translator = transformation.PipelinesTranslator()
     return dg.Definitions.merge(
         ingestion.defs,
-        transformation.build_defs(settings),
+        transformation.build_defs(settings, project, translator),
+        quality.defs,
+        reporting.defs,
         dg.Definitions(resources=build_resources(settings)),
     )
 

@@ -27,7 +27,13 @@ def s3_secret_options(environ: dict[str, str] | None = None) -> dict[str, str]:
         if env.get("AWS_SESSION_TOKEN"):
             options["session_token"] = env["AWS_SESSION_TOKEN"]
     else:
-        options["provider"] = "credential_chain"
+        frozen = _role_credentials()
+        if frozen is not None:  # IRSA / instance role, resolved by boto3 at connection time
+            options["key_id"], options["secret"] = frozen.access_key, frozen.secret_key
+            if frozen.token:
+                options["session_token"] = frozen.token
+        else:
+            options["provider"] = "credential_chain"
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         parsed = urlparse(endpoint)
@@ -35,6 +41,18 @@ def s3_secret_options(environ: dict[str, str] | None = None) -> dict[str, str]:
         options["url_style"] = "path"
         options["use_ssl"] = "true" if parsed.scheme == "https" else "false"
     return options
+
+
+def _role_credentials() -> object | None:
+    """Temporary credentials of the pod's IAM role (IRSA) via boto3's provider chain.
+
+    DuckDB's own credential_chain has been seen to ignore web-identity tokens, so boto3
+    resolves them and DuckDB gets short-lived keys for this connection only.
+    """
+    import boto3
+
+    credentials = boto3.Session().get_credentials()
+    return credentials.get_frozen_credentials() if credentials is not None else None
 
 
 def configure_s3(con: duckdb.DuckDBPyConnection) -> None:

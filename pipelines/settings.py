@@ -52,13 +52,14 @@ class Settings:
             if lake_uri == "s3:/" or lake_uri == "s3://":
                 raise SettingsError("PIPELINES_LAKE_URI names no bucket")
         data_dir = Path(environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data")
-        project_dir = Path(
-            environ.get("SQLMESH_PROJECT_DIR", "").strip() or BUNDLED_SQLMESH_PROJECT
-        ).expanduser().resolve()
+        project_dir = (
+            Path(environ.get("SQLMESH_PROJECT_DIR", "").strip() or BUNDLED_SQLMESH_PROJECT)
+            .expanduser()
+            .resolve()
+        )
         if not (project_dir / "config.yaml").exists() and not (project_dir / "config.py").exists():
             raise SettingsError(
-                f"SQLMESH_PROJECT_DIR={project_dir} is not a SQLMesh project "
-                "(no config.yaml or config.py)"
+                f"SQLMESH_PROJECT_DIR={project_dir} is not a SQLMesh project (no config.yaml or config.py)"
             )
         gateway = environ.get("SQLMESH_GATEWAY", "").strip() or None
         demo_default = "1" if env == "local" else "0"

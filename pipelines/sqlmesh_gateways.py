@@ -21,15 +21,30 @@ def _env(name: str, default: str = "") -> str:
 
 def prod_gateway() -> GatewayConfig:
     """DuckDB with a DuckLake catalog in PostgreSQL and data on S3; SQLMesh state in PostgreSQL."""
-    host, port, user = _env("PIPELINES_PG_HOST", "localhost"), _env("PIPELINES_PG_PORT", "5432"), _env("PIPELINES_PG_USER", "pipelines")
+    host, port, user = (
+        _env("PIPELINES_PG_HOST", "localhost"),
+        _env("PIPELINES_PG_PORT", "5432"),
+        _env("PIPELINES_PG_USER", "pipelines"),
+    )
     password = _env("PIPELINES_PG_PASSWORD")
     lake = _env("PIPELINES_LAKE_URI", "s3://lake").rstrip("/")
     catalog_db = _env("PIPELINES_DUCKLAKE_DB", "ducklake")
     secrets: list[dict[str, str]] = [
-        {"type": "postgres", "host": host, "port": port, "user": user, "password": password, "database": catalog_db}
+        {
+            "type": "postgres",
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "database": catalog_db,
+        }
     ]
+    extensions = ["httpfs", "ducklake", "postgres"]
     if lake.startswith("s3://"):
-        secrets.append(s3_secret_options())
+        s3 = s3_secret_options()
+        secrets.append(s3)
+        if s3.get("provider") == "credential_chain":
+            extensions.append("aws")
     return GatewayConfig(
         connection=DuckDBConnectionConfig(
             catalogs={
@@ -38,9 +53,11 @@ def prod_gateway() -> GatewayConfig:
                     "path": f"postgres:dbname={catalog_db}",
                     "data_path": f"{lake}/warehouse/",
                     "metadata_schema": _env("PIPELINES_DUCKLAKE_SCHEMA", "main"),
+                    # small writes would otherwise be inlined into PostgreSQL, not written to S3
+                    "data_inlining_row_limit": int(_env("PIPELINES_DUCKLAKE_INLINE_ROWS", "0")),
                 }
             },
-            extensions=["httpfs", "ducklake", "postgres"],
+            extensions=extensions,
             secrets=secrets,
             concurrent_tasks=1,
             register_comments=False,

@@ -37,12 +37,14 @@ def _connect_ducklake(settings: Settings, read_only: bool) -> duckdb.DuckDBPyCon
         "DATABASE": env.get("PIPELINES_DUCKLAKE_DB", "ducklake"),
     }
     literal = ", ".join(f"{k} '{v.replace(chr(39), chr(39) * 2)}'" for k, v in fields.items() if v)
-    con.execute(f"CREATE OR REPLACE TEMPORARY SECRET pipelines_pg (TYPE postgres, {literal})")
+    # unnamed: the default postgres secret, which DuckLake uses for its metadata connection
+    con.execute(f"CREATE TEMPORARY SECRET (TYPE postgres, {literal})")
     mode = ", READ_ONLY" if read_only else ""
     data_path = settings.lake_uri.rstrip("/") + "/warehouse/"
     con.execute(
         f"ATTACH 'ducklake:postgres:dbname={fields['DATABASE']}' AS lake "
-        f"(DATA_PATH '{data_path}', METADATA_SCHEMA '{env.get('PIPELINES_DUCKLAKE_SCHEMA', 'main')}'{mode})"
+        f"(DATA_PATH '{data_path}', METADATA_SCHEMA '{env.get('PIPELINES_DUCKLAKE_SCHEMA', 'main')}'"
+        f"{mode})"
     )
     con.execute("USE lake")
     return con
@@ -66,7 +68,9 @@ def connect(settings: Settings | None = None, read_only: bool = True) -> duckdb.
 
 
 @contextmanager
-def warehouse(settings: Settings | None = None, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+def warehouse(
+    settings: Settings | None = None, read_only: bool = True
+) -> Iterator[duckdb.DuckDBPyConnection]:
     con = connect(settings, read_only)
     try:
         yield con

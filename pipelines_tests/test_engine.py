@@ -67,7 +67,9 @@ def test_every_model_is_an_asset_with_lineage_and_metadata(deployment: Deploymen
     assert {c.name for c in schema.columns} >= {"order_id", "order_total_usd"}
     lineage = fct.metadata["dagster/column_lineage"]
     deps = lineage.deps_by_column["customer_segment"]
-    assert [(d.asset_key, d.column_name) for d in deps] == [(dg.AssetKey(["marts", "dim_customers"]), "segment")]
+    assert [(d.asset_key, d.column_name) for d in deps] == [
+        (dg.AssetKey(["marts", "dim_customers"]), "segment")
+    ]
     refs = fct.metadata["dagster/code_references"].code_references
     assert Path(refs[0].file_path).name == "fct_orders.sql" and Path(refs[0].file_path).exists()
     # FULL models are unpartitioned and still depend on partitioned ones
@@ -79,7 +81,9 @@ def test_every_model_is_an_asset_with_lineage_and_metadata(deployment: Deploymen
     assert stg_orders.parent_keys == {dg.AssetKey(["raw", "orders"])}
     assert graph.get(dg.AssetKey(["raw", "orders"])).is_materializable
     # audits are checks; blocking ones block
-    checks = {c.name: c for c in graph.get_check_specs(fct.key)} if hasattr(graph, "get_check_specs") else None
+    checks = (
+        {c.name: c for c in graph.get_check_specs(fct.key)} if hasattr(graph, "get_check_specs") else None
+    )
     specs = {
         spec.key.name: spec
         for ad in defs.assets
@@ -100,7 +104,9 @@ def test_every_model_is_an_asset_with_lineage_and_metadata(deployment: Deploymen
     assert revenue_specs["accepted_range_non_blocking"].blocking is False
 
 
-def test_failed_model_fails_alone_and_downstream_is_skipped(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_model_fails_alone_and_downstream_is_skipped(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_project(deployment, monkeypatch, broken=True)
     result = deployment.run(
         [SOURCE, TOTALS, SUMMARY, BROKEN, AFTER_BROKEN], start="2026-03-01", end="2026-03-02"
@@ -114,7 +120,9 @@ def test_failed_model_fails_alone_and_downstream_is_skipped(deployment: Deployme
     assert query(deployment, "SELECT count(*) FROM demo.daily_totals") == [(2,)]
 
 
-def test_blocking_audit_failure_blocks_downstream(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocking_audit_failure_blocks_downstream(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_project(deployment, monkeypatch, failing_audit="blocking")
     result = deployment.run([SOURCE, TOTALS, SUMMARY], start="2026-03-01")
     assert not result.success
@@ -136,7 +144,9 @@ def test_non_blocking_audit_failure_warns(deployment: Deployment, monkeypatch: p
     assert materialized_keys(result) == {SOURCE, TOTALS, SUMMARY}
 
 
-def test_range_backfill_records_exact_intervals_and_restates(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_range_backfill_records_exact_intervals_and_restates(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_project(deployment, monkeypatch)
     first = deployment.run([SOURCE, TOTALS], start="2026-03-01", end="2026-03-03")
     assert first.success
@@ -165,7 +175,9 @@ def test_subset_runs_exactly_the_selection(deployment: Deployment, monkeypatch: 
     assert state_intervals(deployment, "daily_source") == [("2026-03-01", "2026-03-02")]
 
 
-def test_nothing_due_is_not_reported_as_materialized(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_due_is_not_reported_as_materialized(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_project(deployment, monkeypatch)
     assert deployment.run([SOURCE, TOTALS], start="2026-03-01").success
     config = {"ops": {"sqlmesh_models": {"config": {"restate": False}}}}
@@ -176,7 +188,9 @@ def test_nothing_due_is_not_reported_as_materialized(deployment: Deployment, mon
     assert materialized_keys(second) == set()
 
 
-def test_changed_model_needs_an_explicit_plan(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_model_needs_an_explicit_plan(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = use_project(deployment, monkeypatch)
     assert deployment.run([SOURCE, TOTALS], start="2026-03-01", end="2026-03-02").success
     path = project / "models" / "daily_totals.sql"
@@ -185,20 +199,25 @@ def test_changed_model_needs_an_explicit_plan(deployment: Deployment, monkeypatc
     assert not blocked.success
     failure = next(e for e in blocked.all_events if e.event_type_value == "STEP_FAILURE")
     assert "sqlmesh_plan" in str(failure.event_specific_data.error)
-    plan = deployment.definitions().resolve_job_def("sqlmesh_plan").execute_in_process(
-        instance=deployment.instance, run_config={"ops": {"sqlmesh_plan": {"config": {"allow_breaking": True}}}}
+    plan = (
+        deployment.definitions()
+        .resolve_job_def("sqlmesh_plan")
+        .execute_in_process(
+            instance=deployment.instance,
+            run_config={"ops": {"apply_sqlmesh_plan": {"config": {"allow_breaking": True}}}},
+        )
     )
     assert plan.success
     assert query(deployment, "SELECT count(*), min(v) FROM demo.daily_totals") == [(2, 1)]
     assert deployment.run([TOTALS], start="2026-03-03").success
 
 
-def test_sqlmesh_init_project_loads_and_materializes(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlmesh_init_project_loads_and_materializes(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = deployment.root / "init_project"
     project.mkdir()
-    subprocess.run(
-        ["sqlmesh", "init", "duckdb"], cwd=project, check=True, capture_output=True, timeout=120
-    )
+    subprocess.run(["sqlmesh", "init", "duckdb"], cwd=project, check=True, capture_output=True, timeout=120)
     monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
     monkeypatch.chdir(project)  # the generated config names a relative DuckDB file
     defs = deployment.definitions()

@@ -66,8 +66,13 @@ def test_three_days_end_to_end_then_rerun_without_duplicates(deployment: Deploym
 def test_broken_file_rows_are_quarantined_and_counts_add_up(deployment: Deployment) -> None:
     lake = Lake(deployment.settings.lake_uri)
     good = {
-        "event_id": "e1", "event_ts": "2026-03-02 10:00:00", "session_id": "s1",
-        "customer_id": 7, "event_type": "page_view", "page": "/", "ip_address": "10.0.0.1",
+        "event_id": "e1",
+        "event_ts": "2026-03-02 10:00:00",
+        "session_id": "s1",
+        "customer_id": 7,
+        "event_type": "page_view",
+        "page": "/",
+        "ip_address": "10.0.0.1",
     }
     lines = [
         json.dumps(good).encode(),

@@ -19,7 +19,6 @@ from pipelines.settings import Settings
 from pipelines.warehouse import connect
 
 # Until conftest.py registers it for the whole suite (harmless once it does).
-pytest_plugins = ["pipelines_tests.warehouse_fixture"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -67,9 +66,7 @@ def kpi(html: str, key: str) -> tuple[str, str]:
 
 
 def test_kpis_match_sql(con: duckdb.DuckDBPyConnection, html: str) -> None:
-    revenue, orders = con.execute(
-        "SELECT sum(revenue_usd), sum(orders) FROM marts.daily_revenue"
-    ).fetchone()  # type: ignore[misc]
+    revenue, orders = con.execute("SELECT sum(revenue_usd), sum(orders) FROM marts.daily_revenue").fetchone()  # type: ignore[misc]
     fct_orders, aov = con.execute(
         "SELECT count(*), sum(order_total_usd) FILTER (WHERE status IN ('placed','shipped')) "
         "/ count(*) FILTER (WHERE status IN ('placed','shipped')) FROM marts.fct_orders"
@@ -135,16 +132,20 @@ def test_write_report_publishes_atomically(tmp_path: Path, html: str) -> None:
     assert [o.key for o in lake.list("reports")] == [REPORT_KEY]  # no temp file left behind
 
 
-def test_asset_materializes_report_into_lake(built_warehouse: Settings) -> None:
+def test_asset_materializes_report_into_lake(
+    built_warehouse: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The asset finds the warehouse the way a deployment does: from the environment.
+    monkeypatch.setenv("PIPELINES_ENV", "local")
+    monkeypatch.setenv("PIPELINES_DATA_DIR", str(built_warehouse.data_dir))
+    monkeypatch.setenv("PIPELINES_LAKE_URI", built_warehouse.lake_uri)
     spec = shop_report.specs_by_key[dg.AssetKey(["reports", "shop_report"])]
     assert shop_report.group_names_by_key[spec.key] == "reports"
     assert {"html", "plotly"} <= set(spec.kinds)
     assert {dep.asset_key for dep in spec.deps} == set(MART_DEPS)
     assert spec.automation_condition is not None
 
-    result = dg.materialize(
-        [shop_report], resources={"lake": LakeResource(uri=built_warehouse.lake_uri)}
-    )
+    result = dg.materialize([shop_report], resources={"lake": LakeResource(uri=built_warehouse.lake_uri)})
     assert result.success
     (event,) = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
@@ -181,9 +182,7 @@ def test_quality_comes_from_latest_asset_checks(con: duckdb.DuckDBPyConnection) 
     assert 'revenue_positive</td><td class="failed">failed' in render_report(con, quality)
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y chromium"
-)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y chromium")
 def test_report_renders_in_headless_chromium(tmp_path: Path, html: str) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -192,14 +191,10 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, html: str) -> None:
     OUTPUT_DIR.mkdir(exist_ok=True)
     remote: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on(
-                "request", lambda r: remote.append(r.url) if not r.url.startswith("file:") else None
-            )
+            page.on("request", lambda r: remote.append(r.url) if not r.url.startswith("file:") else None)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(page_file.as_uri())

@@ -1,8 +1,8 @@
 """A small real warehouse (3 demo days ingested and modelled by SQLMesh) for reader tests.
 
-Register it once for the whole session, e.g. in ``conftest.py``:
-``from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401``.
-The build is cached per process, so importing the fixture into several modules still builds once.
+Register it for the whole suite in ``conftest.py``:
+``pytest_plugins = [..., "pipelines_tests.warehouse_fixture"]``.
+The build is cached per process, so registering the fixture in several places still builds once.
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ def build_warehouse(root: Path, days: tuple[str, ...] = DEMO_DAYS) -> Settings:
     ctx = Context(paths=str(settings.sqlmesh_project_dir), gateway="local")
     try:
         ctx.plan("prod", skip_backfill=True, auto_apply=True, no_prompts=True)
-        ctx.run(
-            "prod", start=days[0], end=days[-1], execution_time=EXECUTION_TIME, ignore_cron=True
-        )
+        ctx.run("prod", start=days[0], end=days[-1], execution_time=EXECUTION_TIME, ignore_cron=True)
     finally:
         ctx.close()
     return settings
@@ -60,10 +58,14 @@ def build_warehouse(root: Path, days: tuple[str, ...] = DEMO_DAYS) -> Settings:
 
 @pytest.fixture(scope="session")
 def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Settings of a local warehouse holding marts for DEMO_DAYS; environment set to match."""
-    saved = {key: os.environ.get(key) for key in _ENV_KEYS}
+    """Settings of a local warehouse holding the marts for DEMO_DAYS.
+
+    The environment is pointed at it only while it is built; tests that need the variables set
+    (code calling ``Settings.from_env()``) set them with ``monkeypatch``.
+    """
     if "settings" not in _built:
         root = tmp_path_factory.mktemp("warehouse")
+        saved = {key: os.environ.get(key) for key in _ENV_KEYS}
         os.environ.update(
             {
                 "PIPELINES_ENV": "local",
@@ -72,20 +74,12 @@ def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
                 "PIPELINES_DEMO_SEED": "1",
             }
         )
-        _built["settings"] = build_warehouse(root)
-    settings = _built["settings"]
-    os.environ.update(
-        {
-            "PIPELINES_ENV": "local",
-            "PIPELINES_DATA_DIR": str(settings.data_dir),
-            "PIPELINES_LAKE_URI": settings.lake_uri,
-        }
-    )
-    try:
-        yield settings
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        try:
+            _built["settings"] = build_warehouse(root)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    yield _built["settings"]

@@ -122,9 +122,7 @@ def model_descriptions(project_dir: str) -> dict[str, tuple[str | None, dict[str
     return found
 
 
-def list_datasets(
-    con: duckdb.DuckDBPyConnection, project_dir: str | None = None
-) -> list[DatasetMeta]:
+def list_datasets(con: duckdb.DuckDBPyConnection, project_dir: str | None = None) -> list[DatasetMeta]:
     """Every table and view of the marts schema, with its servable (non-PII) columns."""
     relations = con.execute(
         "SELECT table_name, comment FROM duckdb_tables() "
@@ -186,6 +184,12 @@ Classification = Literal["public", "internal", "confidential", "pii-masked"]
 ORDER_BY = r"^-?[A-Za-z_][A-Za-z0-9_]*(,-?[A-Za-z_][A-Za-z0-9_]*)*$"
 RESERVED_PARAMS = {"limit", "offset", "order_by"}
 MAX_OFFSET = 1_000_000_000
+# DuckDB rounds '1.5' to 2 when casting to an integer: such filters must fail, not match 2.
+INTEGER_TYPES = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+}  # fmt: skip
+_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
 
 
 class ErrorItem(BaseModel):
@@ -300,6 +304,8 @@ def _filters(
             raise HTTPException(422, f"column {name!r} of type {column.type} cannot be filtered")
         if len(value) > 1000:
             raise HTTPException(422, f"filter value for {name!r} is too long")
+        if column.type in INTEGER_TYPES and not _INTEGER.match(value):
+            raise HTTPException(422, f"{value!r} is not a whole number for column {name!r}")
         (invalid,) = con.execute(f"SELECT TRY_CAST(? AS {column.type}) IS NULL", [value]).fetchone()  # type: ignore[misc]
         if invalid:
             raise HTTPException(422, f"{value!r} is not a valid {column.type} for column {name!r}")

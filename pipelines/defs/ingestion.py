@@ -9,10 +9,14 @@ from pipelines.sources.ingest import ContractViolation, IngestResult
 from pipelines.sources.readers import HttpSourceError, ingest_database, ingest_files, ingest_http
 
 KIND_TAGS = {"database": {"duckdb", "postgres"}, "files": {"duckdb", "s3"}, "http": {"duckdb", "s3"}}
-TRANSIENT = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+TRANSIENT = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
 
 def raw_asset_key(source: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", source])
+
 
 def column_schema(contract: SourceContract) -> dg.TableSchema:
     return dg.TableSchema(
@@ -27,6 +31,7 @@ def column_schema(contract: SourceContract) -> dg.TableSchema:
             for c in contract.columns
         ]
     )
+
 
 def ingest_one(
     contract: SourceContract,
@@ -45,6 +50,7 @@ def ingest_one(
     return ingest_http(
         contract, partition, the_lake, rates_api.url(), rates_api.timeout_seconds, rates_api.attempts
     )
+
 
 def build_ingestion_asset(contract: SourceContract) -> dg.AssetsDefinition:
     @dg.asset(
@@ -107,6 +113,7 @@ def build_ingestion_asset(contract: SourceContract) -> dg.AssetsDefinition:
         )
 
     return _ingest
+
 
 ingestion_assets = [build_ingestion_asset(c) for c in CONTRACTS.values()]
 defs = dg.Definitions(assets=ingestion_assets)

@@ -1,13 +1,23 @@
 """Transformation: every SQLMesh model of the configured project as a Dagster asset."""
 
+from typing import Any
+
 import dagster as dg
 
+from pipelines.quality import ProfileStore, record_profile
 from pipelines.settings import Settings
-from pipelines.sqlmesh_bridge import SQLMeshResource, SQLMeshTranslator, load_project, sqlmesh_assets
+from pipelines.sqlmesh_bridge import (
+    ModelInfo,
+    ProjectInfo,
+    SQLMeshResource,
+    SQLMeshTranslator,
+    sqlmesh_assets,
+)
+from pipelines.sqlmesh_bridge.resource import MetadataHook
 
 
 class PipelinesTranslator(SQLMeshTranslator):
-    """Our conventions: models in ``marts`` are owned by analytics unless they say otherwise."""
+    """Our conventions on top of the bridge's defaults."""
 
 
 class PlanConfig(dg.Config):
@@ -16,7 +26,7 @@ class PlanConfig(dg.Config):
     allow_breaking: bool = False
 
 
-@dg.op(name="sqlmesh_plan", pool="sqlmesh")
+@dg.op(name="apply_sqlmesh_plan", pool="sqlmesh")
 def sqlmesh_plan_op(context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource) -> None:
     """Apply the project's model changes to the environment, with the plan in the logs."""
     summary = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
@@ -28,7 +38,24 @@ def sqlmesh_plan_job() -> None:
     sqlmesh_plan_op()
 
 
-def build_defs(settings: Settings) -> dg.Definitions:
-    project = load_project(settings.sqlmesh_project_dir, settings.sqlmesh_gateway)
-    return dg.Definitions(assets=[sqlmesh_assets(project, PipelinesTranslator())], jobs=[sqlmesh_plan_job])
+def profile_hook(settings: Settings) -> MetadataHook:
+    """Profile what each materialization wrote (one SQL aggregate) and keep it in the history."""
+    store = ProfileStore.in_data_dir(settings.data_dir)
 
+    def hook(ctx: Any, model: ModelInfo, key: dg.AssetKey, partitions: list[str] | None) -> dict[str, Any]:
+        return record_profile(
+            ctx.engine_adapter.cursor,
+            key,
+            f"{model.schema}.{model.table}",
+            model.time_column if model.time_partitioned else None,
+            partitions,
+            store=store,
+            descriptions={name: doc for name, _, doc in model.columns if doc},
+        )
+
+    return hook
+
+
+def build_defs(settings: Settings, project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
+    assets = sqlmesh_assets(project, translator, metadata_hook=profile_hook(settings))
+    return dg.Definitions(assets=[assets], jobs=[sqlmesh_plan_job])

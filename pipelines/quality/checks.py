@@ -125,24 +125,17 @@ class QualityRule:
                 f"{sorted(CRON_INTERVALS)}, got {cron!r}"
             )
         overrides = {
-            name: dg.AssetCheckSeverity(sev)
-            for name, sev in cfg.get("severity_overrides", {}).items()
+            name: dg.AssetCheckSeverity(sev) for name, sev in cfg.get("severity_overrides", {}).items()
         }
         if set(overrides) - {*PROFILE_CHECKS}:
-            raise ValueError(
-                f"quality rule {key}: overrides name unknown checks {sorted(overrides)}"
-            )
+            raise ValueError(f"quality rule {key}: overrides name unknown checks {sorted(overrides)}")
         return cls(
             asset_key=dg.AssetKey.from_user_string(key),
             table=cfg["table"],
             partition_column=partition_column,
             watch=tuple(safe_identifier(c, "watched column") for c in cfg.get("watch", ())),
-            watch_nulls=tuple(
-                safe_identifier(c, "watched column") for c in cfg.get("watch_nulls", ())
-            ),
-            sample_columns=tuple(
-                safe_identifier(c, "sample column") for c in cfg.get("sample", ())
-            ),
+            watch_nulls=tuple(safe_identifier(c, "watched column") for c in cfg.get("watch_nulls", ())),
+            sample_columns=tuple(safe_identifier(c, "sample column") for c in cfg.get("sample", ())),
             severity=dg.AssetCheckSeverity(cfg.get("severity", "WARN")),
             severity_overrides=overrides,
             freshness_cron=cron,
@@ -170,16 +163,12 @@ class Outcome:
     per_column: Mapping[str, AnomalyResult] = field(default_factory=dict)
 
 
-def _column_outcome(
-    partition: str, results: Mapping[str, AnomalyResult], missing: Sequence[str]
-) -> Outcome:
+def _column_outcome(partition: str, results: Mapping[str, AnomalyResult], missing: Sequence[str]) -> Outcome:
     if missing:
         failed = AnomalyResult(False, None, None, None, None, "missing_column", False, 0)
         return Outcome(partition, failed, missing[0], results)
     if not results:
-        return Outcome(
-            partition, AnomalyResult(True, None, None, None, None, "no_columns", False, 0)
-        )
+        return Outcome(partition, AnomalyResult(True, None, None, None, None, "no_columns", False, 0))
     failing = {c: r for c, r in results.items() if not r.passed}
     pool = failing or results
     column = max(pool, key=lambda c: abs(pool[c].score or 0.0))
@@ -243,9 +232,7 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def sample_sql(
-    rule: QualityRule, profile: TableProfile, check: str, outcome: Outcome
-) -> str | None:
+def sample_sql(rule: QualityRule, profile: TableProfile, check: str, outcome: Outcome) -> str | None:
     """Up to 10 rows behind a failed column check: its NULLs, or the values furthest from normal."""
     column = outcome.column
     present = {c.name for c in profile.columns}
@@ -287,7 +274,7 @@ def _what(check: str, column: str | None) -> str:
 
 
 def check_metadata(
-    check: str, decisive: Outcome, outcomes: Sequence[Outcome], sql: str, sample: str | None
+    decisive: Outcome, outcomes: Sequence[Outcome], sql: str, sample: str | None
 ) -> dict[str, Any]:
     """The numbers that decided the check, the SQL that produced them, and offending rows."""
     r = decisive.result
@@ -311,9 +298,7 @@ def check_metadata(
     if decisive.column is not None:
         md["column"] = decisive.column
     if decisive.per_column:
-        md["columns"] = dg.MetadataValue.json(
-            {c: x.as_dict() for c, x in decisive.per_column.items()}
-        )
+        md["columns"] = dg.MetadataValue.json({c: x.as_dict() for c, x in decisive.per_column.items()})
     if len(outcomes) > 1:
         md["partitions"] = dg.MetadataValue.json(
             {o.partition: {"column": o.column, **o.result.as_dict()} for o in outcomes}
@@ -349,46 +334,51 @@ def run_profile_checks(
     store = ProfileStore.in_data_dir(settings.data_dir)
     asset = asset_key_string(rule.asset_key)
     selected = [c for c in PROFILE_CHECKS if c in set(selected)]
-    with warehouse(settings, read_only=True) as con:
+    with warehouse(settings, read_only=True) as con:  # held for the one profile query only
         profiles = _profiles(con, rule, partitions)
-        if not profiles:
-            return [
-                dg.AssetCheckResult(
-                    asset_key=rule.asset_key,
-                    check_name=check,
-                    passed=True,
-                    description=f"{rule.table} has no rows yet: nothing to compare",
-                )
-                for check in selected
-            ]
-        outcomes: dict[str, list[Outcome]] = {c: [] for c in PROFILE_CHECKS}
-        for key in sorted(profiles):
-            history = store.history(asset, before=key, limit=rule.history_window)
-            for check, outcome in evaluate_partition(rule, profiles[key], history).items():
-                outcomes[check].append(outcome)
-            store.record(asset, [profiles[key]])
-        results = []
-        for check in selected:
-            passed, decisive = _combine(outcomes[check])
-            profile = profiles[decisive.partition]
-            sql = profile.sql
-            sample = None
-            if not passed:
-                query = sample_sql(rule, profile, check, decisive)
-                if query is not None:
-                    sample = _fetch_sample(con, query)
-                    sql += f";\n\n-- offending rows\n{query}"
-            results.append(
-                dg.AssetCheckResult(
-                    asset_key=rule.asset_key,
-                    check_name=check,
-                    passed=passed,
-                    severity=rule.severity_of(check),
-                    description=f"{decisive.partition}: "
-                    + decisive.result.describe(_what(check, decisive.column)),
-                    metadata=check_metadata(check, decisive, outcomes[check], sql, sample),
-                )
+    if not profiles:
+        return [
+            dg.AssetCheckResult(
+                asset_key=rule.asset_key,
+                check_name=check,
+                passed=True,
+                description=f"{rule.table} has no rows yet: nothing to compare",
             )
+            for check in selected
+        ]
+    outcomes: dict[str, list[Outcome]] = {c: [] for c in PROFILE_CHECKS}
+    for key in sorted(profiles):
+        history = store.history(asset, before=key, limit=rule.history_window)
+        for check, outcome in evaluate_partition(rule, profiles[key], history).items():
+            outcomes[check].append(outcome)
+        store.record(asset, [profiles[key]])
+    verdicts = {check: _combine(outcomes[check]) for check in selected}
+    samples = {
+        check: query
+        for check, (passed, decisive) in verdicts.items()
+        if not passed
+        and (query := sample_sql(rule, profiles[decisive.partition], check, decisive)) is not None
+    }
+    fetched: dict[str, str] = {}
+    if samples:
+        with warehouse(settings, read_only=True) as con:
+            fetched = {check: _fetch_sample(con, query) for check, query in samples.items()}
+    results = []
+    for check, (passed, decisive) in verdicts.items():
+        sql = profiles[decisive.partition].sql
+        if check in samples:
+            sql += f";\n\n-- offending rows\n{samples[check]}"
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=rule.asset_key,
+                check_name=check,
+                passed=passed,
+                severity=rule.severity_of(check),
+                description=f"{decisive.partition}: "
+                + decisive.result.describe(_what(check, decisive.column)),
+                metadata=check_metadata(decisive, outcomes[check], sql, fetched.get(check)),
+            )
+        )
     return results
 
 
@@ -487,9 +477,7 @@ def freshness_status(
             lag,
             f"newest partition {latest} is {hours:.1f} h old, over {interval + grace} (overdue)",
         )
-    return FreshnessStatus(
-        True, WARN, latest, lag, f"newest partition {latest} closed {hours:.1f} h ago"
-    )
+    return FreshnessStatus(True, WARN, latest, lag, f"newest partition {latest} closed {hours:.1f} h ago")
 
 
 def _utcnow() -> datetime:

@@ -105,9 +105,7 @@ class TableProfile:
             "partition": self.partition,
             "row_count": self.row_count,
             "profiled_at": self.profiled_at.isoformat(),
-            "columns": {
-                c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.columns
-            },
+            "columns": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.columns},
         }
 
     def column_schema(self, descriptions: Mapping[str, str] | None = None) -> dg.TableSchema:
@@ -115,8 +113,7 @@ class TableProfile:
         descriptions = descriptions or {}
         return dg.TableSchema(
             columns=[
-                dg.TableColumn(c.name, c.type, description=descriptions.get(c.name))
-                for c in self.columns
+                dg.TableColumn(c.name, c.type, description=descriptions.get(c.name)) for c in self.columns
             ]
         )
 
@@ -245,9 +242,7 @@ def profile_table(
     return _profile_from_row(table, None, columns, layout, row, sql)
 
 
-def latest_partition(
-    con: duckdb.DuckDBPyConnection, table: str, partition_column: str
-) -> str | None:
+def latest_partition(con: duckdb.DuckDBPyConnection, table: str, partition_column: str) -> str | None:
     """The newest day present in the table, the partition to check when a run names none."""
     col = quote(safe_identifier(partition_column, "partition column"))
     row = con.execute(f"SELECT CAST(max({col}) AS DATE) FROM {table_sql(table)}").fetchone()
@@ -335,9 +330,7 @@ class ProfileStore:
             con.execute("BEGIN")
             for p in profiles:
                 key = self.key_of(p)
-                con.execute(
-                    'DELETE FROM profiles WHERE asset_key = ? AND "partition" = ?', [asset_key, key]
-                )
+                con.execute('DELETE FROM profiles WHERE asset_key = ? AND "partition" = ?', [asset_key, key])
                 con.executemany(
                     "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [

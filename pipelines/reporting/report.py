@@ -70,8 +70,7 @@ def query_kpis(con: duckdb.DuckDBPyConnection) -> Kpis:
         "max(order_date) FROM marts.daily_revenue"
     ).fetchone()  # type: ignore[misc]
     (aov,) = con.execute(
-        f"SELECT round(avg(order_total_usd) FILTER (WHERE status IN {PLACED}), 2) "
-        "FROM marts.fct_orders"
+        f"SELECT round(avg(order_total_usd) FILTER (WHERE status IN {PLACED}), 2) FROM marts.fct_orders"
     ).fetchone()  # type: ignore[misc]
     (conversion,) = con.execute(
         "SELECT round(sum(checkout_sessions) / nullif(sum(sessions), 0), 4) FROM marts.web_funnel"
@@ -122,9 +121,7 @@ def _passed_from_text(text: str) -> bool | None:
 
 
 def _figure_html(fig: go.Figure, div_id: str, first: bool) -> Markup:
-    fig.update_layout(
-        template="plotly_white", margin={"l": 50, "r": 30, "t": 50, "b": 40}, height=380
-    )
+    fig.update_layout(template="plotly_white", margin={"l": 50, "r": 30, "t": 50, "b": 40}, height=380)
     html = pio.to_html(
         fig,
         include_plotlyjs=first,

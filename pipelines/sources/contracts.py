@@ -58,7 +58,9 @@ class SourceContract:
         return [c.name for c in self.columns]
 
 
-def _c(name: str, type_: str, nullable: bool = True, cls: Classification = "internal", doc: str = "") -> Column:
+def _c(
+    name: str, type_: str, nullable: bool = True, cls: Classification = "internal", doc: str = ""
+) -> Column:
     return Column(name, type_, nullable, cls, doc)
 
 

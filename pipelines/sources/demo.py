@@ -129,8 +129,7 @@ def fx_rates(day: date) -> list[dict[str, object]]:
 DB_TABLES = {
     "customers": "customer_id BIGINT PRIMARY KEY, full_name VARCHAR, email VARCHAR, "
     "country VARCHAR, segment VARCHAR, signup_date DATE",
-    "products": "product_id BIGINT PRIMARY KEY, product_name VARCHAR, category VARCHAR, "
-    "unit_price DOUBLE",
+    "products": "product_id BIGINT PRIMARY KEY, product_name VARCHAR, category VARCHAR, unit_price DOUBLE",
     "orders": "order_id BIGINT PRIMARY KEY, customer_id BIGINT, order_ts TIMESTAMP, "
     "status VARCHAR, currency VARCHAR, shipping_address VARCHAR",
     "order_items": "order_item_id BIGINT PRIMARY KEY, order_id BIGINT, product_id BIGINT, "

@@ -23,13 +23,27 @@ from pipelines.sources.contracts import SourceContract
 
 MAX_TEXT_LENGTH = 10_000
 _TYPE_FAMILY = {
-    "BIGINT": "int", "INTEGER": "int", "HUGEINT": "int", "SMALLINT": "int", "TINYINT": "int",
-    "UBIGINT": "int", "UINTEGER": "int", "DOUBLE": "float", "FLOAT": "float",
-    "VARCHAR": "text", "DATE": "date", "TIMESTAMP": "ts", "BOOLEAN": "bool",
+    "BIGINT": "int",
+    "INTEGER": "int",
+    "HUGEINT": "int",
+    "SMALLINT": "int",
+    "TINYINT": "int",
+    "UBIGINT": "int",
+    "UINTEGER": "int",
+    "DOUBLE": "float",
+    "FLOAT": "float",
+    "VARCHAR": "text",
+    "DATE": "date",
+    "TIMESTAMP": "ts",
+    "BOOLEAN": "bool",
 }
 _COMPATIBLE = {
-    "int": {"int", "text"}, "float": {"float", "int", "text"}, "text": {"text"},
-    "date": {"date", "ts", "text"}, "ts": {"ts", "date", "text"}, "bool": {"bool", "text"},
+    "int": {"int", "text"},
+    "float": {"float", "int", "text"},
+    "text": {"text"},
+    "date": {"date", "ts", "text"},
+    "ts": {"ts", "date", "text"},
+    "bool": {"bool", "text"},
 }
 
 
@@ -105,7 +119,9 @@ def _as_text(value: object) -> str | None:
     return json.dumps(value, default=str)
 
 
-def present_columns(contract: SourceContract, records: list[tuple[str, str | None, object]]) -> dict[str, set[str]]:
+def present_columns(
+    contract: SourceContract, records: list[tuple[str, str | None, object]]
+) -> dict[str, set[str]]:
     """Which contract columns each input file mentions at all (to tell missing from null)."""
     seen: dict[str, set[str]] = {}
     for source, error, record in records:
@@ -178,7 +194,9 @@ class PartitionWriter:
             family = _TYPE_FAMILY.get(actual[col.name].split("(")[0], "other")
             if family not in _COMPATIBLE[_TYPE_FAMILY[col.type]]:
                 raise ContractViolation(
-                    self.contract.name, col.name, where,
+                    self.contract.name,
+                    col.name,
+                    where,
                     f"has type {actual[col.name]}, the contract says {col.type}",
                 )
         select = ", ".join(f'"{c.name}"' for c in self.contract.columns)
@@ -234,7 +252,9 @@ class PartitionWriter:
                     WHERE nonnull >= 5 AND castable = 0 ORDER BY file LIMIT 1"""
             ).fetchone()
             if row:
-                raise ContractViolation(self.contract.name, col.name, row[0], f"no value is a valid {col.type}")
+                raise ContractViolation(
+                    self.contract.name, col.name, row[0], f"no value is a valid {col.type}"
+                )
 
     def publish(self, inputs: list[str]) -> IngestResult:
         self._check_types_usable()

@@ -8,8 +8,8 @@ import time
 import urllib.error
 import urllib.request
 from datetime import date, timedelta
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import duckdb

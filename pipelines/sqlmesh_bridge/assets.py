@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from pipelines.sqlmesh_bridge.project import ProjectInfo
-from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+from pipelines.sqlmesh_bridge.resource import MetadataHook, SQLMeshResource
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
 
@@ -22,7 +22,9 @@ def sqlmesh_assets(
     name: str = "sqlmesh_models",
     pool: str | None = "sqlmesh",
     resource_key: str = "sqlmesh",
+    metadata_hook: MetadataHook | None = None,
 ) -> dg.AssetsDefinition:
+    """One asset per model; ``metadata_hook`` adds metadata (a profile...) per materialization."""
     translator = translator or SQLMeshTranslator()
     models = project.internal_models
     specs = [translator.get_asset_spec(m, project) for m in models]
@@ -41,6 +43,8 @@ def sqlmesh_assets(
         context: dg.AssetExecutionContext, config: SQLMeshRunConfig
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         resource: SQLMeshResource = getattr(context.resources, resource_key)
-        yield from resource.run(context, project, translator, restate=config.restate)
+        yield from resource.run(
+            context, project, translator, restate=config.restate, metadata_hook=metadata_hook
+        )
 
     return _sqlmesh_models

@@ -102,7 +102,9 @@ class RecordingConsole(NoopConsole):
                 self.record.errors[name] = f"{type(cause).__name__}: {cause}"
                 self.record.outcome(name).failed = True
 
-    def log_warning(self, short_message: str, long_message: str | None = None, *args: Any, **kwargs: Any) -> None:
+    def log_warning(
+        self, short_message: str, long_message: str | None = None, *args: Any, **kwargs: Any
+    ) -> None:
         with self._lock:
             self.record.warnings.append(short_message.strip())
 
@@ -145,9 +147,7 @@ class AuditCollector(BaseNotificationTarget):
         failure = AuditFailure(
             model=getattr(model, "fqn", "") if model is not None else "",
             audit=audit_error.audit_name,
-            args=", ".join(
-                f"{k} := {v.sql()}" for k, v in sorted((audit_error.audit_args or {}).items())
-            ),
+            args=", ".join(f"{k} := {v.sql()}" for k, v in sorted((audit_error.audit_args or {}).items())),
             count=int(audit_error.count),
             sql=audit_error.query.sql(getattr(audit_error, "adapter_dialect", None)),
         )

@@ -13,10 +13,9 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-
-from importlib.metadata import version
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 3
@@ -120,7 +119,7 @@ def _column_lineage(context: Any, model: Any) -> dict[str, list[tuple[str, str]]
     from sqlmesh.core.lineage import column_dependencies
 
     lineage: dict[str, list[tuple[str, str]]] = {}
-    for column in (model.columns_to_types or {}):
+    for column in model.columns_to_types or {}:
         try:
             deps = column_dependencies(context, model.fqn, column)
         except Exception as exc:  # lineage is best effort: a macro may defeat it

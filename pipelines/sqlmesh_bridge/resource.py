@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -16,13 +18,18 @@ from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
     from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole, RunRecord
 
+log = logging.getLogger(__name__)
+
+# (SQLMesh context, model, asset key, partition keys or None) -> materialization metadata
+MetadataHook = Callable[[Any, ModelInfo, dg.AssetKey, "list[str] | None"], dict[str, Any]]
+
 
 class SQLMeshPlanRequired(dg.Failure):
     """The project differs from the target environment: a plan must be applied first."""
 
 
 def _ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 class SQLMeshResource(dg.ConfigurableResource):
@@ -34,7 +41,7 @@ class SQLMeshResource(dg.ConfigurableResource):
     concurrent_tasks: int | None = Field(default=None, description="override the gateway's")
 
     def context(
-        self, console: "RecordingConsole | None" = None, collector: "AuditCollector | None" = None
+        self, console: RecordingConsole | None = None, collector: AuditCollector | None = None
     ) -> Any:
         from sqlmesh import Context
         from sqlmesh.core.console import set_console
@@ -95,9 +102,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
             new = [s for s in plan.new_snapshots if not s.is_external]
             changed = sorted(s.name for s in new)
-            breaking = sorted(
-                s.name for s in new if s.change_category == SnapshotChangeCategory.BREAKING
-            )
+            breaking = sorted(s.name for s in new if s.change_category == SnapshotChangeCategory.BREAKING)
             for snapshot in new:
                 category = snapshot.change_category.name if snapshot.change_category else "NEW"
                 log.info(f"{category}: {snapshot.name}")
@@ -147,6 +152,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         project: ProjectInfo,
         translator: SQLMeshTranslator,
         restate: bool | None = None,
+        metadata_hook: MetadataHook | None = None,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         """Run the selected models; yield one result per model that was really evaluated.
 
@@ -164,36 +170,44 @@ class SQLMeshResource(dg.ConfigurableResource):
 
         console = RecordingConsole()
         collector = AuditCollector.new()
-        started = time.monotonic()
-        ctx = self.context(console, collector)
+        timer = _StageTimer(context.log)
+        with timer("load SQLMesh context"):
+            ctx = self.context(console, collector)
         try:
-            self.ensure_environment(ctx, context.log)
+            with timer("check environment"):
+                self.ensure_environment(ctx, context.log)
             kwargs: dict[str, Any] = {}
             if window is not None:
                 first, last = window
                 kwargs = {"start": first, "end": last, "execution_time": last + timedelta(days=1)}
             if restate:
-                self._remove_intervals(ctx, names, window, context.log)
-            context.log.info(f"sqlmesh run {self.environment}: {len(names)} model(s) {kwargs or ''}")
-            status = ctx.run(
-                self.environment,
-                select_models=names,
-                no_auto_upstream=True,
-                ignore_cron=True,
-                skip_janitor=True,
-                **kwargs,
-            )
-            context.log.info(f"sqlmesh run finished with {status.name} in {time.monotonic() - started:.1f}s")
+                with timer("restate intervals"):
+                    self._remove_intervals(ctx, names, window, context.log)
+            with timer(f"sqlmesh run of {len(names)} model(s) {kwargs or ''}"):
+                status = ctx.run(
+                    self.environment,
+                    select_models=names,
+                    no_auto_upstream=True,
+                    ignore_cron=True,
+                    skip_janitor=True,
+                    **kwargs,
+                )
+            context.log.info(f"sqlmesh run status: {status.name}")
             record = console.record
-            rows = self._row_counts(ctx, record, selected, window)
+            with timer("row counts and profiles"):
+                extra = self._materialization_metadata(
+                    ctx, record, selected, window, translator, metadata_hook
+                )
         finally:
             ctx.close()
         failures = collector.failures()
         collector.close()
-        yield from _results(context, project, translator, selected, record, rows, failures)
+        yield from _results(context, project, translator, selected, record, extra, failures)
         _raise_on_failure(context, selected, record)
 
-    def _remove_intervals(self, ctx: Any, names: list[str], window: tuple[date, date] | None, log: Any) -> None:
+    def _remove_intervals(
+        self, ctx: Any, names: list[str], window: tuple[date, date] | None, log: Any
+    ) -> None:
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
             return
@@ -208,27 +222,60 @@ class SQLMeshResource(dg.ConfigurableResource):
         log.info(f"restating {len(targets)} model(s) for [{start}, {end})")
         ctx.state_sync.remove_intervals([(s, (start, end)) for s in targets], remove_shared_versions=True)
 
-    def _row_counts(
-        self, ctx: Any, record: "RunRecord", selected: list[ModelInfo], window: tuple[date, date] | None
-    ) -> dict[str, int]:
-        """Rows in each evaluated model's target for the run's window (one cheap count each)."""
-        counts = {}
+    def _materialization_metadata(
+        self,
+        ctx: Any,
+        record: RunRecord,
+        selected: list[ModelInfo],
+        window: tuple[date, date] | None,
+        translator: SQLMeshTranslator,
+        hook: MetadataHook | None,
+    ) -> dict[str, dict[str, Any]]:
+        """Per evaluated model: the hook's metadata (e.g. a profile), else a row count of the window."""
+        out: dict[str, dict[str, Any]] = {}
+        days = _days(window)
         for model in selected:
             outcome = record.outcomes.get(model.fqn)
             if outcome is None or outcome.failed or not outcome.batches_done:
                 continue
-            table = model.fqn  # the environment's view
-            where = ""
-            if window is not None and model.time_partitioned and model.time_column:
-                where = (
-                    f" WHERE \"{model.time_column}\" >= DATE '{window[0]}' "
-                    f"AND \"{model.time_column}\" < DATE '{window[1] + timedelta(days=1)}'"
-                )
             try:
-                counts[model.fqn] = int(ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {table}{where}")[0])
-            except Exception:  # a count is informative, never a reason to fail the run
-                continue
-        return counts
+                if hook is not None:
+                    partitions = days if model.time_partitioned else None
+                    out[model.fqn] = hook(ctx, model, translator.get_asset_key(model), partitions)
+                    continue
+                where = ""
+                if window is not None and model.time_partitioned and model.time_column:
+                    where = (
+                        f" WHERE \"{model.time_column}\" >= DATE '{window[0]}' "
+                        f"AND \"{model.time_column}\" < DATE '{window[1] + timedelta(days=1)}'"
+                    )
+                count = ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {model.fqn}{where}")[0]
+                out[model.fqn] = {"dagster/row_count": int(count)}
+            except Exception as exc:  # metadata informs, it is never a reason to fail the run
+                log.warning("no metadata for %s: %s", model.fqn, exc)
+        return out
+
+
+def _days(window: tuple[date, date] | None) -> list[str] | None:
+    if window is None:
+        return None
+    span = (window[1] - window[0]).days
+    return [(window[0] + timedelta(days=i)).isoformat() for i in range(span + 1)]
+
+
+class _StageTimer:
+    """Logs how long each stage of a run took, so slow steps are visible in the run's logs."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.log.info(f"{stage}: {time.monotonic() - started:.2f}s")
 
 
 def _partition_window(context: dg.AssetExecutionContext) -> tuple[date, date] | None:
@@ -243,8 +290,8 @@ def _results(
     project: ProjectInfo,
     translator: SQLMeshTranslator,
     selected: list[ModelInfo],
-    record: "RunRecord",
-    rows: dict[str, int],
+    record: RunRecord,
+    extra: dict[str, dict[str, Any]],
     failures: list[Any],
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     selected_checks = context.selected_asset_check_keys
@@ -278,26 +325,23 @@ def _results(
             continue
         intervals = sorted(set(outcome.intervals))
         metadata: dict[str, Any] = {
-            "sqlmesh/intervals": dg.MetadataValue.json(
-                [[_iso(s), _iso(e)] for s, e in intervals]
-            ),
+            "sqlmesh/intervals": dg.MetadataValue.json([[_iso(s), _iso(e)] for s, e in intervals]),
             "sqlmesh/batches": outcome.batches_done,
             "sqlmesh/duration_ms": outcome.duration_ms,
             "sqlmesh/fingerprint": model.fingerprint,
             "sqlmesh/audits_passed": outcome.audits_passed,
             "sqlmesh/audits_failed": outcome.audits_failed,
         }
-        if model.fqn in rows:
-            metadata["dagster/row_count"] = rows[model.fqn]
+        metadata.update(extra.get(model.fqn, {}))
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _raise_on_failure(
-    context: dg.AssetExecutionContext, selected: list[ModelInfo], record: "RunRecord"
+    context: dg.AssetExecutionContext, selected: list[ModelInfo], record: RunRecord
 ) -> None:
     names = {m.fqn: m.name for m in selected}
     failed = {n: e for n, e in record.errors.items() if n in names}

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# One image for the whole production deployment (helm-values.yaml): the code location's gRPC
+# server (the default CMD), the Dagster webserver and daemon, and every run pod the
+# K8sRunLauncher starts. Build and push (docs/production.md, step 5):
+#   docker build -t <ACCOUNT_ID>.dkr.ecr.<REGION>.amazonaws.com/pipelines:<IMAGE_TAG> .
+
+# ---- build: resolve the locked dependencies into /app/.venv with uv ----------------------------
+FROM python:3.11-slim AS build
+
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN pip install --no-cache-dir "uv==0.13.9"
+
+WORKDIR /app
+# Dependencies first, so this layer is rebuilt only when the lock file changes.
+# --frozen: install exactly uv.lock and fail if it is out of date with pyproject.toml.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+# The package, including the SQLMesh project (pipelines/sqlmesh_project) and lifecycle rules.
+COPY pipelines/ ./pipelines/
+RUN uv sync --frozen --no-dev
+
+# ---- runtime -----------------------------------------------------------------------------------
+FROM python:3.11-slim
+
+# The uid/gid the Helm values' securityContext expects (runAsUser 10001).
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && mkdir -p /opt/dagster/dagster_home \
+    && chown app:app /opt/dagster/dagster_home
+
+ENV PATH=/app/.venv/bin:$PATH \
+    HOME=/home/app \
+    PYTHONUNBUFFERED=1 \
+    DAGSTER_HOME=/opt/dagster/dagster_home
+
+WORKDIR /app
+# Owned by the app user: SQLMesh writes its cache next to the project, PIPELINES_DATA_DIR
+# defaults to /app/.data.
+COPY --from=build --chown=app:app /app /app
+
+USER app
+# DuckDB extensions from the pinned wheels into ~/.duckdb now, so pods never download them.
+RUN python -c "from pipelines.duckdb_extensions import install_extensions; install_extensions()"
+
+EXPOSE 4000
+CMD ["dagster", "api", "grpc", "--module-name", "pipelines.definitions", "--host", "0.0.0.0", "--port", "4000"]

@@ -1,0 +1,319 @@
+"""Schedules derived from the models' own SQLMesh ``cron``, and a catch-up sensor.
+
+SQLMesh already says how often each model should run; Dagster only has to tick at the same
+times. Models are grouped by cron; each group gets one asset job and one schedule. A group with
+daily-partitioned models also carries the ingestion assets it reads, and every tick requests
+the days that closed since the previous tick (one day for ``@daily``), so each run shows up on
+its partition. Crons are evaluated with ``croniter``, the library SQLMesh itself uses for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from croniter import croniter
+
+from pipelines.partitions import PROJECT_START
+from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+# Step-level RetryPolicy already covers transient source errors; a run-level retry is only for
+# the run itself dying (evicted pod, lost worker), not for a model or audit that failed.
+RUN_RETRY_TAGS = {
+    "dagster/max_retries": "2",
+    "dagster/retry_strategy": "FROM_FAILURE",
+    "dagster/retry_on_asset_or_op_failure": "false",
+}
+CRON_ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def cron_string(cron: str) -> str:
+    """A five-field cron for a SQLMesh cron or alias (``@daily`` -> ``0 0 * * *``)."""
+    text = " ".join(cron.strip().split())
+    text = CRON_ALIASES.get(text.lower(), text)
+    if len(text.split(" ")) != 5 or not croniter.is_valid(text):
+        raise ValueError(f"unsupported cron {cron!r}: use @hourly/@daily/@weekly/@monthly or 5 fields")
+    return text
+
+
+def cron_slug(cron: str) -> str:
+    """A name fragment for a cron: ``@daily`` -> ``daily``, ``0 6 * * *`` -> ``cron_0_6_x_x_x``."""
+    if cron.strip().lower() in CRON_ALIASES:
+        return cron.strip().lower().lstrip("@")
+    return "cron_" + re.sub(r"[^A-Za-z0-9]+", "_", cron_string(cron).replace("*", "x")).strip("_")
+
+
+def previous_tick(cron: str, at: datetime) -> datetime:
+    """The last tick of ``cron`` strictly before ``at`` (UTC, as SQLMesh evaluates crons)."""
+    return croniter(cron_string(cron), at.astimezone(UTC)).get_prev(datetime)
+
+
+def cron_period(cron: str, at: datetime | None = None) -> timedelta:
+    """The longest gap between consecutive ticks over the next few (a month for @monthly)."""
+    it = croniter(cron_string(cron), (at or datetime(2026, 1, 1, tzinfo=UTC)).astimezone(UTC))
+    ticks = [it.get_next(datetime) for _ in range(6)]
+    return max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+def last_closed_day(at: datetime) -> date:
+    """The latest daily partition that has fully ended at ``at``: the day before, in UTC."""
+    return at.astimezone(UTC).date() - timedelta(days=1)
+
+
+def days_closed_between(after: datetime, until: datetime) -> list[str]:
+    """Daily partition keys that ended in ``(after, until]``, never before the project start."""
+    first = max(last_closed_day(after) + timedelta(days=1), date.fromisoformat(PROJECT_START))
+    last = last_closed_day(until)
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {RANGE_START: first, RANGE_END: last}
+
+
+@dataclass(frozen=True)
+class CronGroup:
+    """Models sharing one SQLMesh cron, and the job that runs them."""
+
+    cron: str
+    models: tuple[ModelInfo, ...]
+    model_keys: tuple[dg.AssetKey, ...]
+    partitioned: bool
+
+    @property
+    def job_name(self) -> str:
+        return f"scheduled_{cron_slug(self.cron)}"
+
+    @property
+    def schedule_name(self) -> str:
+        return f"{self.job_name}_schedule"
+
+    @property
+    def selection(self) -> dg.AssetSelection:
+        """The models, plus (when partitioned) the ingestion assets they read directly."""
+        models = dg.AssetSelection.assets(*self.model_keys)
+        if not self.partitioned:
+            return models
+        return models | (models.upstream(depth=1) & dg.AssetSelection.groups("raw"))
+
+    def job(self) -> dg.UnresolvedAssetJobDefinition:
+        what = "and the raw ingestion they read " if self.partitioned else ""
+        return dg.define_asset_job(
+            self.job_name,
+            selection=self.selection,
+            description=f"SQLMesh models with cron {self.cron} {what}(scheduled on the same cron).",
+        )
+
+
+def cron_groups(project: ProjectInfo, translator: SQLMeshTranslator) -> list[CronGroup]:
+    """One group per distinct cron (aliases and their cron strings are the same group)."""
+    by_cron: dict[str, list[ModelInfo]] = {}
+    for model in project.internal_models:
+        by_cron.setdefault(cron_string(model.cron), []).append(model)
+    groups = []
+    for cron, models in sorted(by_cron.items()):
+        label = next((m.cron for m in models if m.cron.strip().lower() in CRON_ALIASES), cron)
+        groups.append(
+            CronGroup(
+                cron=label,
+                models=tuple(models),
+                model_keys=tuple(translator.get_asset_key(m) for m in models),
+                partitioned=any(translator.get_partitions_def(m, project) is not None for m in models),
+            )
+        )
+    return groups
+
+
+def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    """Tick on the group's cron; request the days that closed since the previous tick."""
+    cron = cron_string(group.cron)
+
+    @dg.schedule(
+        name=group.schedule_name,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        job=job,
+        description=f"Runs {group.job_name} on the models' own cron ({group.cron}).",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        tick = context.scheduled_execution_time or utc_now()
+        if not group.partitioned:
+            return dg.RunRequest(run_key=tick.astimezone(UTC).isoformat(), tags=RUN_RETRY_TAGS)
+        days = days_closed_between(previous_tick(cron, tick), tick)
+        if not days:
+            return dg.SkipReason(f"no daily partition closed since the previous tick of {cron}")
+        if len(days) == 1:
+            return dg.RunRequest(run_key=days[0], partition_key=days[0], tags=RUN_RETRY_TAGS)
+        return dg.RunRequest(
+            run_key=f"{days[0]}..{days[-1]}", tags={**RUN_RETRY_TAGS, **range_tags(days[0], days[-1])}
+        )
+
+    return _schedule
+
+
+def contiguous_ranges(keys: list[str]) -> Iterator[tuple[str, str]]:
+    """Sorted ISO days grouped into ``(first, last)`` runs of consecutive days."""
+    days = sorted(date.fromisoformat(k) for k in keys)
+    start = prev = None
+    for day in days:
+        if start is None:
+            start = prev = day
+        elif day == prev + timedelta(days=1):  # type: ignore[operator]
+            prev = day
+        else:
+            yield start.isoformat(), prev.isoformat()  # type: ignore[union-attr]
+            start = prev = day
+    if start is not None:
+        yield start.isoformat(), prev.isoformat()  # type: ignore[union-attr]
+
+
+def catch_up_settings() -> tuple[int, timedelta]:
+    """Look-back days and the grace left to the schedule, from the environment."""
+    days = int(os.environ.get("PIPELINES_CATCH_UP_DAYS", "7"))
+    grace = float(os.environ.get("PIPELINES_CATCH_UP_GRACE_HOURS", "2"))
+    if days < 1 or grace < 0:
+        raise ValueError("PIPELINES_CATCH_UP_DAYS must be >= 1 and PIPELINES_CATCH_UP_GRACE_HOURS >= 0")
+    return days, timedelta(hours=grace)
+
+
+def catch_up_keys(group: CronGroup, project: ProjectInfo, translator: SQLMeshTranslator) -> list[dg.AssetKey]:
+    """What "done" means for a day: its partitioned marts (all partitioned models if none)."""
+    partitioned = [m for m in group.models if translator.get_partitions_def(m, project) is not None]
+    marts = [m for m in partitioned if m.schema == "marts"] or partitioned
+    return [translator.get_asset_key(m) for m in marts]
+
+
+def missing_days(
+    instance: dg.DagsterInstance,
+    keys: list[dg.AssetKey],
+    days: list[str],
+    partitions_def: dg.PartitionsDefinition,
+) -> list[str]:
+    """Days not materialized for at least one key; days with a run in flight are not missing."""
+    missing: set[str] = set()
+    busy: set[str] = set()
+    for key in keys:
+        status = instance.get_status_by_partition(key, days, partitions_def) or {}
+        for day in days:
+            state = status.get(day)
+            if state == dg.AssetPartitionStatus.IN_PROGRESS:
+                busy.add(day)
+            elif state != dg.AssetPartitionStatus.MATERIALIZED:
+                missing.add(day)
+    return sorted(missing - busy)
+
+
+def build_catch_up_sensor(
+    groups: list[tuple[CronGroup, dg.UnresolvedAssetJobDefinition, list[dg.AssetKey]]],
+    partitions_def: dg.PartitionsDefinition,
+    clock: Clock = utc_now,
+    minimum_interval_seconds: int = 3600,
+) -> dg.SensorDefinition:
+    """Request one single-run backfill per gap of missing days in the look-back window.
+
+    A scheduled run only computes the day it is for, so days skipped while the daemon was down
+    stay missing; this sensor finds them from the marts' partition status. The newest day is
+    left to the schedule for ``PIPELINES_CATCH_UP_GRACE_HOURS`` after its tick. The run key is
+    the range, so a range is requested once; a failed catch-up run is retried by run retries
+    or by hand, not every hour.
+    """
+
+    @dg.sensor(
+        name="catch_up",
+        jobs=[job for _, job, _ in groups],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Backfills missed daily partitions of the scheduled jobs (single run per gap).",
+    )
+    def _catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        lookback, grace = catch_up_settings()
+        now = clock()
+        requests = []
+        for group, job, keys in groups:
+            newest_tick = previous_tick(cron_string(group.cron), now - grace + timedelta(microseconds=1))
+            last = last_closed_day(newest_tick)
+            first = max(last - timedelta(days=lookback - 1), date.fromisoformat(PROJECT_START))
+            days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+            if not days or not keys:
+                continue
+            for start, end in contiguous_ranges(missing_days(context.instance, keys, days, partitions_def)):
+                context.log.info(f"{group.job_name}: catching up {start}..{end}")
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"catch_up:{group.job_name}:{start}..{end}",
+                        job_name=job.name,
+                        tags={**RUN_RETRY_TAGS, **range_tags(start, end), "pipelines/trigger": "catch_up"},
+                    )
+                )
+        if not requests:
+            return dg.SensorResult(skip_reason="no missing daily partitions in the look-back window")
+        return dg.SensorResult(run_requests=requests)
+
+    return _catch_up
+
+
+# -- per-model policies the translator attaches ------------------------------------------------
+
+
+def is_daily_partitioned(model: ModelInfo) -> bool:
+    """The default translator's rule: daily time-range models are daily-partitioned assets."""
+    return model.time_partitioned and model.interval_unit == "day"
+
+
+def automation_condition_for(model: ModelInfo, partitioned: bool | None = None) -> dg.AutomationCondition:
+    """Declarative automation for a model, used only when the ``sqlmesh_automation`` sensor runs.
+
+    Partitioned models follow their inputs partition by partition (``eager``); unpartitioned
+    ones (FULL, VIEW...) refresh once per SQLMesh cron after their inputs updated. Either way a
+    failed blocking check on an input (a failed SQLMesh audit) holds the model back.
+    """
+    partitioned = is_daily_partitioned(model) if partitioned is None else partitioned
+    base = (
+        dg.AutomationCondition.eager()
+        if partitioned
+        else dg.AutomationCondition.on_cron(cron_string(model.cron), "UTC")
+    )
+    return base & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def freshness_policy_for(
+    model: ModelInfo, grace: timedelta = timedelta(hours=6)
+) -> dg.FreshnessPolicy | None:
+    """How late a mart may be: the data of a cron period must land within ``grace`` of its tick.
+
+    Daily crons get a deadline cron (``0 0 * * *`` with 6 h grace: fresh data by 06:00 UTC);
+    other cadences a time window of one period plus grace. Only marts have a policy: they are
+    what people read, and staging lateness already shows up in them.
+    """
+    if model.schema != "marts":
+        return None
+    cron = cron_string(model.cron)
+    minute, hour, *rest = cron.split(" ")
+    hours = int(grace.total_seconds() // 3600)
+    if rest == ["*", "*", "*"] and minute.isdigit() and hour.isdigit() and 1 <= hours < 24:
+        return dg.FreshnessPolicy.cron(
+            deadline_cron=f"{minute} {(int(hour) + hours) % 24} * * *",
+            lower_bound_delta=timedelta(hours=hours),
+            timezone="UTC",
+        )
+    period = cron_period(cron)
+    return dg.FreshnessPolicy.time_window(fail_window=period + min(grace, period), warn_window=period)

@@ -1,0 +1,480 @@
+"""Quality checks on real DuckDB files: SQL profiles, their history, anomalies, schema, freshness.
+
+A synthetic ``marts.fct_orders`` (same columns as the SQLMesh model, weekday-seasonal volume) is
+written day by day in SQL; a stand-in asset writes one partition per run and records its profile
+the way the SQLMesh bridge should, and the real checks from ``pipelines.defs.quality`` judge it.
+"""
+
+import math
+import time
+import tracemalloc
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+from pipelines.defs.quality import QUALITY_RULES, defs, quality_rules
+from pipelines.identifiers import InvalidIdentifierError
+from pipelines.partitions import DAILY
+from pipelines.quality.anomaly import distribution_drift, null_rate_drift, volume_anomaly
+from pipelines.quality.checks import (
+    ERROR,
+    WARN,
+    QualityRule,
+    build_freshness_checks,
+    build_profile_checks,
+    build_schema_change_checks,
+    freshness_status,
+    run_profile_checks,
+)
+from pipelines.quality.profile import (
+    ProfileStore,
+    profile_partitions,
+    profile_table,
+    record_profile,
+)
+from pipelines.settings import Settings
+from pipelines.warehouse import warehouse_path
+from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
+
+START = date(2026, 1, 1)
+KEY = dg.AssetKey(["marts", "fct_orders"])
+RULE = next(r for r in quality_rules if r.asset_key == KEY)
+TABLE = RULE.table
+PROFILE_CHECKS = build_profile_checks(RULE)
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS marts;
+CREATE TABLE IF NOT EXISTS marts.fct_orders (
+    order_id BIGINT, order_date DATE, customer_id BIGINT, customer_segment VARCHAR,
+    customer_country VARCHAR, status VARCHAR, item_count INTEGER, order_total_usd DOUBLE
+);
+"""
+
+
+def day(i: int) -> date:
+    return START + timedelta(days=i)
+
+
+def orders_on(d: date, multiplier: float = 1.0) -> int:
+    """Demo-shop-like volume: +30 % at weekends and a slow ±10 % wave."""
+    weekend = 1.3 if d.weekday() >= 5 else 1.0
+    return int(200 * weekend * (1 + 0.1 * math.sin((d - START).days / 3)) * multiplier)
+
+
+def write_day(
+    con: duckdb.DuckDBPyConnection, d: date, multiplier: float = 1.0, null_share: float = 0.0
+) -> None:
+    """(Re)write one day of orders in SQL; ``null_share`` of customer_segment becomes NULL."""
+    base = (d - START).days * 1_000_000
+    con.execute("DELETE FROM marts.fct_orders WHERE order_date = ?", [d])
+    con.execute(
+        f"""
+        INSERT INTO marts.fct_orders
+        SELECT {base} + i, DATE '{d}', 1 + hash({base} + i * 7) % 500,
+               CASE WHEN hash({base} + i * 13) % 1000 < {int(null_share * 1000)} THEN NULL
+                    ELSE ['consumer', 'business', 'vip'][1 + (hash(i * 17) % 3)::INT] END,
+               ['US', 'DE', 'FR'][1 + (hash(i * 19) % 3)::INT],
+               ['placed', 'shipped', 'cancelled'][1 + (hash({base} + i * 23) % 3)::INT],
+               (1 + hash({base} + i * 29) % 4)::INTEGER,
+               round(10 + (hash({base} + i * 31) % 20000) / 100.0, 2)
+        FROM range({orders_on(d, multiplier)}) t(i)
+        """
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A local deployment in tmp_path holding an empty ``marts.fct_orders``."""
+    monkeypatch.setenv("PIPELINES_ENV", "local")
+    monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PIPELINES_LAKE_URI", str(tmp_path / "lake"))
+    s = Settings.from_env()
+    s.data_dir.mkdir(parents=True)
+    with duckdb.connect(warehouse_path(s)) as con:
+        con.execute(SCHEMA)
+    return s
+
+
+def store_of(s: Settings) -> ProfileStore:
+    return ProfileStore.in_data_dir(s.data_dir)
+
+
+@pytest.fixture
+def history(settings: Settings) -> Settings:
+    """30 normal days written and profiled (one GROUP BY query, as the bridge would)."""
+    days = [day(i) for i in range(30)]
+    with duckdb.connect(warehouse_path(settings)) as con:
+        for d in days:
+            write_day(con, d)
+        metadata = record_profile(
+            con, KEY, TABLE, "order_date", [d.isoformat() for d in days], store=store_of(settings)
+        )
+    assert metadata["dagster/row_count"].value == sum(orders_on(d) for d in days)
+    return settings
+
+
+class DayConfig(dg.Config):
+    multiplier: float = 1.0
+    null_share: float = 0.0
+
+
+@dg.asset(key=KEY, partitions_def=DAILY)
+def fct_orders(context: dg.AssetExecutionContext, config: DayConfig) -> dg.MaterializeResult:
+    """Stands in for the SQLMesh model: writes its partitions, reports like the bridge should."""
+    s = Settings.from_env()
+    with duckdb.connect(warehouse_path(s)) as con:
+        for key in context.partition_keys:
+            write_day(con, date.fromisoformat(key), config.multiplier, config.null_share)
+        metadata = record_profile(con, KEY, TABLE, "order_date", context.partition_keys, store=store_of(s))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(deps=[KEY], partitions_def=DAILY, key=["marts", "downstream"])
+def downstream() -> None:
+    """Skipped when a blocking check on fct_orders fails in the same run."""
+
+
+def run_day(
+    instance: dg.DagsterInstance, partition: str | None = None, tags: dict[str, str] | None = None,
+    **config: float,
+) -> tuple[dg.ExecuteInProcessResult, dict[str, dg.AssetCheckEvaluation]]:  # fmt: skip
+    result = dg.materialize(
+        [fct_orders, downstream, PROFILE_CHECKS],
+        partition_key=partition,
+        instance=instance,
+        tags=tags,
+        run_config=dg.RunConfig({"marts__fct_orders": DayConfig(**config)}),
+        raise_on_error=False,
+    )
+    return result, {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def value(evaluation: dg.AssetCheckEvaluation, key: str) -> Any:
+    return evaluation.metadata[key].value
+
+
+# -- pure rules ----------------------------------------------------------------------------------
+
+
+def test_volume_rule_band_seasonality_and_warmup() -> None:
+    hist = [(day(i), orders_on(day(i))) for i in range(28)]
+    target = day(28)
+    normal = volume_anomaly(hist, orders_on(target), new_date=target)
+    assert normal.passed and normal.method == "median_mad_weekday" and normal.history_points == 4
+    assert normal.low is not None and normal.high is not None
+    assert normal.low <= orders_on(target) <= normal.high
+    spike = volume_anomaly(hist, 10 * orders_on(target), new_date=target)
+    assert not spike.passed and spike.observed is not None and spike.observed > spike.high
+    drop = volume_anomaly(hist, orders_on(target) // 2, new_date=target)
+    assert not drop.passed and drop.observed is not None and drop.observed < drop.low
+    early = volume_anomaly(hist[:10], 10 * orders_on(target), new_date=target)
+    assert not early.passed and early.method == "median_mad"  # too few same-weekday points
+    for points in range(7):  # warm-up: the first 7 partitions never fire
+        warm = volume_anomaly(hist[:points], 1_000_000, new_date=target)
+        assert warm.passed and warm.in_warmup and warm.band is None
+    flat = volume_anomaly([(day(i), 1) for i in range(10)], 0, new_date=day(10))
+    assert not flat.passed and flat.band == pytest.approx((0.96, 1.04))  # 1 % floor on a flat MAD
+
+
+def test_null_and_distribution_rules() -> None:
+    fractions = [0.0, 0.01, 0.0, 0.02, 0.0, 0.01, 0.0]
+    assert null_rate_drift(fractions, 0.05).passed
+    jump = null_rate_drift(fractions, 0.5)
+    assert not jump.passed and jump.band == (0.0, pytest.approx(0.2)) and jump.baseline == 0.0
+    assert null_rate_drift(fractions[:6], 1.0).in_warmup
+    means = [100.0, 102.0, 98.0, 101.0, 99.0, 100.5, 99.5]
+    assert distribution_drift(means, 103.0).passed
+    shifted = distribution_drift(means, 150.0)
+    assert not shifted.passed and shifted.score is not None and shifted.score > 4
+    assert shifted.low is not None and shifted.high is not None and shifted.high < 150
+    assert distribution_drift(means[:6], 1e9).in_warmup
+
+
+def test_freshness_rule_thresholds() -> None:
+    latest = date(2026, 1, 30)  # closes at 2026-01-31 00:00 UTC
+    rule = dict(interval=timedelta(days=1), grace=timedelta(hours=6), error_after=timedelta(days=3))
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    assert freshness_status(latest, at("2026-01-31T20:00"), **rule).passed
+    overdue = freshness_status(latest, at("2026-02-01T07:00"), **rule)
+    assert not overdue.passed and overdue.severity == WARN
+    far = freshness_status(latest, at("2026-02-03T01:00"), **rule)
+    assert not far.passed and far.severity == ERROR
+    empty = freshness_status(None, at("2026-02-01T00:00"), **rule)
+    assert not empty.passed and empty.severity == ERROR
+
+
+# -- profiles --------------------------------------------------------------------------------------
+
+
+def test_profile_is_one_query_and_matches_sql(settings: Settings) -> None:
+    with duckdb.connect(warehouse_path(settings)) as con:
+        write_day(con, day(0))
+        write_day(con, day(1), null_share=0.5)
+        profiles = profile_partitions(con, TABLE, "order_date", ["2026-01-01", "2026-01-02", "2026-01-05"])
+        expected = con.execute(
+            "SELECT count(*), avg(customer_segment IS NULL::INT), avg(order_total_usd), "
+            "min(order_total_usd), max(order_total_usd) FROM marts.fct_orders "
+            "WHERE order_date = DATE '2026-01-02'"
+        ).fetchone()
+        whole = profile_table(con, TABLE, None, None)
+    assert expected is not None
+    p = profiles["2026-01-02"]
+    assert p.sql == profiles["2026-01-01"].sql and p.sql.count("SELECT") == 1  # one query
+    assert p.row_count == expected[0] == orders_on(day(1))
+    segment, total = p.column("customer_segment"), p.column("order_total_usd")
+    assert segment.null_fraction == pytest.approx(expected[1])
+    assert 0.4 < segment.null_fraction < 0.6 and segment.distinct == 3 and segment.mean is None
+    assert total.mean == pytest.approx(expected[2])
+    assert (total.min, total.max) == (expected[3], expected[4])
+    assert p.column("order_date").min == p.column("order_date").max == "2026-01-02"
+    assert profiles["2026-01-05"].row_count == 0  # an empty partition is profiled, not skipped
+    assert profiles["2026-01-05"].column("order_id").null_fraction is None
+    assert whole.partition is None and whole.row_count == orders_on(day(0)) + orders_on(day(1))
+    metadata = p.to_metadata()
+    assert metadata["dagster/row_count"].value == p.row_count
+    assert [c.name for c in metadata["dagster/column_schema"].columns][:2] == [
+        "order_id",
+        "order_date",
+    ]
+    assert metadata["profile"].value["columns"]["customer_segment"]["distinct"] == 3
+
+
+def test_profile_rejects_unsafe_names(settings: Settings) -> None:
+    with duckdb.connect(warehouse_path(settings)) as con:
+        for bad in ("marts.fct_orders; DROP TABLE x", "a.b.c.d", 'marts."x"', ""):
+            with pytest.raises((InvalidIdentifierError, ValueError)):
+                profile_table(con, bad, None, None)
+        with pytest.raises(InvalidIdentifierError):
+            profile_partitions(con, TABLE, "order_date", ["2026-01-01' OR 1=1 --"])
+    with pytest.raises(InvalidIdentifierError):
+        QualityRule.from_config("marts/x", {"table": "marts.x", "watch": ["a b"]})
+    with pytest.raises(ValueError, match="unknown settings"):
+        QualityRule.from_config("marts/x", {"table": "marts.x", "treshold": 3})
+
+
+def test_store_replaces_same_partition(settings: Settings) -> None:
+    store = store_of(settings)
+    with duckdb.connect(warehouse_path(settings)) as con:
+        for i in range(3):
+            write_day(con, day(i))
+        keys = [day(i).isoformat() for i in range(3)]
+        record_profile(con, KEY, TABLE, "order_date", keys, store=store)
+        write_day(con, day(1), multiplier=2)
+        record_profile(con, KEY, TABLE, "order_date", keys[1:2], store=store)
+    points = store.history("marts/fct_orders", before="2026-12-31")
+    assert [p.partition for p in points] == keys
+    assert points[1].row_count == orders_on(day(1), 2)
+    assert store.history("marts/fct_orders", before=keys[2], limit=1)[0].partition == keys[1]
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM profiles").fetchone() == (3 * 8,)
+
+
+def test_profiling_20m_rows_stays_in_sql(tmp_path: Path) -> None:
+    """20 million rows are profiled with a few MB of Python memory: only aggregates come back."""
+    path = str(tmp_path / "big.duckdb")
+    with duckdb.connect(path) as con:
+        con.execute(
+            "CREATE SCHEMA marts; CREATE TABLE marts.big AS SELECT "
+            "(DATE '2026-01-01' + (range % 30)::INT) AS d, (range % 997)::DOUBLE AS amount, "
+            "CASE WHEN range % 10 = 0 THEN NULL ELSE range % 1000 END AS label "
+            "FROM range(20000000)"
+        )
+    with duckdb.connect(path, read_only=True) as con:
+        tracemalloc.start()
+        started = time.monotonic()
+        whole = profile_table(con, "marts.big", None, None)
+        days = profile_partitions(con, "marts.big", "d", [f"2026-01-{i:02d}" for i in range(1, 31)])
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert whole.row_count == 20_000_000 and sum(p.row_count for p in days.values()) == 20_000_000
+    assert whole.column("label").null_fraction == pytest.approx(0.1)
+    assert whole.column("amount").mean == pytest.approx(498.0, rel=1e-3)
+    assert 800 < (whole.column("label").distinct or 0) < 1250  # approximate (HyperLogLog), not exact
+    assert peak < 50 * 1024 * 1024, f"Python peak {peak / 1e6:.1f} MB"
+    assert elapsed < 30
+
+
+# -- the Dagster checks ----------------------------------------------------------------------------
+
+
+def test_normal_day_passes_every_check(history: Settings) -> None:
+    result, checks = run_day(dg.DagsterInstance.ephemeral(), "2026-01-31")
+    assert result.success
+    assert set(checks) == {"volume_anomaly", "null_drift", "distribution_drift"}
+    assert all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}
+    volume = checks["volume_anomaly"]
+    assert value(volume, "observed") == orders_on(day(30))
+    assert value(volume, "expected_low") <= value(volume, "observed") <= value(volume, "expected_high")
+    assert value(volume, "method") == "median_mad_weekday" and value(volume, "partition") == "2026-01-31"
+    assert "GROUP BY" in value(volume, "sql")
+    assert downstream.key in {e.asset_key for e in result.get_asset_materialization_events()}
+    with duckdb.connect(warehouse_path(history)) as con:  # the checks closed the warehouse
+        assert con.execute("SELECT count(*) FROM marts.fct_orders").fetchone() is not None
+
+
+def test_ten_times_the_rows_fails_volume_and_blocks_downstream(history: Settings) -> None:
+    result, checks = run_day(dg.DagsterInstance.ephemeral(), "2026-01-31", multiplier=10)
+    volume = checks["volume_anomaly"]
+    assert not volume.passed and volume.severity == ERROR
+    assert value(volume, "observed") == orders_on(day(30), 10)
+    low, high = value(volume, "expected_low"), value(volume, "expected_high")
+    assert 0 < low < orders_on(day(30)) < high < value(volume, "observed")
+    assert value(volume, "expected_band") == f"[{low:.6g}, {high:.6g}]"
+    assert value(volume, "baseline") == pytest.approx(orders_on(day(30)), rel=0.15)
+    assert value(volume, "history_points") == 4 and not value(volume, "in_warmup")
+    assert checks["null_drift"].passed
+    # ERROR on a mart is blocking: what depends on it is not materialized in this run
+    assert not result.success
+    assert downstream.key not in {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def test_half_null_column_fails_null_drift_with_sample_rows(history: Settings) -> None:
+    _, checks = run_day(dg.DagsterInstance.ephemeral(), "2026-01-31", null_share=0.5)
+    nulls = checks["null_drift"]
+    assert not nulls.passed and nulls.severity == ERROR
+    assert value(nulls, "column") == "customer_segment"
+    assert 0.4 < value(nulls, "observed") < 0.6 and value(nulls, "baseline") == 0.0
+    assert value(nulls, "expected_high") == pytest.approx(0.2)
+    sample = value(nulls, "offending_rows").splitlines()
+    assert sample[0].startswith("| order_id | order_date |") and 3 <= len(sample) <= 12
+    assert all("| NULL |" in row for row in sample[2:])
+    assert "IS NULL" in value(nulls, "sql")
+    assert checks["volume_anomaly"].passed and checks["distribution_drift"].passed
+    per_column = value(nulls, "columns")
+    assert per_column["customer_country"]["passed"] and not per_column["customer_segment"]["passed"]
+
+
+def test_warmup_partitions_never_fire(settings: Settings) -> None:
+    """Outliers within the first 7 partitions pass (warm-up); the 8th partition is judged."""
+    instance = dg.DagsterInstance.ephemeral()
+    tags = {
+        "dagster/asset_partition_range_start": "2026-01-01",
+        "dagster/asset_partition_range_end": "2026-01-06",
+    }
+    _, checks = run_day(instance, tags=tags)  # a backfill of six days in one run
+    partitions = value(checks["volume_anomaly"], "partitions")
+    assert sorted(partitions) == [day(i).isoformat() for i in range(6)]
+    assert all(p["in_warmup"] and p["passed"] for p in partitions.values())
+    _, checks = run_day(instance, "2026-01-07", multiplier=10, null_share=0.9)
+    assert all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}
+    assert all(value(e, "in_warmup") for e in checks.values())
+    assert value(checks["volume_anomaly"], "history_points") == 6
+    result, checks = run_day(instance, "2026-01-08", multiplier=10, null_share=0.9)
+    assert not value(checks["volume_anomaly"], "in_warmup")
+    assert value(checks["volume_anomaly"], "history_points") == 7
+    assert not checks["volume_anomaly"].passed and not checks["null_drift"].passed
+
+
+def test_check_without_partition_judges_newest_day(history: Settings) -> None:
+    result = dg.materialize(
+        [fct_orders, PROFILE_CHECKS],
+        instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.checks(PROFILE_CHECKS),
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 3 and all(e.passed for e in evaluations)
+    assert {value(e, "partition") for e in evaluations} == {"2026-01-30"}
+
+
+def test_schema_change_check_fails_on_added_or_removed_column() -> None:
+    key = dg.AssetKey(["marts", "daily_revenue"])
+    [schema_checks] = build_schema_change_checks([QualityRule(asset_key=key, table="marts.daily_revenue")])
+
+    class Columns(dg.Config):
+        names: list[str]
+
+    @dg.asset(key=key)
+    def daily_revenue(config: Columns) -> dg.MaterializeResult:
+        schema = dg.TableSchema(columns=[dg.TableColumn(n, "DOUBLE") for n in config.names])
+        return dg.MaterializeResult(metadata={"dagster/column_schema": schema})
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(names: list[str]) -> dg.AssetCheckEvaluation:
+        result = dg.materialize(
+            [daily_revenue, schema_checks],
+            instance=instance,
+            run_config=dg.RunConfig({"marts__daily_revenue": Columns(names=names)}),
+        )
+        [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.check_name == "column_schema_change"
+        return evaluation
+
+    assert run(["order_date", "revenue_usd"]).passed  # nothing to compare with yet
+    assert run(["order_date", "revenue_usd"]).passed
+    added = run(["order_date", "revenue_usd", "refunds_usd"])
+    assert not added.passed and "Added columns: refunds_usd" in (added.description or "")
+    removed = run(["order_date", "refunds_usd"])
+    assert not removed.passed and "Removed columns: revenue_usd" in (removed.description or "")
+
+
+@pytest.mark.parametrize(
+    ("now", "passed", "severity"),
+    [
+        ("2026-01-31T20:00", True, WARN),
+        ("2026-02-01T08:00", False, WARN),
+        ("2026-02-03T01:00", False, ERROR),
+    ],
+)
+def test_freshness_check_from_newest_partition(
+    history: Settings, now: str, passed: bool, severity: dg.AssetCheckSeverity
+) -> None:
+    clock = datetime.fromisoformat(now).replace(tzinfo=UTC)
+    freshness = build_freshness_checks([RULE], clock=lambda: clock)
+    assert freshness is not None
+    result = dg.materialize(
+        [fct_orders, freshness],
+        instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.checks(freshness),
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.passed, evaluation.severity) == (passed, severity)
+    assert value(evaluation, "latest_partition") == "2026-01-30"
+    expected_lag = (clock - datetime(2026, 1, 31, tzinfo=UTC)) / timedelta(hours=1)
+    assert value(evaluation, "lag_hours") == pytest.approx(expected_lag)
+
+
+def test_definitions_cover_the_marts_and_staging() -> None:
+    dg.Definitions.validate_loadable(defs)
+    keys = {k for c in defs.asset_checks or [] for k in c.check_keys}  # type: ignore[union-attr]
+    for name, cfg in QUALITY_RULES.items():
+        asset = dg.AssetKey.from_user_string(name)
+        expected = {"volume_anomaly", "null_drift", "distribution_drift", "column_schema_change"}
+        if "freshness" in cfg:
+            expected.add("freshness")
+        assert {k.name for k in keys if k.asset_key == asset} == expected, name
+    specs = {
+        (s.asset_key.to_user_string(), s.name): s
+        for c in defs.asset_checks or []
+        for s in c.check_specs  # type: ignore[union-attr]
+    }
+    assert specs[("marts/daily_revenue", "volume_anomaly")].blocking
+    assert not specs[("marts/daily_revenue", "distribution_drift")].blocking
+    assert not specs[("staging/stg_orders", "null_drift")].blocking
+    assert defs.resolve_job_def("quality_freshness_job") is not None
+
+
+def test_rules_fit_the_real_sqlmesh_tables(built_warehouse: Settings) -> None:  # noqa: F811
+    """Every configured table and column exists in the warehouse the SQLMesh project builds."""
+    for rule in quality_rules:
+        results = run_profile_checks(rule, None, built_warehouse)
+        assert [r.check_name for r in results] == [
+            "volume_anomaly",
+            "null_drift",
+            "distribution_drift",
+        ]
+        for r in results:
+            assert r.passed, (rule.table, r.check_name, r.description)
+            assert r.metadata["method"].value != "missing_column"
+            assert r.metadata["partition"].value == "2026-11-22", rule.table
+    points = ProfileStore.in_data_dir(built_warehouse.data_dir).history(
+        "marts/daily_revenue", before="2026-12-31"
+    )
+    assert [p.partition for p in points] == ["2026-11-22"]
