@@ -101,6 +101,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
     sqlmesh = SQLMeshResource(
         project_dir=str(settings.sqlmesh_project_dir),
         gateway=settings.sqlmesh_gateway,
+        # one DuckDB file has one writer: queue SQLMesh runs of this machine behind a file lock
+        lock_file=None if settings.env == "prod" else str(settings.data_dir / "sqlmesh.lock"),
     )
     if settings.env == "prod":
         shop = ShopDatabaseResource(

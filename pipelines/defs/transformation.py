@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from pipelines.governance import with_classification_tags
 from pipelines.quality import ProfileStore, record_profile
 from pipelines.settings import Settings
 from pipelines.sqlmesh_bridge import (
@@ -17,7 +18,15 @@ from pipelines.sqlmesh_bridge.resource import MetadataHook
 
 
 class PipelinesTranslator(SQLMeshTranslator):
-    """Our conventions on top of the bridge's defaults."""
+    """Our conventions on top of the bridge's defaults: columns carry their classification."""
+
+    def __init__(self, classifications: dict[str, dict[str, str]] | None = None) -> None:
+        self.classifications = classifications or {}
+
+    def get_column_schema(self, model: ModelInfo) -> dg.TableSchema:
+        return with_classification_tags(
+            super().get_column_schema(model), self.classifications.get(model.fqn, {})
+        )
 
 
 class PlanConfig(dg.Config):

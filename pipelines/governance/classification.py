@@ -180,7 +180,7 @@ class ColumnGraph:
         if model is None or model.external:
             return []
         if column in model.column_lineage:
-            return [tuple(p) for p in model.column_lineage[column]]  # type: ignore[misc]
+            return [(parent, col) for parent, col in model.column_lineage[column]]
         return [
             (parent, col)
             for parent in model.depends_on

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -38,7 +39,11 @@ class SQLMeshResource(dg.ConfigurableResource):
     project_dir: str
     gateway: str | None = None
     environment: str = "prod"
-    concurrent_tasks: int | None = Field(default=None, description="override the gateway's")
+    lock_file: str | None = Field(
+        default=None,
+        description="a file lock held around every SQLMesh run: set it when the warehouse is a "
+        "single DuckDB file, so runs from several processes queue instead of failing on its lock",
+    )
 
     def context(
         self, console: RecordingConsole | None = None, collector: AuditCollector | None = None
@@ -91,6 +96,12 @@ class SQLMeshResource(dg.ConfigurableResource):
         from pipelines.sqlmesh_bridge.events import RecordingConsole
 
         console = RecordingConsole()
+        with self._lock(log):
+            return self._apply_plan_locked(console, log, allow_breaking)
+
+    def _apply_plan_locked(
+        self, console: RecordingConsole, log: Any, allow_breaking: bool
+    ) -> dict[str, list[str]]:
         ctx = self.context(console)
         try:
             env = ctx.state_sync.get_environment(self.environment)
@@ -164,13 +175,60 @@ class SQLMeshResource(dg.ConfigurableResource):
 
         by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
         selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
-        names = [m.fqn for m in selected]
         window = _partition_window(context)
         restate = (window is not None) if restate is None else restate
 
         console = RecordingConsole()
         collector = AuditCollector.new()
         timer = _StageTimer(context.log)
+        with self._lock(context.log):
+            yield from self._run_locked(
+                context,
+                project,
+                translator,
+                selected,
+                window,
+                restate,
+                metadata_hook,
+                timer,
+                console,
+                collector,
+            )
+
+    @contextmanager
+    def _lock(self, log: Any) -> Iterator[None]:
+        if not self.lock_file:
+            yield
+            return
+        import fcntl
+
+        path = Path(self.lock_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info(f"another SQLMesh run holds {path}: waiting for it")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _run_locked(
+        self,
+        context: dg.AssetExecutionContext,
+        project: ProjectInfo,
+        translator: SQLMeshTranslator,
+        selected: list[ModelInfo],
+        window: tuple[date, date] | None,
+        restate: bool,
+        metadata_hook: MetadataHook | None,
+        timer: _StageTimer,
+        console: RecordingConsole,
+        collector: AuditCollector,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        names = [m.fqn for m in selected]
         with timer("load SQLMesh context"):
             ctx = self.context(console, collector)
         try:
@@ -219,7 +277,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             start, end = 0, _ms(date.today() + timedelta(days=1))
         else:
             start, end = _ms(window[0]), _ms(window[1] + timedelta(days=1))
-        log.info(f"restating {len(targets)} model(s) for [{start}, {end})")
+        log.info(f"restating {len(targets)} model(s) for [{_iso(start)}, {_iso(end)})")
         ctx.state_sync.remove_intervals([(s, (start, end)) for s in targets], remove_shared_versions=True)
 
     def _materialization_metadata(

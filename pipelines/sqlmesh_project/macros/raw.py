@@ -24,4 +24,8 @@ def mask_pii(evaluator: MacroEvaluator, value: exp.Expression) -> exp.Expression
     """Salted SHA-256 of a PII value; the salt is a secret read from ``PIPELINES_PII_SALT``."""
     salt = os.environ.get("PIPELINES_PII_SALT", "local-development-salt")
     salted = exp.func("concat", exp.Literal.string(salt), exp.func("lower", exp.cast(value, "varchar")))
+    adapter = evaluator.locals.get("engine_adapter")
+    target = getattr(adapter, "dialect", None) or evaluator.gateway or "duckdb"
+    if target in ("trino", "athena", "presto"):  # sha256 takes varbinary there: same lower-case hex
+        return exp.func("lower", exp.func("to_hex", exp.func("sha256", exp.func("to_utf8", salted))))
     return exp.func("sha256", salted)
