@@ -16,7 +16,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions.merge(
         ingestion.defs,
         transformation.build_defs(settings, project, translator),
-        quality.defs,
+        quality.build_defs(project, translator),
         reporting.defs,
         governance.build_defs(project),
         dg.Definitions(resources=build_resources(settings)),

@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.defs.quality import QUALITY_RULES, defs, quality_rules
+from pipelines.defs.quality import QUALITY_RULES, build_defs, quality_rules
 from pipelines.identifiers import InvalidIdentifierError
 from pipelines.partitions import DAILY
 from pipelines.quality.anomaly import distribution_drift, null_rate_drift, volume_anomaly
@@ -442,6 +442,11 @@ def test_freshness_check_from_newest_partition(
 
 
 def test_definitions_cover_the_marts_and_staging() -> None:
+    from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+    from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
+
+    project = load_project(BUNDLED_SQLMESH_PROJECT)
+    defs = build_defs(project, SQLMeshTranslator())
     dg.Definitions.validate_loadable(defs)
     keys = {k for c in defs.asset_checks or [] for k in c.check_keys}  # type: ignore[union-attr]
     for name, cfg in QUALITY_RULES.items():
@@ -459,6 +464,10 @@ def test_definitions_cover_the_marts_and_staging() -> None:
     assert not specs[("marts/daily_revenue", "distribution_drift")].blocking
     assert not specs[("staging/stg_orders", "null_drift")].blocking
     assert defs.resolve_job_def("quality_freshness_job") is not None
+    # every model asset, with or without declared rules, has the schema-change check
+    for model in project.internal_models:
+        key = dg.AssetKey([model.schema, model.table])
+        assert dg.AssetCheckKey(key, "column_schema_change") in keys, key
 
 
 def test_rules_fit_the_real_sqlmesh_tables(built_warehouse: Settings) -> None:  # noqa: F811

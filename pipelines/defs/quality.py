@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from pipelines.quality.checks import DRIFT, build_quality_checks, rules_from_config
+from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshTranslator
 
 QUALITY_RULES: dict[str, dict[str, Any]] = {
     "marts/daily_revenue": {
@@ -69,21 +70,41 @@ QUALITY_RULES: dict[str, dict[str, Any]] = {
     },
 }
 
+# The declared rules as objects (tests and docs use them; build_defs filters them per project).
 quality_rules = rules_from_config(QUALITY_RULES)
-quality_checks = build_quality_checks(quality_rules)
-freshness_checks = [c for c in quality_checks if c.node_def.name == "quality_freshness"]
 
-# Freshness matters most when nothing runs, so it needs its own clock: hourly, off by default
-# (switch it on in the UI, or in prod through the automation the lead configures).
-quality_freshness_job = dg.define_asset_job(
-    "quality_freshness_job", selection=dg.AssetSelection.checks(*freshness_checks)
-)
-quality_freshness_schedule = dg.ScheduleDefinition(
-    name="quality_freshness_schedule", cron_schedule="17 * * * *", job=quality_freshness_job
-)
 
-defs = dg.Definitions(
-    asset_checks=quality_checks,
-    jobs=[quality_freshness_job],
-    schedules=[quality_freshness_schedule],
-)
+def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
+    """Checks for the models this project really has: the declared rules whose table exists
+    (freshness from the mart's own cron) and a schema-change check on every model asset."""
+    models = {translator.get_asset_key(m).to_user_string(): m for m in project.internal_models}
+    config = {}
+    for key, rule in QUALITY_RULES.items():
+        model = models.get(key)
+        if model is None:
+            continue
+        config[key] = {**rule, "freshness": model.cron} if "freshness" in rule else dict(rule)
+    rules = rules_from_config(config)
+    checks = build_quality_checks(rules)
+    covered = {r.asset_key for r in rules}
+    others = [
+        dg.AssetKey.from_user_string(k)
+        for k in sorted(models)
+        if dg.AssetKey.from_user_string(k) not in covered
+    ]
+    if others:
+        checks = [
+            *checks,
+            *dg.build_column_schema_change_checks(assets=others, severity=dg.AssetCheckSeverity.WARN),
+        ]
+    freshness = [c for c in checks if c.node_def.name == "quality_freshness"]
+    jobs, schedules = [], []
+    if freshness:
+        # Freshness matters most when nothing runs, so it needs its own clock: hourly, off by
+        # default (switch it on in the UI, or in prod through the automation config).
+        job = dg.define_asset_job("quality_freshness_job", selection=dg.AssetSelection.checks(*freshness))
+        jobs.append(job)
+        schedules.append(
+            dg.ScheduleDefinition(name="quality_freshness_schedule", cron_schedule="17 * * * *", job=job)
+        )
+    return dg.Definitions(asset_checks=checks, jobs=jobs, schedules=schedules)
