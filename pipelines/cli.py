@@ -12,8 +12,12 @@ import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.identifiers import safe_partition_key
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -25,6 +29,10 @@ def _dagster_home() -> Path:
 
 
 def run_range(start: str, end: str, selection: str = "*") -> bool:
+    return _run_range(start, end, selection).success
+
+
+def _run_range(start: str, end: str, selection: str = "*") -> dg.ExecuteInProcessResult:
     """Materialize ``selection`` for the partition range [start, end] in one Dagster run."""
     import dagster as dg
 
@@ -33,13 +41,12 @@ def run_range(start: str, end: str, selection: str = "*") -> bool:
     job_def = dg.define_asset_job("demo_run", selection=selection)
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def("demo_run")
     with dg.DagsterInstance.get() as instance:
-        result = resolved.execute_in_process(
+        return resolved.execute_in_process(
             instance=instance,
             tags={RANGE_START: start, RANGE_END: end},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
-    return result.success
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -55,8 +62,15 @@ def demo(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     print(f"Running ingestion + SQLMesh models + checks for {start} .. {end} (DAGSTER_HOME={home})")
-    ok = run_range(start, end)
+    result = _run_range(start, end)
+    ok = result.success
     from pipelines import warehouse
+
+    checks = [
+        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    failed = sorted(f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed)
+    assets = {e.asset_key for e in result.get_asset_materialization_events()}
 
     print("\nResults")
     print(f"  lake (raw Parquet, quarantine): {settings.lake_uri}")
@@ -70,6 +84,10 @@ def demo(args: argparse.Namespace) -> int:
             ).fetchall()
         for day, orders, revenue in rows:
             print(f"    {day}: {orders} orders, {revenue:,.2f} USD")
+    print(f"  report:                         {settings.lake_uri}/reports/shop_report.html")
+    print(f"  assets materialized: {len(assets)}; checks run: {len(checks)}, failed: {len(failed)}")
+    for name in failed:
+        print(f"    failed check: {name}")
     print("  UI:                             uv run pipelines ui   (then http://127.0.0.1:3000)")
     print("Run " + ("succeeded" if ok else "FAILED: open the UI to read the failing step's logs"))
     return 0 if ok else 1

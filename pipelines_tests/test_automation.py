@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -14,10 +15,21 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.automation import automation_condition_for, cron_string, freshness_policy_for
+from pipelines.automation import cron_string, freshness_policy_for
 from pipelines.automation.alerts import build_failure_alert_sensor, redact
-from pipelines.automation.landing_sensor import LandingCursor, build_landing_sensor, landing_job
-from pipelines.automation.schedules import contiguous_ranges, days_closed_between
+from pipelines.automation.landing_sensor import (
+    LandingCursor,
+    build_landing_sensor,
+    evaluate_landing,
+    landing_job,
+)
+from pipelines.automation.schedules import (
+    build_catch_up_sensor,
+    catch_up_keys,
+    contiguous_ranges,
+    cron_groups,
+    days_closed_between,
+)
 from pipelines.defs import ingestion
 from pipelines.defs.automation import build_defs
 from pipelines.defs.transformation import PipelinesTranslator, sqlmesh_plan_job
@@ -29,6 +41,8 @@ from pipelines.sqlmesh_bridge import ProjectInfo, load_project, sqlmesh_assets
 from pipelines_tests.conftest import RANGE_END, RANGE_START, Deployment
 from pipelines_tests.services import S3Env
 
+Result = dg.EvaluateAutomationConditionsResult
+
 D = "2026-03-02"
 UTC_MIDNIGHT = datetime(2026, 3, 3, tzinfo=UTC)  # the tick right after D closed
 REVENUE = dg.AssetKey(["marts", "daily_revenue"])
@@ -36,16 +50,7 @@ STG_ORDERS, STG_ITEMS = dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["st
 STG_EVENTS, FUNNEL = dg.AssetKey(["staging", "stg_web_events"]), dg.AssetKey(["marts", "web_funnel"])
 
 
-class AutomatedTranslator(PipelinesTranslator):
-    """What the lead wires into the real translator: conditions and freshness per model."""
-
-    def get_automation_condition(self, model):  # type: ignore[no-untyped-def]
-        return automation_condition_for(model)
-
-    def get_asset_spec(self, model, project):  # type: ignore[no-untyped-def]
-        spec = super().get_asset_spec(model, project)
-        return spec.replace_attributes(freshness_policy=freshness_policy_for(model))
-
+AutomatedTranslator = PipelinesTranslator  # the real translator carries conditions and freshness
 
 def project() -> ProjectInfo:
     settings = Settings.from_env()
@@ -53,7 +58,7 @@ def project() -> ProjectInfo:
 
 
 def automation_defs(deployment: Deployment) -> dg.Definitions:
-    return dg.Definitions.merge(deployment.definitions(), build_defs(project(), PipelinesTranslator()))
+    return deployment.definitions()  # the code location already includes the automation
 
 
 # -- cron, schedule, catch-up ----------------------------------------------------------------
@@ -86,6 +91,7 @@ def test_daily_schedule_requests_the_day_that_closed(deployment: Deployment) -> 
     keys = set(job.asset_layer.selected_asset_keys)
     assert {STG_ORDERS, STG_EVENTS, REVENUE, FUNNEL, dg.AssetKey(["marts", "dim_customers"])} <= keys
     assert {ingestion.raw_asset_key(s) for s in ("orders", "order_items", "web_events", "fx_rates")} <= keys
+    dg.Definitions.validate_loadable(defs)
     schedule = defs.resolve_schedule_def("scheduled_daily_schedule")
     assert schedule.cron_schedule == "0 0 * * *" and schedule.execution_timezone == "UTC"
     context = dg.build_schedule_context(
@@ -103,8 +109,7 @@ def test_daily_schedule_requests_the_day_that_closed(deployment: Deployment) -> 
 
 
 def tick(sensor: dg.SensorDefinition, cursor: str | None) -> dg.SensorResult:
-    with dg.instance_for_test() as instance:
-        result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    result = sensor(dg.build_sensor_context(cursor=cursor))
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -160,20 +165,27 @@ def test_landing_sensor_on_a_local_folder(tmp_path: Path, monkeypatch: pytest.Mo
 def test_landing_sensor_on_s3(s3_env: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINES_LAKE_URI", s3_env.uri("lake"))
     lake = Lake(s3_env.uri("lake"))
-    sensor = build_landing_sensor(landing_job(), max_objects=2, clock=lambda: datetime(2026, 3, 10, tzinfo=UTC))
+    sensor = build_landing_sensor(
+        landing_job(), max_objects=2, clock=lambda: datetime(2026, 3, 10, tzinfo=UTC)
+    )
     for name in ("a.jsonl", "b.jsonl", "c.jsonl"):  # same second: the cursor must keep all three apart
         put(lake, f"landing/web_events/{D}/{name}", name.encode())
     put(lake, f"landing/web_events/{D}/.hidden.jsonl", b"{}")
     put(lake, f"landing/web_events/{D}/nested/d.jsonl", b"{}")
     put(lake, "landing/web_events/2026-03-05/e.jsonl", b"e")
 
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    assert evaluate_landing(lake, LandingCursor(), 2, now, ["web_events"]).seen == 2  # bounded
     seen: list[tuple[str, str]] = []
     cursor: str | None = None
-    for _ in range(6):
+    for _ in range(4):  # six objects, two per tick
         result = tick(sensor, cursor)
         seen += requested(result)
         cursor = result.cursor
-    assert sorted(p for p, _ in seen) == sorted([D, D, "2026-03-05"])  # 2 per tick: a+b, then c
+    # D twice (its files arrive over two ticks), the hidden and nested keys never
+    assert sorted(p for p, _ in seen) == sorted([D, D, "2026-03-05"])
+    newest = max(o.last_modified for o in lake.list("landing"))
+    assert LandingCursor.parse(cursor).last_modified == newest
     assert all(key.startswith(f"web_events:{p}:landing/web_events/{p}/") for p, key in seen)
     assert tick(sensor, cursor).run_requests in (None, [])
 
@@ -192,12 +204,10 @@ def test_freshness_policies_follow_the_cron() -> None:
     revenue = next(m for m in info.internal_models if m.table == "daily_revenue")
     policy = freshness_policy_for(revenue)
     assert isinstance(policy, dg.FreshnessPolicy)
-    assert policy.deadline_cron == "0 6 * * *"  # type: ignore[attr-defined]
+    assert policy.deadline_cron == "0 6 * * *"
     assert freshness_policy_for(next(m for m in info.internal_models if m.schema == "staging")) is None
-    from dataclasses import replace
-
     weekly = freshness_policy_for(replace(revenue, cron="@weekly"))
-    assert weekly is not None and weekly.fail_window.to_timedelta() == timedelta(days=7, hours=6)  # type: ignore[attr-defined]
+    assert weekly is not None and weekly.fail_window.to_timedelta() == timedelta(days=7, hours=6)
 
 
 def test_ingested_partition_requests_staging_and_failed_blocking_check_holds_back(
@@ -209,40 +219,43 @@ def test_ingested_partition_requests_staging_and_failed_blocking_check_holds_bac
     defs = dg.Definitions.merge(
         ingestion.defs,
         dg.Definitions(
-            assets=[sqlmesh_assets(info, translator)], jobs=[sqlmesh_plan_job], resources=build_resources(settings)
+            assets=[sqlmesh_assets(info, translator)],
+            jobs=[sqlmesh_plan_job],
+            resources=build_resources(settings),
         ),
         build_defs(info, translator),
     )
     graph = defs.resolve_asset_graph()
-    assert graph.get(REVENUE).freshness_policy == freshness_policy_for(info.models[
-        next(f for f, m in info.models.items() if m.table == "daily_revenue")
-    ])
+    assert graph.get(REVENUE).freshness_policy == freshness_policy_for(
+        info.models[next(f for f, m in info.models.items() if m.table == "daily_revenue")]
+    )
     instance = deployment.instance
     at = datetime(2026, 3, 3, 6, tzinfo=UTC)  # D is the latest day
 
-    def evaluate(cursor: object = None) -> object:
+    def evaluate(previous: Result | None = None) -> Result:
         nonlocal at
         at += timedelta(minutes=1)
+        cursor = previous.cursor if previous else None
         return dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, evaluation_time=at, cursor=cursor  # type: ignore[arg-type]
+            defs=defs, instance=instance, evaluation_time=at, cursor=cursor
         )
 
     before = evaluate()
-    assert before.get_requested_partitions(STG_EVENTS) == set()  # type: ignore[attr-defined]
+    assert before.get_requested_partitions(STG_EVENTS) == set()
     raw_events = ingestion.raw_asset_key("web_events")
     assert deployment.run([raw_events], start=D, defs=defs).success
-    ingested = evaluate(before.cursor)  # type: ignore[attr-defined]
-    assert ingested.get_requested_partitions(STG_EVENTS) == {D}  # type: ignore[attr-defined]
-    assert ingested.get_requested_partitions(STG_ORDERS) == set()  # type: ignore[attr-defined]
-    assert ingested.get_requested_partitions(FUNNEL) == set()  # type: ignore[attr-defined]
+    ingested = evaluate(before)
+    assert ingested.get_requested_partitions(STG_EVENTS) == {D}
+    assert ingested.get_requested_partitions(STG_ORDERS) == set()
+    assert ingested.get_requested_partitions(FUNNEL) == set()
 
     # what the sensor would launch: staging runs for real, its audits pass, the mart follows
     assert deployment.run([STG_EVENTS], start=D, defs=defs).success
-    staged = evaluate(ingested.cursor)  # type: ignore[attr-defined]
-    assert staged.get_requested_partitions(FUNNEL) == {D}  # type: ignore[attr-defined]
+    staged = evaluate(ingested)
+    assert staged.get_requested_partitions(FUNNEL) == {D}
 
-    idle = evaluate(staged.cursor)  # type: ignore[attr-defined]
-    assert idle.total_requested == 0  # type: ignore[attr-defined]
+    idle = evaluate(staged)
+    assert idle.total_requested == 0
 
     # staging updates again but one blocking audit fails (an injected fault): the mart waits...
     specs = [c for a in defs.assets or [] for c in getattr(a, "check_specs", []) if c.asset_key == STG_EVENTS]
@@ -252,12 +265,12 @@ def test_ingested_partition_requests_staging_and_failed_blocking_check_holds_bac
     for name in blocking:
         passed = name != "accepted_values"
         instance.report_runless_asset_event(dg.AssetCheckEvaluation(STG_EVENTS, name, passed=passed))
-    blocked = evaluate(idle.cursor)  # type: ignore[attr-defined]
-    assert blocked.get_requested_partitions(FUNNEL) == set()  # type: ignore[attr-defined]
+    blocked = evaluate(idle)
+    assert blocked.get_requested_partitions(FUNNEL) == set()
     # ...until staging runs again with its audits passing
     assert deployment.run([STG_EVENTS], start=D, defs=defs).success
-    released = evaluate(blocked.cursor)  # type: ignore[attr-defined]
-    assert released.get_requested_partitions(FUNNEL) == {D}  # type: ignore[attr-defined]
+    released = evaluate(blocked)
+    assert released.get_requested_partitions(FUNNEL) == {D}
 
 
 # -- failure alerts --------------------------------------------------------------------------
@@ -283,7 +296,7 @@ def webhook() -> Iterator[type[_Webhook]]:
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_port}/hook"  # type: ignore[attr-defined]
+    handler.url = f"http://127.0.0.1:{server.server_port}/hook"
     try:
         yield handler
     finally:
@@ -297,13 +310,15 @@ def test_failed_run_alert_goes_to_lake_and_webhook_without_secrets(
     secret = "pg-Sup3r-s3cret-value"
     monkeypatch.setenv("PIPELINES_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("SHOP_DB_PASSWORD", secret)
-    monkeypatch.setenv("PIPELINES_ALERT_WEBHOOK_URL", webhook.url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("PIPELINES_ALERT_WEBHOOK_URL", webhook.url)
 
     @dg.asset(partitions_def=DAILY)
     def flaky_source() -> None:
         raise RuntimeError(f"could not connect to postgresql://shop:{secret}@db.internal:5432/shop")
 
-    job = dg.Definitions(assets=[flaky_source], jobs=[dg.define_asset_job("nightly")]).resolve_job_def("nightly")
+    job = dg.Definitions(assets=[flaky_source], jobs=[dg.define_asset_job("nightly")]).resolve_job_def(
+        "nightly"
+    )
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance, partition_key=D, raise_on_error=False)
         assert not result.success
@@ -328,12 +343,13 @@ def test_failed_run_alert_goes_to_lake_and_webhook_without_secrets(
     assert len(webhook.bodies) == 2  # a 503 first, then delivered
     assert json.loads(webhook.bodies[-1]) == alert
     for text in [lake.get_bytes(stored.key).decode(), *(b.decode() for b in webhook.bodies)]:
-        assert secret not in text and webhook.url not in text  # type: ignore[attr-defined]
+        assert secret not in text and webhook.url not in text
 
 
 def test_redaction_covers_common_credential_shapes() -> None:
     text = redact(
-        "dsn=host=db password=hunter22 user=x; https://u:p4ss@example.com/x token: abc123 AKIAABCDEFGHIJKLMNOP",
+        "dsn=host=db password=hunter22 user=x; https://u:p4ss@example.com/x "
+        "token: abc123 AKIAABCDEFGHIJKLMNOP",
         environ={"MY_API_TOKEN": "zzz-very-secret", "HOME": "/root"},
     )
     assert "hunter22" not in text and "p4ss" not in text and "abc123" not in text and "AKIA" not in text
@@ -366,7 +382,9 @@ def test_two_scheduled_days_compute_one_day_each_then_catch_up_finds_gaps(
     results = []
     for tick_time in (UTC_MIDNIGHT, UTC_MIDNIGHT + timedelta(days=1)):
         context = dg.build_schedule_context(
-            instance=deployment.instance, scheduled_execution_time=tick_time, repository_def=defs.get_repository_def()
+            instance=deployment.instance,
+            scheduled_execution_time=tick_time,
+            repository_def=defs.get_repository_def(),
         )
         [request] = schedule.evaluate_tick(context).run_requests
         tags = {k: v for k, v in request.tags.items() if not k.startswith("dagster/partition")}
@@ -387,8 +405,6 @@ def test_two_scheduled_days_compute_one_day_each_then_catch_up_finds_gaps(
 
     # three days later, with the schedule off: the gaps around D and D+1 are caught up in one run each
     monkeypatch.setenv("PIPELINES_CATCH_UP_DAYS", "5")
-    from pipelines.automation.schedules import build_catch_up_sensor, catch_up_keys, cron_groups
-
     info, translator = project(), PipelinesTranslator()
     [group] = [g for g in cron_groups(info, translator) if g.partitioned]
     sensor = build_catch_up_sensor(

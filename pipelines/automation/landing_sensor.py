@@ -137,7 +137,7 @@ class LandingTick:
 
 
 def _request(source: str, day: str, newest: str, files: int) -> dg.RunRequest:
-    key, _, version = newest.partition("|")
+    key, _, version = newest.rpartition("|")
     return dg.RunRequest(
         run_key=f"{source}:{day}:{key}:{version}",
         partition_key=day,

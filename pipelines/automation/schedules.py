@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -170,20 +170,15 @@ def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg
     return _schedule
 
 
-def contiguous_ranges(keys: list[str]) -> Iterator[tuple[str, str]]:
-    """Sorted ISO days grouped into ``(first, last)`` runs of consecutive days."""
-    days = sorted(date.fromisoformat(k) for k in keys)
-    start = prev = None
-    for day in days:
-        if start is None:
-            start = prev = day
-        elif day == prev + timedelta(days=1):  # type: ignore[operator]
-            prev = day
+def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
+    """ISO days grouped into ``(first, last)`` runs of consecutive days, in order."""
+    ranges: list[list[date]] = []
+    for day in sorted({date.fromisoformat(k) for k in keys}):
+        if ranges and day - ranges[-1][1] == timedelta(days=1):
+            ranges[-1][1] = day
         else:
-            yield start.isoformat(), prev.isoformat()  # type: ignore[union-attr]
-            start = prev = day
-    if start is not None:
-        yield start.isoformat(), prev.isoformat()  # type: ignore[union-attr]
+            ranges.append([day, day])
+    return [(first.isoformat(), last.isoformat()) for first, last in ranges]
 
 
 def catch_up_settings() -> tuple[int, timedelta]:

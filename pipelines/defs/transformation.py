@@ -1,9 +1,11 @@
 """Transformation: every SQLMesh model of the configured project as a Dagster asset."""
 
+import os
 from typing import Any
 
 import dagster as dg
 
+from pipelines.automation import automation_condition_for, freshness_policy_for
 from pipelines.governance import with_classification_tags
 from pipelines.quality import ProfileStore, record_profile
 from pipelines.settings import Settings
@@ -22,6 +24,14 @@ class PipelinesTranslator(SQLMeshTranslator):
 
     def __init__(self, classifications: dict[str, dict[str, str]] | None = None) -> None:
         self.classifications = classifications or {}
+
+    def get_automation_condition(self, model: ModelInfo) -> dg.AutomationCondition | None:
+        return automation_condition_for(model, partitioned=None)
+
+    def get_asset_spec(self, model: ModelInfo, project: ProjectInfo) -> dg.AssetSpec:
+        spec = super().get_asset_spec(model, project)
+        policy = freshness_policy_for(model)
+        return spec.replace_attributes(freshness_policy=policy) if policy is not None else spec
 
     def get_column_schema(self, model: ModelInfo) -> dg.TableSchema:
         return with_classification_tags(
@@ -66,5 +76,7 @@ def profile_hook(settings: Settings) -> MetadataHook:
 
 
 def build_defs(settings: Settings, project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
-    assets = sqlmesh_assets(project, translator, metadata_hook=profile_hook(settings))
+    # PIPELINES_PROFILE=0 turns profiling off (the benchmark measures what it costs)
+    hook = profile_hook(settings) if os.environ.get("PIPELINES_PROFILE", "1") != "0" else None
+    assets = sqlmesh_assets(project, translator, metadata_hook=hook)
     return dg.Definitions(assets=[assets], jobs=[sqlmesh_plan_job])

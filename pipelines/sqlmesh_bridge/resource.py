@@ -337,7 +337,8 @@ class _StageTimer:
 
 
 def _partition_window(context: dg.AssetExecutionContext) -> tuple[date, date] | None:
-    if not context.has_partition_key_range:
+    """The run's days: a range, or a single key (schedules, sensors, automation) as a 1-day range."""
+    if not (context.has_partition_key_range or context.has_partition_key):
         return None
     keys = context.partition_key_range
     return date.fromisoformat(keys.start[:10]), date.fromisoformat(keys.end[:10])

@@ -25,4 +25,5 @@ SELECT
   segment::VARCHAR AS segment,
   signup_date::DATE AS signup_date
 FROM raw.customers
-WHERE ds = (SELECT max(ds) FROM raw.customers)
+-- not max(ds): DuckDB 1.5.5 fails on max() over a single hive-partitioned file
+WHERE ds = (SELECT ds FROM raw.customers ORDER BY ds DESC LIMIT 1)

@@ -23,4 +23,5 @@ SELECT
   category::VARCHAR AS category,
   unit_price::DOUBLE AS list_price
 FROM raw.products
-WHERE ds = (SELECT max(ds) FROM raw.products)
+-- not max(ds): DuckDB 1.5.5 fails on max() over a single hive-partitioned file
+WHERE ds = (SELECT ds FROM raw.products ORDER BY ds DESC LIMIT 1)
