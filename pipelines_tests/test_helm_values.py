@@ -45,7 +45,13 @@ RELEASE, NAMESPACE = "dagster", "dagster"  # as in docs/production.md
 USER_DEPLOYMENTS_FULLNAME = f"{RELEASE}-dagster-user-deployments"
 
 # The secret keys the code location needs (docs/production.md creates them).
-SECRET_ENV = ("PIPELINES_PG_PASSWORD", "SHOP_DB_PASSWORD", "PIPELINES_PII_SALT")
+# The webhook URL usually embeds a token: it is an (optional) key of the same secret.
+SECRET_ENV = (
+    "PIPELINES_PG_PASSWORD",
+    "SHOP_DB_PASSWORD",
+    "PIPELINES_PII_SALT",
+    "PIPELINES_ALERT_WEBHOOK_URL",
+)
 
 
 def _load(path: Path) -> Any:
@@ -212,17 +218,36 @@ def test_code_location_env_gives_prod_settings(
     settings = Settings.from_env()
     assert settings.env == "prod" and settings.lake_is_s3
     assert settings.sqlmesh_gateway == "prod" and settings.demo_seed is False
-    for name in ("PIPELINES_PG_HOST", "PIPELINES_PG_USER", "PIPELINES_DUCKLAKE_DB",
-                 "PIPELINES_SQLMESH_STATE_DB", "SHOP_DB_HOST", "SHOP_DB_NAME", "SHOP_DB_USER"):
+    for name in (
+        "PIPELINES_PG_HOST",
+        "PIPELINES_PG_USER",
+        "PIPELINES_DUCKLAKE_DB",
+        "PIPELINES_SQLMESH_STATE_DB",
+        "SHOP_DB_HOST",
+        "SHOP_DB_NAME",
+        "SHOP_DB_USER",
+    ):
         assert env.get(name), f"{name} missing from the code location env"
 
 
 ENV_NAME = re.compile(r"""["']((?:PIPELINES|SHOP|SQLMESH)_[A-Z0-9_]+)["']""")
 # Read by the package but fine to leave unset in prod: each has a prod-safe default.
 OPTIONAL_ENV = {
-    "PIPELINES_DATA_DIR", "PIPELINES_DEMO_SEED", "PIPELINES_DEMO_SCALE", "PIPELINES_API_HOST",
-    "PIPELINES_API_PORT", "PIPELINES_BRIDGE_CACHE_DIR", "PIPELINES_DUCKLAKE_SCHEMA",
-    "PIPELINES_SQLMESH_STATE_SCHEMA", "PIPELINES_RATES_API_URL", "SQLMESH_PROJECT_DIR",
+    "PIPELINES_DATA_DIR",
+    "PIPELINES_DEMO_SEED",
+    "PIPELINES_DEMO_SCALE",
+    "PIPELINES_API_HOST",
+    "PIPELINES_API_PORT",
+    "PIPELINES_BRIDGE_CACHE_DIR",
+    "PIPELINES_DUCKLAKE_SCHEMA",
+    "PIPELINES_SQLMESH_STATE_SCHEMA",
+    "PIPELINES_RATES_API_URL",
+    "SQLMESH_PROJECT_DIR",
+    "PIPELINES_CATCH_UP_DAYS",
+    "PIPELINES_CATCH_UP_GRACE_HOURS",
+    "PIPELINES_DUCKLAKE_INLINE_ROWS",
+    "PIPELINES_LANDING_MAX_OBJECTS",
+    "PIPELINES_PROFILE",
 }
 
 
@@ -286,13 +311,20 @@ def _pg_storage(values: dict[str, Any]) -> dict[str, Any]:
 
 
 _K8S_OPTIONAL = {
-    "envVars": "env_vars", "volumeMounts": "volume_mounts", "volumes": "volumes",
-    "labels": "labels", "resources": "resources", "failPodOnRunFailure": "fail_pod_on_run_failure",
-    "schedulerName": "scheduler_name", "securityContext": "security_context",
+    "envVars": "env_vars",
+    "volumeMounts": "volume_mounts",
+    "volumes": "volumes",
+    "labels": "labels",
+    "resources": "resources",
+    "failPodOnRunFailure": "fail_pod_on_run_failure",
+    "schedulerName": "scheduler_name",
+    "securityContext": "security_context",
 }
 _RUN_K8S = {
-    "containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
-    "podTemplateSpecMetadata": "pod_template_spec_metadata", "jobSpecConfig": "job_spec_config",
+    "containerConfig": "container_config",
+    "podSpecConfig": "pod_spec_config",
+    "podTemplateSpecMetadata": "pod_template_spec_metadata",
+    "jobSpecConfig": "job_spec_config",
     "jobMetadata": "job_metadata",
 }
 
@@ -320,49 +352,74 @@ def render_instance(values: dict[str, Any]) -> dict[str, Any]:
     launcher.update({name: k8s[key] for key, name in _K8S_OPTIONAL.items() if k8s.get(key)})
     if k8s.get("runK8sConfig"):
         launcher["run_k8s_config"] = {
-            name: k8s["runK8sConfig"][key] for key, name in _RUN_K8S.items()
-            if k8s["runK8sConfig"].get(key)
+            name: k8s["runK8sConfig"][key] for key, name in _RUN_K8S.items() if k8s["runK8sConfig"].get(key)
         }
     qrc = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
     coordinator_config = {
         name: qrc[key]
-        for key, name in (("maxConcurrentRuns", "max_concurrent_runs"),
-                          ("tagConcurrencyLimits", "tag_concurrency_limits"),
-                          ("dequeueIntervalSeconds", "dequeue_interval_seconds"))
+        for key, name in (
+            ("maxConcurrentRuns", "max_concurrent_runs"),
+            ("tagConcurrencyLimits", "tag_concurrency_limits"),
+            ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
+        )
         if qrc.get(key)
     }
     s3_logs = values["computeLogManager"]["config"]["s3ComputeLogManager"]
     assert values["computeLogManager"]["type"] == "S3ComputeLogManager"
     logs_config = {
         name: s3_logs[key]
-        for key, name in (("bucket", "bucket"), ("prefix", "prefix"),
-                          ("skipEmptyFiles", "skip_empty_files"), ("endpointUrl", "endpoint_url"))
+        for key, name in (
+            ("bucket", "bucket"),
+            ("prefix", "prefix"),
+            ("skipEmptyFiles", "skip_empty_files"),
+            ("endpointUrl", "endpoint_url"),
+        )
         if s3_logs.get(key)
     }
     monitoring, retries = daemon["runMonitoring"], daemon["runRetries"]
     storage = _pg_storage(values)
     instance: dict[str, Any] = {
         "scheduler": {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"},
-        "schedule_storage": {"module": "dagster_postgres.schedule_storage",
-                             "class": "PostgresScheduleStorage", "config": storage},
-        "run_storage": {"module": "dagster_postgres.run_storage",
-                        "class": "PostgresRunStorage", "config": storage},
-        "event_log_storage": {"module": "dagster_postgres.event_log",
-                              "class": "PostgresEventLogStorage", "config": storage},
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            "config": storage,
+        },
+        "run_storage": {
+            "module": "dagster_postgres.run_storage",
+            "class": "PostgresRunStorage",
+            "config": storage,
+        },
+        "event_log_storage": {
+            "module": "dagster_postgres.event_log",
+            "class": "PostgresEventLogStorage",
+            "config": storage,
+        },
         "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher},
-        "run_coordinator": {"module": "dagster._core.run_coordinator",
-                            "class": "QueuedRunCoordinator", "config": coordinator_config},
-        "compute_logs": {"module": "dagster_aws.s3.compute_log_manager",
-                         "class": "S3ComputeLogManager", "config": logs_config},
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": coordinator_config,
+        },
+        "compute_logs": {
+            "module": "dagster_aws.s3.compute_log_manager",
+            "class": "S3ComputeLogManager",
+            "config": logs_config,
+        },
         "run_monitoring": {
             "enabled": monitoring["enabled"],
             "start_timeout_seconds": monitoring["startTimeoutSeconds"],
             "poll_interval_seconds": monitoring["pollIntervalSeconds"],
-            **({"max_resume_run_attempts": monitoring["maxResumeRunAttempts"]}
-               if monitoring.get("maxResumeRunAttempts") else {}),
+            **(
+                {"max_resume_run_attempts": monitoring["maxResumeRunAttempts"]}
+                if monitoring.get("maxResumeRunAttempts")
+                else {}
+            ),
         },
-        "run_retries": {"enabled": retries["enabled"],
-                        **({"max_retries": retries["maxRetries"]} if retries.get("maxRetries") else {})},
+        "run_retries": {
+            "enabled": retries["enabled"],
+            **({"max_retries": retries["maxRetries"]} if retries.get("maxRetries") else {}),
+        },
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
     }
     assert daemon["enabled"] and daemon["runCoordinator"]["enabled"]
@@ -398,8 +455,11 @@ def check_instance_config(config: dict[str, Any], tmp_path: Path) -> dict[str, A
     loaded, _ = dagster_instance_config(str(home))
     sections = {k: v for k, v in loaded.items() if isinstance(v, dict) and "class" in v}
     if "storage" in loaded:
-        sections["storage"] = {"module": "dagster_postgres", "class": "DagsterPostgresStorage",
-                               "config": loaded["storage"]["postgres"]}
+        sections["storage"] = {
+            "module": "dagster_postgres",
+            "class": "DagsterPostgresStorage",
+            "config": loaded["storage"]["postgres"],
+        }
     for name, section in sections.items():
         cls: Any = class_from_code_pointer(section["module"], section["class"])
         result = process_config(cls.config_type(), section.get("config") or {})
@@ -447,12 +507,22 @@ def test_the_prod_instance_file_matches_the_chart(values: dict[str, Any]) -> Non
     for key in ("enabled", "start_timeout_seconds", "poll_interval_seconds"):
         assert prod["run_monitoring"][key] == rendered["run_monitoring"][key]
     ours, theirs = prod["run_launcher"]["config"], rendered["run_launcher"]["config"]
-    for key in ("env_secrets", "resources", "security_context", "run_k8s_config",
-                "service_account_name", "instance_config_map", "postgres_password_secret",
-                "dagster_home", "image_pull_policy", "fail_pod_on_run_failure"):
+    for key in (
+        "env_secrets",
+        "resources",
+        "security_context",
+        "run_k8s_config",
+        "service_account_name",
+        "instance_config_map",
+        "postgres_password_secret",
+        "dagster_home",
+        "image_pull_policy",
+        "fail_pod_on_run_failure",
+    ):
         assert ours[key] == theirs[key], key
-    assert prod["run_coordinator"]["config"]["dequeue_interval_seconds"] == (
-        rendered["run_coordinator"]["config"]["dequeue_interval_seconds"]
+    assert (
+        prod["run_coordinator"]["config"]["dequeue_interval_seconds"]
+        == (rendered["run_coordinator"]["config"]["dequeue_interval_seconds"])
     )
     storage = _pg_storage(values)["postgres_db"]
     for key in ("params", "scheme"):
@@ -484,35 +554,49 @@ def test_the_run_pod_dagster_k8s_would_create(values: dict[str, Any], tmp_path: 
 
     config = render_instance(values)["run_launcher"]["config"]
     kubeconfig = tmp_path / "kubeconfig"  # parsed, never contacted
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "t", "user": {"token": "x"}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
-    }))
-    launcher = K8sRunLauncher(**{**config, "load_incluster_config": False,
-                                 "kubeconfig_file": str(kubeconfig)})
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "t",
+                "clusters": [{"name": "t", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "t", "user": {"token": "x"}}],
+                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+            }
+        )
+    )
+    launcher = K8sRunLauncher(
+        **{**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)}
+    )
     deployment = _deployment(values)
     # dagsterUserDeployments.k8sContainerContext, for these values.
-    container_context = {"k8s": {
-        "image_pull_policy": deployment["image"]["pullPolicy"],
-        "env_config_maps": [f"{USER_DEPLOYMENTS_FULLNAME}-{deployment['name']}-user-env"],
-        "env_secrets": [s["name"] for s in deployment["envSecrets"]],
-        "namespace": NAMESPACE,
-        "service_account_name": values["global"]["serviceAccountName"],
-        **({"resources": deployment["resources"]} if deployment.get("resources") else {}),
-    }}
+    container_context = {
+        "k8s": {
+            "image_pull_policy": deployment["image"]["pullPolicy"],
+            "env_config_maps": [f"{USER_DEPLOYMENTS_FULLNAME}-{deployment['name']}-user-env"],
+            "env_secrets": [s["name"] for s in deployment["envSecrets"]],
+            "namespace": NAMESPACE,
+            "service_account_name": values["global"]["serviceAccountName"],
+            **({"resources": deployment["resources"]} if deployment.get("resources") else {}),
+        }
+    }
     image = "{repository}:{tag}".format(**deployment["image"])
-    origin = JobPythonOrigin("daily", RepositoryPythonOrigin(
-        executable_path="python", code_pointer=ModuleCodePointer("pipelines.definitions", "defs",
-                                                                 str(REPO)),
-        container_image=image, container_context=container_context,
-    ))
+    origin = JobPythonOrigin(
+        "daily",
+        RepositoryPythonOrigin(
+            executable_path="python",
+            code_pointer=ModuleCodePointer("pipelines.definitions", "defs", str(REPO)),
+            container_image=image,
+            container_context=container_context,
+        ),
+    )
     run = DagsterRun(job_name="daily", run_id=str(uuid.uuid4()), job_code_origin=origin)
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
     job = construct_dagster_k8s_job(
         context.get_k8s_job_config(job_image=image, run_launcher=launcher),
-        ["dagster", "api", "execute_run"], "dagster-run-test",
+        ["dagster", "api", "execute_run"],
+        "dagster-run-test",
         user_defined_k8s_config=context.run_k8s_config,
     )
     pod = job.spec.template.spec
@@ -542,11 +626,15 @@ def test_the_prod_instance_runs_on_a_real_postgres(
     from dagster._cli.instance import instance_cli
 
     database = postgres_server.create_database()
-    env = {**INSTANCE_ENV, "DAGSTER_PG_HOST": postgres_server.host,
-           "DAGSTER_PG_PORT": str(postgres_server.port),
-           "DAGSTER_PG_USERNAME": postgres_server.user,
-           "DAGSTER_PG_PASSWORD": postgres_server.password, "DAGSTER_PG_DB": database,
-           "DAGSTER_COMPUTE_LOGS_BUCKET": s3_env.bucket}
+    env = {
+        **INSTANCE_ENV,
+        "DAGSTER_PG_HOST": postgres_server.host,
+        "DAGSTER_PG_PORT": str(postgres_server.port),
+        "DAGSTER_PG_USERNAME": postgres_server.user,
+        "DAGSTER_PG_PASSWORD": postgres_server.password,
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": s3_env.bucket,
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     config = _load(PROD_INSTANCE)
@@ -585,8 +673,7 @@ def test_docs_explain_every_placeholder_and_secret() -> None:
     placeholders = set(re.findall(r"<[A-Z_]+>", HELM_VALUES.read_text()))
     assert placeholders, "helm-values.yaml should mark what each deployment fills in"
     assert sorted(p for p in placeholders if p not in docs) == []
-    for key in (*SECRET_ENV, "postgresql-password", "pipelines-secrets",
-                "dagster-postgresql-secret"):
+    for key in (*SECRET_ENV, "postgresql-password", "pipelines-secrets", "dagster-postgresql-secret"):
         assert key in docs, key
     assert "helm repo add dagster https://dagster-io.github.io/helm" in docs
     assert "helm upgrade --install dagster dagster/dagster" in docs
