@@ -57,7 +57,12 @@ def bench_ingestion(scale: float, repeats: int = 3) -> dict[str, float]:
             con.close()
             bare.append(time.perf_counter() - t)
     ours_rps, bare_rps = rows / statistics.median(ours), rows / statistics.median(bare)
-    return {"rows": rows, "ours_rows_per_s": ours_rps, "bare_copy_rows_per_s": bare_rps, "ratio": ours_rps / bare_rps}
+    return {
+        "rows": rows,
+        "ours_rows_per_s": ours_rps,
+        "bare_copy_rows_per_s": bare_rps,
+        "ratio": ours_rps / bare_rps,
+    }
 
 
 CHECKS_RUN = """
@@ -99,7 +104,11 @@ def bench_checks(days: int, scale: float) -> dict[str, float]:
                 last = f"2026-03-{days:02d}"
                 proc = subprocess.run(
                     [sys.executable, "-c", CHECKS_RUN, "2026-03-01", last, flag],
-                    env=env, cwd=REPO, capture_output=True, text=True, check=True,
+                    env=env,
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         out[f"{label}_s"] = statistics.median(r["seconds"] for r in runs)

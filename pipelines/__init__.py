@@ -2,8 +2,14 @@
 
 import warnings
 
-# BackfillPolicy (required for single-run partition ranges) is marked beta in Dagster 1.13.
-warnings.filterwarnings(
-    "ignore",
-    message=r".*(backfill_policy|CodeReferencesMetadataValue|LocalFileCodeReference|build_column_schema_change_checks).*currently in beta.*",
+# APIs this project needs that Dagster 1.13 still marks beta: BackfillPolicy (single-run
+# partition ranges), code references, and the column schema-change checks.
+_BETA_APIS = "|".join(
+    (
+        "backfill_policy",
+        "CodeReferencesMetadataValue",
+        "LocalFileCodeReference",
+        "build_column_schema_change_checks",
+    )
 )
+warnings.filterwarnings("ignore", message=rf".*({_BETA_APIS}).*currently in beta.*")

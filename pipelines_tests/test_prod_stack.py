@@ -77,7 +77,9 @@ def test_prod_pipeline_keeps_metadata_in_postgres_and_data_on_s3(
             con.close()
 
     # Dagster run storage, SQLMesh state and the DuckLake catalog are all in PostgreSQL
-    assert pg(os.environ["PIPELINES_SQLMESH_STATE_DB"], "SELECT count(*) FROM sqlmesh._environments")[0][0] == 1
+    assert (
+        pg(os.environ["PIPELINES_SQLMESH_STATE_DB"], "SELECT count(*) FROM sqlmesh._environments")[0][0] == 1
+    )
     assert pg(os.environ["PIPELINES_DUCKLAKE_DB"], "SELECT count(*) FROM main.ducklake_table")[0][0] >= 12
     run_db = prod.instance.get_run_by_id(result.run_id)
     assert run_db is not None
