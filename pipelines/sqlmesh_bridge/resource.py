@@ -63,20 +63,26 @@ class SQLMeshResource(dg.ConfigurableResource):
 
     # -- environment --------------------------------------------------------------------------
 
-    def ensure_environment(self, ctx: Any, log: Any) -> None:
+    def ensure_environment(self, ctx: Any, log: Any, project: ProjectInfo | None = None) -> None:
         """Create the environment on first use; refuse to run a project that differs from it.
 
         Creation applies the plan without backfilling: Dagster partitions decide which intervals
         get computed. Any later change to a model must go through the ``sqlmesh_plan`` job (or
         ``sqlmesh plan`` in CI) so that no scheduled run silently applies a breaking change.
+        The comparison uses the cached fingerprints of ``project`` when given (no rendering).
         """
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
             log.info(f"SQLMesh environment '{self.environment}' does not exist: creating it")
             ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
             return
-        deployed = {s.name: s.fingerprint for s in env.snapshots}
-        local = {name: s.fingerprint for name, s in ctx.snapshots.items() if not s.is_external}
+        deployed = {s.name: s.fingerprint.to_identifier() for s in env.snapshots}
+        if project is not None:
+            local = {m.fqn: m.fingerprint for m in project.internal_models}
+        else:
+            local = {
+                name: s.fingerprint.to_identifier() for name, s in ctx.snapshots.items() if not s.is_external
+            }
         changed = sorted(n for n, fp in local.items() if deployed.get(n) != fp)
         if changed:
             raise SQLMeshPlanRequired(
@@ -233,7 +239,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             ctx = self.context(console, collector)
         try:
             with timer("check environment"):
-                self.ensure_environment(ctx, context.log)
+                self.ensure_environment(ctx, context.log, project)
             kwargs: dict[str, Any] = {}
             if window is not None:
                 first, last = window
