@@ -272,6 +272,8 @@ def upstream_closure(asset_nodes: dict[str, dict[str, Any]], key: str) -> set[st
     return seen
 
 
+@pytest.mark.slow  # about 3 min on an idle machine (the backfill daemon ticks every 30 s), 5+ when busy
+@pytest.mark.timeout(900)
 def test_partition_range_backfill_of_a_mart_and_its_upstream(
     ui: DagsterDev,
     asset_nodes: dict[str, dict[str, Any]],
@@ -362,26 +364,28 @@ def sqlmesh_intervals(project: ProjectInfo, fqn: str) -> list[str]:
 
 
 def assert_checks_ran(ui: DagsterDev, state: dict[str, dict[str, Any]], project: ProjectInfo) -> None:
-    """Every check of every backfilled SQLMesh model was evaluated; SQLMesh audits passed."""
+    """Every check of every backfilled SQLMesh model was evaluated, and its SQLMesh audits passed.
+
+    Other checks may fail on purpose: ``freshness`` does whenever the backfilled days are older
+    than three days (docs/first-ten-minutes.md reads that failure in the UI).
+    """
     audits = {key_str([m.schema, m.table]): {a.name for a in m.audits} for m in project.internal_models}
     evaluated = 0
     for key, node in state.items():
         if key not in audits:
             continue
         checks = node["assetChecksOrError"]["checks"]
-        assert checks, f"{key} has no asset checks"
+        assert {c["name"] for c in checks} >= audits[key], key
         for check in checks:
             executions = ui.graphql(
                 CHECK_EXECUTIONS, {"key": {"path": key.split("/")}, "name": check["name"]}
             )["assetCheckExecutions"]
-            results = [e for e in executions if e["evaluation"] is not None]
-            if check["name"].startswith("freshness") or "freshness" in check["name"]:
-                continue  # freshness is evaluated by its own schedule, not by materializations
-            assert results, f"check {key}:{check['name']} never ran: {executions}"
+            results = [e["evaluation"] for e in executions if e["evaluation"] is not None]
+            assert results, f"check {key}:{check['name']} was not evaluated: {executions}"
             evaluated += len(results)
             if check["name"] in audits[key]:
-                assert all(e["evaluation"]["success"] for e in results), (key, check["name"], results)
-    assert evaluated > 0
+                assert all(r["success"] for r in results), (key, check["name"], results)
+    assert evaluated >= sum(len(a) for k, a in audits.items() if k in state)
 
 
 # ------------------------------------------------------------------------------ the browser

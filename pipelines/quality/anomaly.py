@@ -84,12 +84,15 @@ def volume_anomaly(
     warmup: int = 7,
     k: float = 4.0,
     weekday_min_points: int = WEEKDAY_MIN_POINTS,
+    min_relative_scale: float = 0.1,
 ) -> AnomalyResult:
     """Row count outside median ± k·MAD-sigma of earlier partitions.
 
     The baseline is seasonal (same weekday as ``new_date``) when the history has at least
     ``weekday_min_points`` such days, because shop traffic differs by weekday; otherwise all
-    days are used.
+    days are used. The sigma is at least ``min_relative_scale`` of the median: very regular
+    history gives a tiny MAD, and a normal weekend peak (+30%) must not fire before the
+    weekday baseline exists (a 10x day or a halved day still does).
     """
     points = len(history_counts)
     if points < warmup:
@@ -101,8 +104,9 @@ def volume_anomaly(
         if len(same_day) >= weekday_min_points:
             values, method = same_day, "median_mad_weekday"
     center, scale = robust_center_scale(values)
+    scale = max(scale, min_relative_scale * abs(center))
     low, high = max(0.0, center - k * scale), center + k * scale
-    score = (new_count - center) / scale
+    score = (new_count - center) / scale if scale else 0.0
     return AnomalyResult(
         passed=abs(score) <= k,
         observed=float(new_count),
