@@ -189,8 +189,10 @@ def test_dagster_dev_loads_the_code_location_without_warnings(ui: DagsterDev) ->
         if PROBLEM.search(line) and not any(re.search(p, line) for p in EXPECTED_STARTUP_WARNINGS)
     ]
     assert problems == [], "unexpected warnings/errors while dagster dev started:\n" + "\n".join(problems)
-    # the instance config really is the isolated one: nothing was written into the repo
-    assert (ui.home / ".dagster" / "storage").is_dir()
+    # the instance really is the isolated one: its storage is in the temp home, not in the repo
+    info = ui.graphql("{ instance { info } }")["instance"]["info"]
+    assert str(ui.home / ".dagster" / "storage") in info
+    assert str(REPO_ROOT / ".dagster") not in info
 
 
 # ------------------------------------------------------------------------ the GraphQL API
@@ -321,7 +323,7 @@ def test_partition_range_backfill_of_a_mart_and_its_upstream(
     for name, value in ui.env.items():
         if name.startswith("PIPELINES_"):
             monkeypatch.setenv(name, value)
-    intervals = sqlmesh_intervals(project, f'"warehouse"."{MART[0]}"."{MART[1]}"')
+    intervals = sqlmesh_intervals(f'"warehouse"."{MART[0]}"."{MART[1]}"')
     assert intervals == days
 
     assert_checks_ran(ui, state, project)
@@ -341,7 +343,7 @@ def wait_for_backfill(ui: DagsterDev, backfill_id: str) -> dict[str, Any]:
     )
 
 
-def sqlmesh_intervals(project: ProjectInfo, fqn: str) -> list[str]:
+def sqlmesh_intervals(fqn: str) -> list[str]:
     """The days SQLMesh's prod environment has computed for ``fqn`` (state read, then closed)."""
     from sqlmesh import Context
 
@@ -455,6 +457,7 @@ def test_browser_shows_an_asset_and_its_checks(ui: DagsterDev, browser_page: Any
 
     open_page(browser_page, ui, f"/assets/{key_str(MART)}")
     browser_page.get_by_text("Latest materialization").first.wait_for(state="visible")
+    browser_page.get_by_text(node["description"].split("\n")[0][:40]).first.wait_for(state="visible")
     browser_page.screenshot(path=str(SCREENSHOTS / "asset-daily_revenue.png"))
 
     open_page(browser_page, ui, f"/assets/{key_str(MART)}?view=checks")

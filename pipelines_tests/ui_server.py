@@ -123,12 +123,19 @@ class DagsterDev:
                 raise ServerError(f"dagster dev exited with {self.process.returncode}:\n{self.output()}")
             try:
                 data = self.graphql(LOCATION_STATUS, timeout=10)
-                entries = data["workspaceOrError"].get("locationEntries", [])
-                status = {e["name"]: e["loadStatus"] for e in entries}
-                last = str(status)
-                if status.get(LOCATION_NAME) == "LOADED":
+                entries = {e["name"]: e for e in data["workspaceOrError"].get("locationEntries", [])}
+                entry = entries.get(LOCATION_NAME)
+                last = str({name: e["loadStatus"] for name, e in entries.items()})
+                if entry and entry["loadStatus"] == "LOADED":
+                    loaded = entry["locationOrLoadError"] or {}
+                    if loaded.get("__typename") == "PythonError":
+                        raise ServerError(
+                            f"code location {LOCATION_NAME} failed to load: {loaded['message']}"
+                        )
                     return
             except (OSError, ServerError) as exc:
+                if "failed to load" in str(exc):
+                    raise
                 last = str(exc)
             time.sleep(1)
         raise ServerError(f"dagster dev not ready after {timeout}s ({last}):\n{self.output()[-6000:]}")

@@ -85,14 +85,15 @@ def volume_anomaly(
     k: float = 4.0,
     weekday_min_points: int = WEEKDAY_MIN_POINTS,
     min_relative_scale: float = 0.1,
+    min_relative_scale_unseasonal: float = 0.15,
 ) -> AnomalyResult:
     """Row count outside median ± k·MAD-sigma of earlier partitions.
 
     The baseline is seasonal (same weekday as ``new_date``) when the history has at least
     ``weekday_min_points`` such days, because shop traffic differs by weekday; otherwise all
-    days are used. The sigma is at least ``min_relative_scale`` of the median: very regular
-    history gives a tiny MAD, and a normal weekend peak (+30%) must not fire before the
-    weekday baseline exists (a 10x day or a halved day still does).
+    days are used. The sigma is at least ``min_relative_scale`` of the median (wider,
+    ``min_relative_scale_unseasonal``, before the weekday baseline exists): very regular history
+    gives a tiny MAD, and a normal weekend peak must not fire (a 10x day still does).
     """
     points = len(history_counts)
     if points < warmup:
@@ -104,7 +105,8 @@ def volume_anomaly(
         if len(same_day) >= weekday_min_points:
             values, method = same_day, "median_mad_weekday"
     center, scale = robust_center_scale(values)
-    scale = max(scale, min_relative_scale * abs(center))
+    floor = min_relative_scale if method == "median_mad_weekday" else min_relative_scale_unseasonal
+    scale = max(scale, floor * abs(center))
     low, high = max(0.0, center - k * scale), center + k * scale
     score = (new_count - center) / scale if scale else 0.0
     return AnomalyResult(
