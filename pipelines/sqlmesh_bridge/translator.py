@@ -42,12 +42,20 @@ class SQLMeshTranslator:
         """Daily partitions for daily time-range models, starting at the earliest model start."""
         if not model.time_partitioned or model.interval_unit != "day":
             return None
-        starts = [
-            date.fromisoformat(m.start[:10])
-            for m in project.internal_models
-            if m.time_partitioned and m.interval_unit == "day" and m.start
-        ]
-        return dg.DailyPartitionsDefinition(start_date=min(starts).isoformat() if starts else "2020-01-01")
+        return self._project_daily_partitions(project)
+
+    def _project_daily_partitions(self, project: ProjectInfo) -> dg.PartitionsDefinition:
+        """One definition per project, computed once (asked for once per model)."""
+        cache = self.__dict__.setdefault("_daily_partitions", {})
+        if id(project) not in cache:
+            starts = [
+                date.fromisoformat(m.start[:10])
+                for m in project.internal_models
+                if m.time_partitioned and m.interval_unit == "day" and m.start
+            ]
+            start = min(starts).isoformat() if starts else "2020-01-01"
+            cache[id(project)] = (project, dg.DailyPartitionsDefinition(start_date=start))
+        return cache[id(project)][1]
 
     def get_column_schema(self, model: ModelInfo) -> dg.TableSchema:
         return dg.TableSchema(
