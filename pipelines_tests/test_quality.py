@@ -176,7 +176,8 @@ def test_volume_rule_band_seasonality_and_warmup() -> None:
         warm = volume_anomaly(hist[:points], 1_000_000, new_date=target)
         assert warm.passed and warm.in_warmup and warm.band is None
     flat = volume_anomaly([(day(i), 1) for i in range(10)], 0, new_date=day(10))
-    assert not flat.passed and flat.band == pytest.approx((0.4, 1.6))  # sigma >= 15 % of the median (no weekday baseline yet)
+    # sigma >= 15 % of the median while there is no weekday baseline yet
+    assert not flat.passed and flat.band == pytest.approx((0.4, 1.6))
     # before the weekday baseline exists, a normal weekend (+30 %) on regular weekdays is no anomaly
     weekdays = [(day(i), 1000 + i % 3) for i in range(10)]
     assert volume_anomaly(weekdays, 1300, new_date=day(10)).passed
