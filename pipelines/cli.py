@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,6 +29,37 @@ def _dagster_home() -> Path:
     return home
 
 
+OWNER_HOST, OWNER_PID = "pipelines/host", "pipelines/pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs of this machine whose process was killed (no daemon watches in-process runs) keep
+    their status and their pool slots forever; mark them failed and free the slots."""
+    import dagster as dg
+
+    host = socket.gethostname()
+    active = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    reclaimed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=active, tags={OWNER_HOST: host})):
+        pid = run.tags.get(OWNER_PID, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, "the process running it died (killed or crashed)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reclaimed.append(run.run_id)
+    return reclaimed
+
+
 def run_range(start: str, end: str, selection: str = "*") -> bool:
     return _run_range(start, end, selection).success
 
@@ -39,11 +71,14 @@ def _run_range(start: str, end: str, selection: str = "*") -> dg.ExecuteInProces
     from pipelines.definitions import defs
 
     job_def = dg.define_asset_job("demo_run", selection=selection)
+    owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def("demo_run")
     with dg.DagsterInstance.get() as instance:
+        for run_id in reclaim_dead_runs(instance):
+            print(f"run {run_id} died with its process: marked failed, its pool slots freed")
         return resolved.execute_in_process(
             instance=instance,
-            tags={RANGE_START: start, RANGE_END: end},
+            tags={RANGE_START: start, RANGE_END: end, **owner},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )

@@ -67,8 +67,7 @@ def load_rules(path: Path | None = None) -> list[dict[str, Any]]:
             raise LifecycleError(f"{path}: rule {rid}: prefix {prefix!r} must look like 'zone/'")
         if prefix.startswith(PROTECTED_PREFIXES):
             raise LifecycleError(
-                f"{path}: rule {rid}: {prefix!r} holds DuckLake data files, which must stay "
-                "readable"
+                f"{path}: rule {rid}: {prefix!r} holds DuckLake data files, which must stay readable"
             )
         last_days = 0
         for step in rule.get("transitions", []):
@@ -195,10 +194,16 @@ def apply_lifecycle(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.lifecycle", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lake-uri", default=os.environ.get("PIPELINES_LAKE_URI", ""),
-                        help="s3://bucket/prefix (default: $PIPELINES_LAKE_URI)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.lifecycle",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--lake-uri",
+        default=os.environ.get("PIPELINES_LAKE_URI", ""),
+        help="s3://bucket/prefix (default: $PIPELINES_LAKE_URI)",
+    )
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES_PATH, help="rules YAML file")
     parser.add_argument("--dry-run", action="store_true", help="report the change, write nothing")
     args = parser.parse_args(argv)

@@ -77,7 +77,8 @@ class DemoDataResource(dg.ConfigurableResource):
                 con.close()
         elif kind == "files":
             prefix = f"landing/{source}/{partition}"
-            if not any(True for _ in lake.list(prefix)):
+            present = {obj.key.rsplit("/", 1)[-1] for obj in lake.list(prefix)}
+            if not set(demo.WEB_EVENT_FILES) <= present:  # every file, so a crash mid-drop heals
                 import tempfile
                 from pathlib import Path
 

@@ -152,22 +152,26 @@ def seed_shop_database(con: duckdb.DuckDBPyConnection, db: str, days: list[date]
         )
     for day in days:
         nxt = day + timedelta(days=1)
-        present = con.execute(
-            f"SELECT count(*) FROM {db}.orders WHERE order_ts >= '{day}' AND order_ts < '{nxt}'"
-        ).fetchone()[0]
-        if present == order_count(day, scale):
-            continue
+        window = f"order_ts >= '{day}' AND order_ts < '{nxt}'"
+        have_orders = con.execute(f"SELECT count(*) FROM {db}.orders WHERE {window}").fetchone()[0]
+        have_items = con.execute(f"SELECT count(*) FROM {db}.order_items WHERE {window}").fetchone()[0]
+        want_items = con.execute(f"SELECT count(*) FROM ({order_items_sql(day, scale)})").fetchone()[0]
+        if have_orders == order_count(day, scale) and have_items == want_items:
+            continue  # both tables complete: a crash between them is repaired on the next call
         for table, sql in (("orders", orders_sql), ("order_items", order_items_sql)):
-            con.execute(f"DELETE FROM {db}.{table} WHERE order_ts >= '{day}' AND order_ts < '{nxt}'")
+            con.execute(f"DELETE FROM {db}.{table} WHERE {window}")
             con.execute(f"INSERT INTO {db}.{table} {sql(day, scale)}")
+
+
+WEB_EVENT_FILES = ("events-000.jsonl", "events-001.jsonl")
 
 
 def write_web_events(con: duckdb.DuckDBPyConnection, day: date, scale: float, folder: Path) -> list[Path]:
     """Drop the day's clickstream as two JSON lines files, as the partner would."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for part, parity in enumerate((0, 1)):
-        path = folder / f"events-{part:03d}.jsonl"
+    for parity, name in enumerate(WEB_EVENT_FILES):
+        path = folder / name
         tmp = folder / f".{path.name}.tmp"
         con.execute(
             f"COPY (SELECT * FROM ({web_events_sql(day, scale)}) "

@@ -121,14 +121,18 @@ def _as_text(value: object) -> str | None:
 
 def present_columns(
     contract: SourceContract, records: list[tuple[str, str | None, object]]
-) -> dict[str, set[str]]:
-    """Which contract columns each input file mentions at all (to tell missing from null)."""
+) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """Per input file: the contract columns its records mention at all, and its record count."""
     seen: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
     for source, error, record in records:
-        keys = seen.setdefault(source, set())
+        head, _, tail = source.rpartition(":")
+        file = head if tail.isdigit() and head else source
+        keys = seen.setdefault(file, set())
         if error is None and isinstance(record, dict):
+            counts[file] = counts.get(file, 0) + 1
             keys.update(k for k in record if k in contract.column_names)
-    return seen
+    return seen, counts
 
 
 def parse_json_lines(source: str, data: bytes) -> Iterator[tuple[str, str | None, object]]:
@@ -142,9 +146,29 @@ def parse_json_lines(source: str, data: bytes) -> Iterator[tuple[str, str | None
             yield where, f"line is not valid UTF-8 ({exc.reason})", line.decode("utf-8", "replace")
             continue
         try:
-            yield where, None, json.loads(text)
+            record = json.loads(text)
         except ValueError as exc:
             yield where, f"line is not valid JSON ({exc})", text
+            continue
+        except RecursionError:
+            yield where, "line is not valid JSON (nested too deeply)", text[:2000]
+            continue
+        problem = _unencodable(record)
+        if problem:
+            yield where, problem, text.encode("utf-8", "replace").decode("utf-8")[:2000]
+            continue
+        yield where, None, record
+
+
+def _unencodable(record: object) -> str | None:
+    """JSON may escape lone surrogates (``"\\ud800"``): text no UTF-8 file can hold."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "record holds text that is not valid Unicode (lone surrogate)"
+    except (RecursionError, ValueError):
+        return "record is nested too deeply"
+    return None
 
 
 def parse_csv(source: str, data: bytes) -> Iterator[tuple[str, str | None, object]]:
@@ -152,10 +176,12 @@ def parse_csv(source: str, data: bytes) -> Iterator[tuple[str, str | None, objec
     import io
 
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # tolerate a byte order mark
     except UnicodeDecodeError as exc:
         yield source, f"file is not valid UTF-8 ({exc.reason})", data.decode("utf-8", "replace")[:2000]
         return
+    # huge fields are read, then quarantined by the length rule instead of crashing the reader
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:
@@ -206,10 +232,14 @@ class PartitionWriter:
         )
         self.typed_input = True
 
-    def check_columns_present(self, seen: dict[str, set[str]]) -> None:
-        """A column that no record of a file mentions is a missing column, not a null."""
+    def check_columns_present(self, seen: dict[str, set[str]], records: dict[str, int] | None = None) -> None:
+        """A column that no record of a file mentions is a missing column, not a null.
+
+        With fewer than 5 records in a file the evidence is too thin: rows lacking a required
+        key are quarantined as missing values instead.
+        """
         for source, keys in seen.items():
-            if not keys:
+            if not keys or (records is not None and records.get(source, 0) < 5):
                 continue
             for col in self.contract.columns:
                 if col.name not in keys and not col.nullable:

@@ -101,7 +101,7 @@ def ingest_files(contract: SourceContract, partition: str, lake: Lake) -> Ingest
         else:
             records.append((obj.key, "unsupported file type (expected .jsonl or .csv)", name))
     writer = PartitionWriter(contract, partition, lake)
-    writer.check_columns_present(present_columns(contract, records))
+    writer.check_columns_present(*present_columns(contract, records))
     writer.load_arrow(records_table(contract, records))
     return writer.publish(inputs)
 
@@ -116,7 +116,13 @@ def fetch_json(url: str, timeout: float, attempts: int, backoff: float = 0.5) ->
     for attempt in range(attempts):
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
-                return json.loads(resp.read())
+                body = resp.read()
+            try:
+                return json.loads(body.decode("utf-8"))
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                raise HttpSourceError(
+                    f"GET {url} answered {len(body)} bytes that are not a JSON document: {exc}"
+                ) from exc
         except urllib.error.HTTPError as exc:
             if exc.code < 500 and exc.code != 429:
                 raise HttpSourceError(f"GET {url} failed with HTTP {exc.code}") from exc
@@ -146,7 +152,7 @@ def ingest_http(
         nxt = payload.get("next_page")
         page = nxt if isinstance(nxt, int) and nxt > page else None
     writer = PartitionWriter(contract, partition, lake)
-    writer.check_columns_present(present_columns(contract, records))
+    writer.check_columns_present(*present_columns(contract, records))
     writer.load_arrow(records_table(contract, records))
     return writer.publish(inputs)
 
