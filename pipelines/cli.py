@@ -11,6 +11,8 @@ import argparse
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,6 +62,25 @@ def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return reclaimed
 
 
+@contextmanager
+def _open_instance() -> Iterator[dg.DagsterInstance]:
+    """The DAGSTER_HOME instance; its first creation (SQLite schema migration) is serialised
+    across processes, which otherwise race on a fresh home ('UNIQUE constraint failed')."""
+    import fcntl
+
+    import dagster as dg
+
+    lock_path = Path(os.environ["DAGSTER_HOME"]) / ".instance-init.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.get()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    with instance:
+        yield instance
+
+
 def run_range(start: str, end: str, selection: str = "*", include_checks: bool = True) -> bool:
     return _run_range(start, end, selection, include_checks).success
 
@@ -76,7 +97,7 @@ def _run_range(
     job_def = dg.define_asset_job("demo_run", selection=chosen if include_checks else chosen.without_checks())
     owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def("demo_run")
-    with dg.DagsterInstance.get() as instance:
+    with _open_instance() as instance:
         for run_id in reclaim_dead_runs(instance):
             print(f"run {run_id} died with its process: marked failed, its pool slots freed")
         return resolved.execute_in_process(

@@ -29,7 +29,25 @@ def view_sql(contract: SourceContract, lake: Lake) -> str:
     return f"CREATE OR REPLACE VIEW raw.{contract.name} AS {body}"
 
 
-def raw_view_statements(settings: Settings | None = None) -> list[str]:
+def raw_view_statements(
+    settings: Settings | None = None, existing: dict[str, str] | None = None
+) -> list[str]:
+    """The statements that bring the raw views up to date, and only those.
+
+    ``existing`` maps view name -> SQL of the views already there (None: unknown, emit all).
+    A view over Parquet never needs replacing (the glob finds new partitions at query time), so
+    after the first run nothing is emitted: concurrent runs on DuckLake would otherwise conflict
+    replacing the same views.
+    """
     settings = settings or Settings.from_env()
     lake = Lake(settings.lake_uri)
-    return ["CREATE SCHEMA IF NOT EXISTS raw"] + [view_sql(c, lake) for c in CONTRACTS.values()]
+    statements = [] if existing else ["CREATE SCHEMA IF NOT EXISTS raw"]
+    for contract in CONTRACTS.values():
+        current = (existing or {}).get(contract.name)
+        if current is not None and "read_parquet" in current:
+            continue
+        sql = view_sql(contract, lake)
+        if current is not None and "read_parquet" not in sql:
+            continue  # still no data: the empty view stays
+        statements.append(sql)
+    return statements

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 import time
@@ -20,6 +22,7 @@ from pipelines.lake import Lake
 from pipelines.sources import demo
 from pipelines.sources.contracts import SourceContract
 from pipelines.sources.ingest import (
+    ContractViolation,
     IngestResult,
     PartitionWriter,
     parse_csv,
@@ -97,6 +100,7 @@ def ingest_files(contract: SourceContract, partition: str, lake: Lake) -> Ingest
         if name.endswith((".jsonl", ".json", ".ndjson")):
             records.extend(parse_json_lines(obj.key, data))
         elif name.endswith(".csv"):
+            _check_csv_header(contract, obj.key, data)
             records.extend(parse_csv(obj.key, data))
         else:
             records.append((obj.key, "unsupported file type (expected .jsonl or .csv)", name))
@@ -104,6 +108,20 @@ def ingest_files(contract: SourceContract, partition: str, lake: Lake) -> Ingest
     writer.check_columns_present(*present_columns(contract, records))
     writer.load_arrow(records_table(contract, records))
     return writer.publish(inputs)
+
+
+def _check_csv_header(contract: SourceContract, key: str, data: bytes) -> None:
+    """A CSV header names its columns: a required one missing from it fails the partition."""
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig", "replace").strip("\r")
+    try:
+        header = {name.strip() for name in next(csv.reader(io.StringIO(first, newline="")), [])}
+    except csv.Error:  # an unreadable header: the row parser quarantines the file's rows
+        return
+    if not header:
+        return
+    for col in contract.columns:
+        if not col.nullable and col.name not in header:
+            raise ContractViolation(contract.name, col.name, key, "column is missing from the CSV header")
 
 
 class HttpSourceError(RuntimeError):

@@ -14,9 +14,19 @@ def create_raw_views(evaluator: MacroEvaluator) -> list[str] | None:
     """One view per source over its Parquet partitions, or an empty typed view before any landed."""
     if evaluator.runtime_stage in ("loading", "creating"):
         return None
+    adapter = evaluator.locals.get("engine_adapter")
+    if adapter is not None and adapter.dialect != "duckdb":
+        return None  # Athena/Trino read the raw zone as catalog tables, not DuckDB views
     from pipelines.raw_views import raw_view_statements
 
-    return raw_view_statements()
+    existing = None
+    if adapter is not None:
+        rows = adapter.fetchall(
+            "SELECT view_name, sql FROM duckdb_views() "
+            "WHERE schema_name = 'raw' AND database_name = current_database()"
+        )
+        existing = {name: sql for name, sql in rows}
+    return raw_view_statements(existing=existing) or None
 
 
 @macro()
