@@ -15,14 +15,14 @@ class InvalidIdentifierError(ValueError):
 
 def safe_identifier(name: str, what: str = "identifier") -> str:
     """Return ``name`` if it is a plain SQL identifier (letters, digits, underscore)."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise InvalidIdentifierError(f"invalid {what} {name!r}: use letters, digits and underscores")
     return name
 
 
 def safe_partition_key(key: str) -> str:
     """Return ``key`` if it is a real ISO date, the only partition key shape we write."""
-    if not isinstance(key, str) or not _PARTITION_KEY.match(key):
+    if not isinstance(key, str) or not _PARTITION_KEY.fullmatch(key):
         raise InvalidIdentifierError(f"invalid partition key {key!r}: expected YYYY-MM-DD")
     try:
         date.fromisoformat(key)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from pipelines.identifiers import safe_partition_key
 from pipelines.partitions import DAILY
 from pipelines.resources import DemoDataResource, LakeResource, RatesApiResource, ShopDatabaseResource
 from pipelines.sources.contracts import CONTRACTS, SourceContract
@@ -41,6 +42,7 @@ def ingest_one(
     rates_api: RatesApiResource,
     demo_data: DemoDataResource,
 ) -> IngestResult:
+    safe_partition_key(partition)  # it becomes paths, SQL literals and URLs below
     the_lake = lake.get()
     demo_data.prepare(contract.name, contract.kind, partition, the_lake, shop)
     if contract.kind == "database":

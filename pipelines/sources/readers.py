@@ -77,6 +77,7 @@ def database_query(contract: SourceContract, partition: str) -> tuple[str, list[
 def ingest_database(
     contract: SourceContract, partition: str, lake: Lake, attach: dict[str, object]
 ) -> IngestResult:
+    safe_partition_key(partition)
     writer = PartitionWriter(contract, partition, lake)
     where = attach_shop_database(writer.con, **attach)  # type: ignore[arg-type]
     sql, params = database_query(contract, partition)
@@ -90,6 +91,7 @@ def landing_prefix(source: str, partition: str) -> str:
 
 def ingest_files(contract: SourceContract, partition: str, lake: Lake) -> IngestResult:
     """All JSON lines / CSV files dropped for ``partition`` become one raw partition."""
+    safe_partition_key(partition)
     records: list[tuple[str, str | None, object]] = []
     inputs: list[str] = []
     for obj in lake.list(landing_prefix(contract.name, partition)):
@@ -154,6 +156,7 @@ def fetch_json(url: str, timeout: float, attempts: int, backoff: float = 0.5) ->
 def ingest_http(
     contract: SourceContract, partition: str, lake: Lake, base_url: str, timeout: float, attempts: int
 ) -> IngestResult:
+    safe_partition_key(partition)  # before it becomes part of a URL
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(f"rates API URL must be http(s), got {base_url!r}")
     records: list[tuple[str, str | None, object]] = []
