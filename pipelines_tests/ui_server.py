@@ -1,9 +1,10 @@
 """Start and stop ``dagster dev`` on the repo's workspace, isolated in a temp dir.
 
 The server runs from the repo root (exactly what a user types) but every byte it writes goes to
-the temp dir: the instance config is the repo's ``dagster.yaml`` with its relative ``base_dir``
-paths (which Dagster resolves against the working directory, i.e. into the repo) rewritten to
-absolute temp paths, and the warehouse, SQLMesh state and lake point there too.
+the temp dir: ``DAGSTER_HOME`` is a temp folder holding a copy of the repo's ``dagster.yaml``
+(storage defaults to ``DAGSTER_HOME``; any relative ``base_dir``, which Dagster would resolve
+against the working directory, i.e. the repo, is made absolute under it), and the warehouse,
+SQLMesh state and lake point there too.
 
 Shutdown is strict because a leaked webserver/daemon/run worker outlives the test session:
 the server gets its own process group, which is terminated and then killed, and any process

@@ -76,6 +76,16 @@ class SQLMeshResource(dg.ConfigurableResource):
             log.info(f"SQLMesh environment '{self.environment}' does not exist: creating it")
             ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
             return
+        if not env.finalized_ts and self.lock_file:
+            # we hold the warehouse lock, so no plan is in flight: a run died while applying one
+            log.warning(f"environment '{self.environment}' was left unfinished by a dead run: re-applying")
+            try:
+                ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
+            except Exception as exc:  # e.g. "no changes": finalizing below is all that is left
+                log.info(f"re-applying the plan: {exc}")
+            env = ctx.state_sync.get_environment(self.environment)
+            if env is not None and not env.finalized_ts:
+                ctx.state_sync.finalize(env)
         deployed = {s.name: s.fingerprint.to_identifier() for s in env.snapshots}
         if project is not None:
             local = {m.fqn: m.fingerprint for m in project.internal_models}
