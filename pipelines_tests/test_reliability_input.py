@@ -493,6 +493,23 @@ def test_api_payloads_many_random_examples(
     http_outcome(reset_dir(fuzz_root / "http-lake"), payload_server, pages)
 
 
+def test_an_api_record_with_a_lone_surrogate_is_quarantined(
+    tmp_path: Path, payload_server: ThreadingHTTPServer
+) -> None:
+    """Found by the slow fuzzer: ``"\\ud800"`` in an API record crashed Arrow (UnicodeEncodeError).
+
+    The file reader checks records for lone surrogates; records of the HTTP reader skip it.
+    """
+    lake = reset_dir(tmp_path / "lake")
+    good = {"rate_date": DAY, "currency": "EUR", "usd_rate": 1.1}
+    body = json.dumps({"data": [good, {**good, "currency": "\ud800"}]}).encode()
+    payload_server.pages = {1: (200, body)}  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{payload_server.server_address[1]}"
+    result = ingest_http(HTTP, DAY, lake, base, timeout=5, attempts=1)
+    check_published(lake, HTTP, result)
+    assert (result.rows_landed, result.rows_quarantined) == (1, 1)
+
+
 @pytest.mark.parametrize(
     "body",
     [b"<html>upstream proxy error</html>", b"", b'{"data": ["\xff"]}', deep(5_000)],

@@ -153,14 +153,14 @@ def parse_json_lines(source: str, data: bytes) -> Iterator[tuple[str, str | None
         except RecursionError:
             yield where, "line is not valid JSON (nested too deeply)", text[:2000]
             continue
-        problem = _unencodable(record)
+        problem = unencodable_problem(record)
         if problem:
             yield where, problem, text.encode("utf-8", "replace").decode("utf-8")[:2000]
             continue
         yield where, None, record
 
 
-def _unencodable(record: object) -> str | None:
+def unencodable_problem(record: object) -> str | None:
     """JSON may escape lone surrogates (``"\\ud800"``): text no UTF-8 file can hold."""
     try:
         json.dumps(record, ensure_ascii=False).encode("utf-8")

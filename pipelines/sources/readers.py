@@ -29,6 +29,7 @@ from pipelines.sources.ingest import (
     parse_json_lines,
     present_columns,
     records_table,
+    unencodable_problem,
 )
 
 
@@ -169,13 +170,25 @@ def ingest_http(
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             records.append((url, "payload has no 'data' list", json.dumps(payload)[:2000]))
             break
-        records.extend((f"{url}#{i}", None, row) for i, row in enumerate(payload["data"]))
+        records.extend(_checked_record(f"{url}#{i}", row) for i, row in enumerate(payload["data"]))
         nxt = payload.get("next_page")
         page = nxt if isinstance(nxt, int) and nxt > page else None
     writer = PartitionWriter(contract, partition, lake)
     writer.check_columns_present(*present_columns(contract, records))
     writer.load_arrow(records_table(contract, records))
     return writer.publish(inputs)
+
+
+def _checked_record(where: str, record: object) -> tuple[str, str | None, object]:
+    """API records can carry lone surrogates too (``"\\ud800"``): quarantine them, as files do."""
+    problem = unencodable_problem(record)
+    if problem is None:
+        return where, None, record
+    try:
+        raw = json.dumps(record)[:2000]  # ASCII escapes: any text survives
+    except (RecursionError, ValueError):
+        raw = "(record too deeply nested to show)"
+    return where, problem, raw
 
 
 class _RatesHandler(BaseHTTPRequestHandler):
