@@ -1,10 +1,13 @@
 """Engine benchmarks, each a ratio against bare SQLMesh measured in the same run.
 
-    uv run python bench/bench_engine.py [--sizes 100,500,1000] [--run-models 100] [--out docs/benchmarks.md]
+    uv run python bench/bench_engine.py [--sizes 100,500,1000] [--run-models 50] [--days 7]
+        [--rows-per-day 10,100000] [--storages local,dagster-default,postgres] [--json out.json]
 
 1. definitions load (cached path) for generated N-model projects vs a bare ``sqlmesh.Context`` load,
    each in a fresh Python process (imports included on both sides);
-2. materialize-all through Dagster vs a bare ``sqlmesh`` plan + run of the same intervals;
+2. materialize-all through Dagster vs a bare ``sqlmesh`` plan + run of the same intervals, at a
+   tiny data volume (Dagster's fixed cost per asset x partition dominates) and a larger one, on
+   each Dagster storage (ours, Dagster's stock SQLite, PostgreSQL as in production);
 3. one new day after an N-day backfill vs the backfill itself.
 """
 
@@ -20,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate_project import generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,13 +85,14 @@ defs = build_definitions()
 keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "bench"]
 job = dg.define_asset_job("bench", selection=keys)
 job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("bench")
-with dg.instance_for_test() as instance:
+with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME/dagster.yaml picks the storage
     t = time.perf_counter()
     result = job_def.execute_in_process(instance=instance, tags={
         "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
     elapsed = time.perf_counter() - t
+    events = len(instance.all_logs(result.run_id))
 assert result.success
-print(elapsed)
+print(elapsed, events)
 """
 
 RUN_BARE = """
@@ -105,41 +110,122 @@ assert status.name == "SUCCESS", status
 print(time.perf_counter() - t)
 """
 
+# Dagster instance storages compared: ours (the repository's dagster.yaml), Dagster's stock
+# SQLite storage, and PostgreSQL (production), each in a DAGSTER_HOME of its own.
+STORAGES = ("local", "dagster-default", "postgres")
+POSTGRES_YAML = """
+telemetry: {enabled: false}
+storage:
+  postgres:
+    postgres_db:
+      hostname: {env: BENCH_PG_HOST}
+      port: {env: BENCH_PG_PORT}
+      username: {env: BENCH_PG_USER}
+      password: {env: BENCH_PG_PASSWORD}
+      db_name: {env: BENCH_PG_DB}
+      scheme: postgresql+psycopg2
+"""
 
-def bench_run(size: int, days: int) -> dict[str, float]:
-    results: dict[str, float] = {"models": size, "days": days}
+
+def _dagster_home(home: Path, storage: str) -> dict[str, str]:
+    home.mkdir(parents=True)
+    if storage == "local":
+        (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    elif storage == "dagster-default":
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    else:
+        (home / "dagster.yaml").write_text(POSTGRES_YAML)
+    return {"DAGSTER_HOME": str(home)}
+
+
+def _postgres_env(server: object, name: str) -> dict[str, str]:
+    db = server.create_database(name)  # type: ignore[attr-defined]
+    return {
+        "BENCH_PG_HOST": server.host,  # type: ignore[attr-defined]
+        "BENCH_PG_PORT": str(server.port),  # type: ignore[attr-defined]
+        "BENCH_PG_USER": server.user,  # type: ignore[attr-defined]
+        "BENCH_PG_PASSWORD": server.password,  # type: ignore[attr-defined]
+        "BENCH_PG_DB": db,
+    }
+
+
+def bench_run(size: int, days: int, rows_per_day: int, storages: list[str]) -> dict[str, object]:
+    """Bare SQLMesh once, then our Dagster run on each storage, each on a fresh copy of the data."""
     first, last = "2026-03-01", f"2026-03-{days:02d}"
     nxt = f"2026-03-{days + 1:02d}"
-    for label, code in (("bare_sqlmesh_s", RUN_BARE), ("dagster_s", RUN_DAGSTER)):
-        with tempfile.TemporaryDirectory() as tmp:
-            project = generate(Path(tmp), size)
-            env = {
-                **os.environ,
-                "SQLMESH_PROJECT_DIR": str(project),
-                "PIPELINES_DATA_DIR": str(Path(tmp) / "data"),
-                "PIPELINES_LAKE_URI": str(Path(tmp) / "lake"),
-                "PIPELINES_BRIDGE_CACHE_DIR": str(Path(tmp) / "cache"),
-            }
-            args = [str(project), first, last] if code is RUN_BARE else [first, last]
-            _timed(OUR_LOAD, env)  # warm the definitions cache outside the timing
-            results[label] = _timed(code, env, *args)
-            if code is RUN_DAGSTER:
-                results["dagster_next_day_s"] = _timed(code, env, nxt, nxt)
-    results["ratio"] = results["dagster_s"] / results["bare_sqlmesh_s"]
-    results["next_day_vs_backfill"] = results["dagster_next_day_s"] / results["dagster_s"]
+    results: dict[str, object] = {"models": size, "days": days, "rows_per_model_day": rows_per_day}
+    server = None
+    if "postgres" in storages:
+        from pipelines_tests.services import _candidate_bin_dirs, start_postgres
+
+        server = start_postgres(_candidate_bin_dirs()[0][1], durable=True)
+    try:
+        for label in ["bare", *storages]:
+            with tempfile.TemporaryDirectory() as tmp:
+                project = generate(Path(tmp), size, rows_per_day=rows_per_day)
+                env = {
+                    **os.environ,
+                    "SQLMESH_PROJECT_DIR": str(project),
+                    "PIPELINES_DATA_DIR": str(Path(tmp) / "data"),
+                    "PIPELINES_LAKE_URI": str(Path(tmp) / "lake"),
+                    "PIPELINES_BRIDGE_CACHE_DIR": str(Path(tmp) / "cache"),
+                }
+                if label == "bare":
+                    results["bare_sqlmesh_s"] = _timed(RUN_BARE, env, str(project), first, last)
+                    bare_next = _timed(RUN_BARE, env, str(project), nxt, nxt)
+                    results["bare_next_day_vs_backfill"] = bare_next / results["bare_sqlmesh_s"]
+                    continue
+                env.update(_dagster_home(Path(tmp) / "home", label))
+                if label == "postgres":
+                    env.update(_postgres_env(server, f"bench_{size}_{rows_per_day}"))
+                _timed(OUR_LOAD, env)  # warm the definitions cache outside the timing
+                seconds, events = _run(env, first, last)
+                next_day, _ = _run(env, nxt, nxt)
+                bare = float(results["bare_sqlmesh_s"])  # type: ignore[arg-type]
+                results[label] = {
+                    "dagster_s": seconds,
+                    "ratio_vs_bare": seconds / bare,
+                    "events": events,
+                    "overhead_ms_per_asset_partition": 1000 * (seconds - bare) / (size * days),
+                    "next_day_s": next_day,
+                    "next_day_vs_backfill": next_day / seconds,
+                }
+    finally:
+        if server is not None:
+            from pipelines_tests.services import stop_postgres
+
+            stop_postgres(server)
     return results
+
+
+def _run(env: dict[str, str], start: str, end: str) -> tuple[float, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_DAGSTER, start, end],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.split()
+    return float(out[-2]), int(out[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100,500,1000")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--run-models", type=int, default=100)
-    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--run-models", type=int, default=50)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--rows-per-day", default="10,100000", help="rows per model-day, one run each")
+    parser.add_argument("--storages", default=",".join(STORAGES))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    report = {"load": [bench_load(int(s), args.repeats) for s in args.sizes.split(",")]}
-    report["run"] = bench_run(args.run_models, args.days)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    report: dict[str, object] = {"load": [bench_load(n, args.repeats) for n in sizes]}
+    report["run"] = [
+        bench_run(args.run_models, args.days, int(rows), args.storages.split(","))
+        for rows in args.rows_per_day.split(",")
+    ]
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -7,10 +7,11 @@ never half of one.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-S3_RETRIES = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+# name: (default, integer?). Attempts count the first try: 9 = 1 try + 8 retries.
+S3_SETTINGS = {
+    "PIPELINES_S3_CONNECT_TIMEOUT": (5.0, False),
+    "PIPELINES_S3_READ_TIMEOUT": (30.0, False),
+    "PIPELINES_S3_MAX_ATTEMPTS": (9, True),
+}
 
 
 @dataclass(frozen=True)
@@ -29,9 +35,41 @@ class LakeObject:
     last_modified: datetime
 
 
+def _s3_setting(environ: Mapping[str, str], name: str) -> float:
+    default, integer = S3_SETTINGS[name]
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        kind = "a whole number >= 1" if integer else "a number of seconds > 0"
+        raise ValueError(f"{name} must be {kind}, got {raw!r}")
+    return value
+
+
+def s3_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Timeouts and retry budget of the S3 client, from ``PIPELINES_S3_*`` (validated, so a typo
+    fails the first S3 call with the variable's name instead of hanging or retrying forever)."""
+    env = os.environ if environ is None else environ
+    attempts = int(_s3_setting(env, "PIPELINES_S3_MAX_ATTEMPTS"))
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        connect_timeout=_s3_setting(env, "PIPELINES_S3_CONNECT_TIMEOUT"),
+        read_timeout=_s3_setting(env, "PIPELINES_S3_READ_TIMEOUT"),
+    )
+
+
 def s3_client() -> Any:
     """A boto3 S3 client; endpoint and credentials come from the standard AWS_* variables."""
-    return boto3.client("s3", config=S3_RETRIES)
+    return boto3.client("s3", config=s3_config())
+
+
+def is_hidden(relative_key: str) -> bool:
+    """In-flight temp files (``.x.tmp``) and markers (``_SUCCESS``, ``_temporary/``) are not data."""
+    return any(part.startswith((".", "_")) for part in relative_key.split("/"))
 
 
 class Lake:
@@ -98,8 +136,9 @@ class Lake:
             return True
         return (self.root / key).is_file()
 
-    def list(self, prefix: str) -> Iterator[LakeObject]:
-        """Every object under ``prefix`` (hidden temp files excluded), in key order."""
+    def list(self, prefix: str, hidden: bool = False) -> Iterator[LakeObject]:
+        """Every object under ``prefix``, in key order; below ``prefix``, names starting with
+        ``.`` or ``_`` are skipped (unless ``hidden``) on S3 as locally."""
         prefix = prefix.strip("/")
         if self.is_s3:
             paginator = self.client.get_paginator("list_objects_v2")
@@ -107,13 +146,14 @@ class Lake:
             strip = len(self.prefix) + 1 if self.prefix else 0
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
-                    yield LakeObject(obj["Key"][strip:], obj["Size"], obj["LastModified"])
+                    if hidden or not is_hidden(obj["Key"][len(full) :]):
+                        yield LakeObject(obj["Key"][strip:], obj["Size"], obj["LastModified"])
             return
         base = self.root / prefix
         if not base.exists():
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file() and (hidden or not is_hidden(path.relative_to(base).as_posix())):
                 stat = path.stat()
                 yield LakeObject(
                     path.relative_to(self.root).as_posix(),
@@ -128,7 +168,7 @@ class Lake:
             (self.root / key).unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = [obj.key for obj in self.list(prefix)]
+        keys = [obj.key for obj in self.list(prefix, hidden=True)]
         for key in keys:
             self.delete(key)
         if not self.is_s3:

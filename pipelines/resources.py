@@ -102,7 +102,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
     sqlmesh = SQLMeshResource(
         project_dir=str(settings.sqlmesh_project_dir),
         gateway=settings.sqlmesh_gateway,
-        # one DuckDB file has one writer: queue SQLMesh runs of this machine behind a file lock
+        # one DuckDB file has one writer: queue SQLMesh runs of this machine behind a file lock.
+        # prod has several writers: runs go on concurrently, and plan application (creating the
+        # environment, the sqlmesh_plan job) is serialized by an advisory lock on the SQLMesh state
+        # database, whose connection (and password) comes from the gateway, read from the environment
         lock_file=None if settings.env == "prod" else str(settings.data_dir / "sqlmesh.lock"),
     )
     if settings.env == "prod":

@@ -160,8 +160,11 @@ def _pg(bin_dir: Path, args: list[str], account: pwd.struct_passwd | None, cwd: 
         raise RuntimeError(f"{args[0]} failed ({result.returncode}): {tail}")
 
 
-def start_postgres(bin_dir: Path) -> PostgresServer:
-    """initdb + start a throwaway cluster with password auth on 127.0.0.1 and a free port."""
+def start_postgres(bin_dir: Path, durable: bool = False) -> PostgresServer:
+    """initdb + start a throwaway cluster with password auth on 127.0.0.1 and a free port.
+
+    ``durable`` keeps PostgreSQL's default fsync settings (benchmarks); tests trade them for speed.
+    """
     for exe in ("initdb", "pg_ctl", "postgres"):
         if not (bin_dir / exe).exists():
             raise FileNotFoundError(f"{bin_dir / exe} not found")
@@ -188,13 +191,14 @@ def start_postgres(bin_dir: Path) -> PostgresServer:
         )
         pwfile.unlink()
         port = _free_port()
-        # A test cluster trades durability for speed; listening only on loopback.
+        # Listening only on loopback; a test cluster trades durability for speed.
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\nlisten_addresses = '127.0.0.1'\nport = {port}\n"
                 f"unix_socket_directories = '{base}'\nmax_connections = 200\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
             )
+            if not durable:
+                conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
         _pg(bin_dir, ["pg_ctl", "-D", str(data), "-l", str(base / "postgres.log"),
                       "-w", "-t", "60", "start"], account, base)
         return PostgresServer("127.0.0.1", port, PG_USER, password, bin_dir, base)

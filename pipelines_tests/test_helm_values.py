@@ -248,6 +248,9 @@ OPTIONAL_ENV = {
     "PIPELINES_DUCKLAKE_INLINE_ROWS",
     "PIPELINES_LANDING_MAX_OBJECTS",
     "PIPELINES_PROFILE",
+    "PIPELINES_S3_CONNECT_TIMEOUT",
+    "PIPELINES_S3_READ_TIMEOUT",
+    "PIPELINES_S3_MAX_ATTEMPTS",
 }
 
 
@@ -411,6 +414,11 @@ def render_instance(values: dict[str, Any]) -> dict[str, Any]:
             "start_timeout_seconds": monitoring["startTimeoutSeconds"],
             "poll_interval_seconds": monitoring["pollIntervalSeconds"],
             **(
+                {"free_slots_after_run_end_seconds": monitoring["freeSlotsAfterRunEndSeconds"]}
+                if monitoring.get("freeSlotsAfterRunEndSeconds")
+                else {}
+            ),
+            **(
                 {"max_resume_run_attempts": monitoring["maxResumeRunAttempts"]}
                 if monitoring.get("maxResumeRunAttempts")
                 else {}
@@ -504,8 +512,9 @@ def test_the_prod_instance_file_matches_the_chart(values: dict[str, Any]) -> Non
     rendered, prod = render_instance(values), _load(PROD_INSTANCE)
     for key in ("concurrency", "run_retries", "telemetry", "scheduler"):
         assert prod[key] == rendered[key], key
-    for key in ("enabled", "start_timeout_seconds", "poll_interval_seconds"):
-        assert prod["run_monitoring"][key] == rendered["run_monitoring"][key]
+    monitoring_keys = ("enabled", "start_timeout_seconds", "poll_interval_seconds")
+    for key in (*monitoring_keys, "free_slots_after_run_end_seconds"):
+        assert prod["run_monitoring"][key] == rendered["run_monitoring"][key], key
     ours, theirs = prod["run_launcher"]["config"], rendered["run_launcher"]["config"]
     for key in (
         "env_secrets",

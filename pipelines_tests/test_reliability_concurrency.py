@@ -15,9 +15,12 @@ Prod (DuckLake on PostgreSQL + S3): two processes run different model chains at 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -26,8 +29,11 @@ import pytest
 from pipelines.settings import Settings
 from pipelines.sources import demo
 from pipelines.sources.readers import start_demo_rates_api
+from pipelines.sqlmesh_bridge import resource as bridge_resource
+from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, SQLMeshResource
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.services import PostgresServer, S3Env
+from pipelines_tests.sqlmesh_projects import write_project
 from pipelines_tests.test_reliability_crash import (
     RUN_TIMEOUT,
     SELECTION,
@@ -208,15 +214,14 @@ def test_two_model_chains_run_concurrently_on_ducklake(
     two_chains_on_ducklake(prod_env, tmp_path, postgres_server, create_environment_first=True)
 
 
-@pytest.mark.slow
 def test_two_first_runs_on_a_fresh_ducklake_deployment(
     prod_env: dict[str, str], tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
-    """No environment yet: both runs create it at once (``ensure_environment``) and must not fail.
+    """No environment yet: both runs want to create it (``ensure_environment``); neither fails.
 
-    Fails today: both apply the plan concurrently and DuckLake refuses one of each pair of
+    Unserialized, both applied the plan at once and DuckLake refused one of each pair of
     ``CREATE TABLE`` for the same physical table ("Transaction conflict … has been created by
-    another transaction already"); both runs fail.
+    another transaction already"). The plan lock on the state database lets exactly one create it.
     """
     two_chains_on_ducklake(prod_env, tmp_path, postgres_server, create_environment_first=False)
 
@@ -248,6 +253,9 @@ def two_chains_on_ducklake(
     ]
     codes = wait_all(children, timeout=2 * RUN_TIMEOUT)
     assert codes == [0, 0], "\n".join(child.tail(3000) for child in children)
+    # the plan lock: exactly one run created the environment, the other found it
+    creators = sum(child.seen("does not exist: creating it") for child in children)
+    assert creators == (0 if create_environment_first else 1)
 
     from pipelines.warehouse import connect
 
@@ -263,3 +271,245 @@ def two_chains_on_ducklake(
     days = prod_state_days(postgres_server, prod_env["PIPELINES_SQLMESH_STATE_DB"])
     for model in ("staging.stg_web_events", "marts.web_funnel", "marts.fct_orders", "marts.daily_revenue"):
         assert days.get(model) == PROD_DAYS, (model, days)
+
+
+# --------------------------------------------------------------------------------- plan lock
+# A small project whose SQLMesh state lives in the test PostgreSQL and no lock file (as in prod):
+# a second session holds the plan lock, and PostgreSQL's pg_locks shows when the bridge waits.
+
+PG_STATE_CONFIG = """\
+gateways:
+  pg_state:
+    connection:
+      type: duckdb
+      database: {warehouse}
+    state_connection:
+      type: postgres
+      host: {host}
+      port: {port}
+      user: {user}
+      password: "{{{{ env_var('PLAN_LOCK_TEST_PG_PASSWORD') }}}}"
+      database: {database}
+default_gateway: pg_state
+model_defaults:
+  dialect: duckdb
+  start: '2026-01-01'
+  cron: '@daily'
+"""
+
+
+class ListLog:
+    """Stands in for ``context.log``: keeps every message (list appends are thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    warning = info
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+
+class PlanLockProject:
+    def __init__(self, root: Path, server: PostgresServer) -> None:
+        self.server = server
+        self.database = server.create_database()
+        project_dir = write_project(root, summary=False)
+        (project_dir / "config.yaml").write_text(
+            PG_STATE_CONFIG.format(
+                warehouse=root / "db" / "warehouse.duckdb",
+                host=server.host,
+                port=server.port,
+                user=server.user,
+                database=self.database,
+            )
+        )
+        self.resource = SQLMeshResource(project_dir=str(project_dir))  # no lock file: prod
+
+    def hold_lock(self) -> Any:
+        """Another session holding the plan lock (a plan in flight); closing it releases the lock."""
+        con = self.server.connect(self.database)
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (PLAN_LOCK_KEY,))
+        return con
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        con = self.server.connect(self.database)
+        try:
+            con.autocommit = True
+            with con.cursor() as cur:
+                cur.execute(query)
+                return cur.fetchall() if cur.description else []
+        finally:
+            con.close()
+
+    def waiters(self) -> int:
+        """Sessions waiting for the plan lock in this database right now."""
+        # a bigint advisory key shows as classid (high 32 bits), objid (low 32 bits), objsubid 1
+        return int(
+            self.sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                f"AND classid = {PLAN_LOCK_KEY >> 32} AND objid = {PLAN_LOCK_KEY & 0xFFFFFFFF} "
+                "AND objsubid = 1"
+            )[0][0]
+        )
+
+    def environment(self) -> Any:
+        """SQLMesh's ``prod`` environment, read from its state (None when it does not exist)."""
+        from sqlmesh.core.config.connection import PostgresConnectionConfig
+        from sqlmesh.core.state_sync import EngineAdapterStateSync
+
+        if self.sql("SELECT to_regclass('sqlmesh._environments')")[0][0] is None:
+            return None  # no SQLMesh context has opened this state yet
+
+        config = PostgresConnectionConfig(
+            host=self.server.host,
+            port=self.server.port,
+            user=self.server.user,
+            password=self.server.password,
+            database=self.database,
+        )
+        adapter = config.create_engine_adapter()
+        try:
+            return EngineAdapterStateSync(adapter, schema="sqlmesh").get_environment("prod")
+        finally:
+            adapter.close()
+
+    def ensure_environment(self, log: ListLog) -> None:
+        """What every run does first (``SQLMeshResource.run``)."""
+        ctx = self.resource.context()
+        try:
+            self.resource.ensure_environment(ctx, log)
+        finally:
+            ctx.close()
+
+
+@pytest.fixture
+def plan_lock_project(
+    tmp_path: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> PlanLockProject:
+    monkeypatch.setenv("PLAN_LOCK_TEST_PG_PASSWORD", postgres_server.password)
+    return PlanLockProject(tmp_path, postgres_server)
+
+
+class Worker(threading.Thread):
+    """Runs ``target`` in a thread; keeps its error and when it finished (``time.time()``)."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.work = target
+        self.error: BaseException | None = None
+        self.finished = 0.0
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        self.finished = time.time()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Poll for an event (synchronization only: the assertions come after)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("operation", ["ensure_environment", "apply_plan"])
+def test_plan_lock_serializes_environment_creation(
+    plan_lock_project: PlanLockProject, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    """While another session holds the plan lock, creating the environment waits; it runs after."""
+    project = plan_lock_project
+    monkeypatch.setattr(bridge_resource, "_PLAN_LOCK_POLL", "100ms")  # go round the wait loop
+    log = ListLog()
+    if operation == "ensure_environment":
+        worker = Worker(lambda: project.ensure_environment(log))
+    else:
+        worker = Worker(lambda: project.resource.apply_plan(log))
+    holder = project.hold_lock()
+    try:
+        worker.start()
+        wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "the plan waits for the lock")
+        wait_until(lambda: log.saw("still waiting") or not worker.is_alive(), "it logs that it waits")
+        assert worker.is_alive(), worker.error
+        assert log.saw("another process is applying a SQLMesh plan")
+        assert project.environment() is None  # nothing was applied while the lock was held
+        released = time.time()
+    finally:
+        holder.close()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and worker.error is None, worker.error
+    env = project.environment()
+    assert env is not None and env.finalized_ts is not None
+    assert released * 1000 <= env.finalized_ts and released <= worker.finished
+    assert log.saw("got the SQLMesh plan lock")
+
+
+def test_a_run_that_waited_uses_the_environment_created_meanwhile(plan_lock_project: PlanLockProject) -> None:
+    """The environment is read again once the lock is held: the waiter does not apply a plan too."""
+    project = plan_lock_project
+    log = ListLog()
+    worker = Worker(lambda: project.ensure_environment(log))
+    holder = project.hold_lock()
+    try:
+        worker.start()
+        wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "the run waits for the lock")
+        assert worker.is_alive(), worker.error
+        # the lock holder creates the environment (as the first of two first runs does)
+        ctx = project.resource.context()
+        try:
+            ctx.plan("prod", skip_backfill=True, auto_apply=True, no_prompts=True)
+        finally:
+            ctx.close()
+        created = project.environment()
+    finally:
+        holder.close()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and worker.error is None, worker.error
+    assert not log.saw("does not exist: creating it")
+    assert project.environment() == created
+
+
+def test_an_environment_a_dead_plan_left_unfinished_is_repaired(plan_lock_project: PlanLockProject) -> None:
+    """No lock file (prod): holding the plan lock proves no plan is in flight, so a run repairs it."""
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    project.sql("UPDATE sqlmesh._environments SET finalized_ts = NULL WHERE name = 'prod'")
+    assert project.environment().finalized_ts is None
+    log = ListLog()
+    project.ensure_environment(log)
+    assert log.saw("left unfinished by a dead run")
+    assert project.environment().finalized_ts is not None
+
+
+def test_an_environment_a_plan_in_flight_left_unfinished_is_left_to_it(
+    plan_lock_project: PlanLockProject,
+) -> None:
+    """Unfinished while another session holds the lock: the run waits for that plan, repairs nothing."""
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    finalized = project.environment().finalized_ts
+    project.sql("UPDATE sqlmesh._environments SET finalized_ts = NULL WHERE name = 'prod'")
+    log = ListLog()
+    worker = Worker(lambda: project.ensure_environment(log))
+    holder = project.hold_lock()
+    try:
+        worker.start()
+        wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "the run waits for the lock")
+        assert worker.is_alive(), worker.error
+        # the plan in flight finishes
+        project.sql(f"UPDATE sqlmesh._environments SET finalized_ts = {finalized} WHERE name = 'prod'")
+    finally:
+        holder.close()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and worker.error is None, worker.error
+    assert not log.saw("left unfinished")
+    assert project.environment().finalized_ts == finalized

@@ -8,18 +8,25 @@ a flaky network to real S3.
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 import time
+import types
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
-from botocore.config import Config
+import yaml
+from boto3.exceptions import S3UploadFailedError
 
-import pipelines.lake as lake_module
 from pipelines.duckdb_s3 import configure_s3
-from pipelines.lake import Lake
+from pipelines.lake import Lake, s3_config
+from pipelines.sources.contracts import CONTRACTS
+from pipelines.sources.readers import ingest_files
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.fault_proxy import FaultProxy, running_proxy
 from pipelines_tests.services import S3Env
@@ -62,14 +69,11 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     )
 
 
-def short_read_timeout(monkeypatch: pytest.MonkeyPatch, max_attempts: int = 8) -> None:
-    """pipelines.lake has no setting for its timeouts (connect 5 s, read 30 s) nor its retry
-    budget: the tests shorten them in the client config to keep the faults short."""
-    monkeypatch.setattr(
-        lake_module,
-        "S3_RETRIES",
-        Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=5, read_timeout=1),
-    )
+def short_read_timeout(monkeypatch: pytest.MonkeyPatch, retries: int = 8) -> None:
+    """A 1 s read timeout (30 s by default) and ``retries`` after the first try, through the
+    settings production has, so the faults stay short."""
+    monkeypatch.setenv("PIPELINES_S3_READ_TIMEOUT", "1")
+    monkeypatch.setenv("PIPELINES_S3_MAX_ATTEMPTS", str(1 + retries))
 
 
 def test_transient_faults_are_retried_and_change_nothing(
@@ -121,10 +125,10 @@ def test_persistent_outage_fails_with_a_clear_message_and_writes_nothing(
 ) -> None:
     """Every PUT under raw/ fails; boto3 gives up, Dagster's retry policy tries again, then fails.
 
-    The client's retry budget is cut to 2 retries (pipelines.lake has no setting for it) so the
-    test runs in seconds; the slow variant below keeps the production budget.
+    The client's retry budget is cut to 2 retries (PIPELINES_S3_MAX_ATTEMPTS=3) so the test
+    runs in seconds; the slow variant below keeps the production budget.
     """
-    short_read_timeout(monkeypatch, max_attempts=2)
+    short_read_timeout(monkeypatch, retries=2)
     proxy.add("status", times=None, methods="PUT", path=RAW_PUT, status=500)
     result = deployment.run([ORDERS], start=DAY)
     assert_fails_cleanly(result, s3_env)
@@ -179,3 +183,130 @@ def test_duckdb_httpfs_reads_through_transient_faults(
     message = str(failure.value)
     assert "503" in message and "raw/t/ds" in message, message
     con.close()
+
+
+# ---------------------------------------------------------------------------- S3 client settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PIPELINES_S3_MAX_ATTEMPTS", "0"),
+        ("PIPELINES_S3_MAX_ATTEMPTS", "2.5"),
+        ("PIPELINES_S3_MAX_ATTEMPTS", "three"),
+        ("PIPELINES_S3_READ_TIMEOUT", "-1"),
+        ("PIPELINES_S3_READ_TIMEOUT", "nan"),
+        ("PIPELINES_S3_CONNECT_TIMEOUT", "inf"),
+        ("PIPELINES_S3_CONNECT_TIMEOUT", "5s"),
+    ],
+)
+def test_a_bad_s3_setting_fails_naming_the_variable(
+    s3_env: S3Env, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=rf"{name} must be .*got {value!r}"):
+        Lake(s3_env.uri("lake")).exists("anything")
+
+
+def test_s3_settings_defaults_and_values() -> None:
+    default = s3_config({})
+    assert (default.retries, default.connect_timeout, default.read_timeout) == (
+        {"mode": "standard", "total_max_attempts": 9},
+        5.0,
+        30.0,
+    )
+    names = ("PIPELINES_S3_MAX_ATTEMPTS", "PIPELINES_S3_CONNECT_TIMEOUT", "PIPELINES_S3_READ_TIMEOUT")
+    config = s3_config(dict(zip(names, (" 4 ", "0.5", "2"), strict=True)))
+    assert config.retries["total_max_attempts"] == 4
+    assert (config.connect_timeout, config.read_timeout) == (0.5, 2.0)
+
+
+def test_the_configured_attempt_budget_is_what_the_client_uses(
+    proxy: FaultProxy, s3_env: S3Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PIPELINES_S3_MAX_ATTEMPTS counts the first try: 1 lets a single 503 fail, 3 absorbs two."""
+    monkeypatch.setenv("PIPELINES_S3_MAX_ATTEMPTS", "1")
+    proxy.add("status", times=1, methods="PUT", path=r"/lake/budget/", status=503)
+    with pytest.raises(S3UploadFailedError, match="ServiceUnavailable"):
+        Lake(s3_env.uri("lake")).put_bytes(b"one", "budget/a.bin")
+    assert proxy.outcomes("PUT", r"/lake/budget/") == ["status:503"]
+
+    proxy.clear()
+    monkeypatch.setenv("PIPELINES_S3_MAX_ATTEMPTS", "3")
+    proxy.add("status", times=2, methods="PUT", path=r"/lake/budget/", status=503)
+    lake = Lake(s3_env.uri("lake"))
+    lake.put_bytes(b"three", "budget/a.bin")
+    assert proxy.outcomes("PUT", r"/lake/budget/") == ["status:503", "status:503", "pass"]
+    assert lake.get_bytes("budget/a.bin") == b"three"
+
+
+# ---------------------------------------------------------------------------- publish order
+
+WEB = CONTRACTS["web_events"]
+EVENT = {
+    "event_id": "e0",
+    "event_ts": f"{DAY} 10:00:00",
+    "session_id": "s",
+    "customer_id": 1,
+    "event_type": "page_view",
+    "page": "/",
+    "ip_address": "10.0.0.1",
+}
+
+
+def test_a_failed_data_upload_leaves_no_quarantine_behind(
+    proxy: FaultProxy, s3_env: S3Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data file is published before the quarantine file: when S3 refuses the data, the
+    partition has neither, not a quarantine that describes data nobody can read."""
+    monkeypatch.setenv("PIPELINES_S3_MAX_ATTEMPTS", "1")
+    lake = Lake(s3_env.uri("lake"))
+    rows = [{**EVENT, "event_id": f"e{i}"} for i in range(3)] + [{**EVENT, "event_ts": "yesterday"}]
+    lake.put_bytes("\n".join(json.dumps(r) for r in rows).encode(), f"landing/web_events/{DAY}/a.jsonl")
+    proxy.add("status", times=None, methods="PUT", path=r"/lake/raw/", status=500)
+    with pytest.raises(S3UploadFailedError):
+        ingest_files(WEB, DAY, lake)
+    assert [k for k in lake_objects(s3_env) if not k.startswith("lake/landing/")] == []
+
+    proxy.clear()
+    result = ingest_files(WEB, DAY, lake)
+    assert (result.rows_landed, result.rows_quarantined) == (3, 1)
+    assert lake.exists(result.raw_key) and result.quarantine_key and lake.exists(result.quarantine_key)
+    puts = [s.path for s in proxy.seen if s.method == "PUT"]
+    assert "/raw/" in puts[0] and "/quarantine/" in puts[1], puts
+
+
+# ---------------------------------------------------------------------------- pool slots
+
+
+def test_the_monitoring_daemon_frees_the_slots_of_a_dead_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the repo's dagster.yaml, a run that ended holding a pool slot (its worker crashed
+    before releasing it) gets the slot freed by the monitoring daemon 5 minutes after it ended."""
+    from dagster._core.test_utils import freeze_time
+    from dagster._daemon.monitoring import execute_concurrency_slots_iteration
+    from dagster._time import get_current_datetime
+
+    repo = Path(__file__).resolve().parents[1]
+    prod = yaml.safe_load((repo / "deploy" / "dagster-prod.yaml").read_text())["run_monitoring"]
+    assert prod["enabled"] and prod["free_slots_after_run_end_seconds"] == 300
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert "MONITORING" in instance.get_required_daemon_types()
+        storage = instance.event_log_storage
+        run = instance.create_run_for_job(dg.GraphDefinition("crashed").to_job())
+        storage.set_concurrency_slots("sqlmesh", 1)
+        storage.claim_concurrency_slot("sqlmesh", run.run_id, "sqlmesh_models")
+        instance.report_run_failed(run, "the run worker was OOM-killed")
+
+        daemon = types.SimpleNamespace(instance=instance)  # the daemon reads only .instance
+        log = logging.getLogger("monitoring")
+        list(execute_concurrency_slots_iteration(daemon, log))  # type: ignore[arg-type]
+        assert len(storage.get_concurrency_info("sqlmesh").claimed_slots) == 1  # not yet
+        with freeze_time(get_current_datetime() + timedelta(seconds=301)):
+            list(execute_concurrency_slots_iteration(daemon, log))  # type: ignore[arg-type]
+        assert storage.get_concurrency_info("sqlmesh").claimed_slots == []

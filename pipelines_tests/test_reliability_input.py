@@ -21,6 +21,7 @@ import io
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,8 +37,8 @@ from hypothesis import strategies as st
 from pipelines.identifiers import InvalidIdentifierError, safe_file_name
 from pipelines.lake import Lake
 from pipelines.sources.contracts import CONTRACTS, SourceContract
-from pipelines.sources.ingest import ContractViolation, IngestResult, quarantine_key
-from pipelines.sources.readers import HttpSourceError, ingest_files, ingest_http
+from pipelines.sources.ingest import ContractViolation, IngestResult, quarantine_key, raw_key
+from pipelines.sources.readers import HttpSourceError, fetch_json, ingest_files, ingest_http, landing_prefix
 from pipelines_tests.services import S3Env
 
 DAY = "2026-05-04"
@@ -375,6 +376,50 @@ def test_a_record_that_omits_a_key_is_quarantined_like_a_null(tmp_path: Path) ->
     assert result.reasons == {"session_id is missing": 1}
 
 
+def test_a_huge_csv_field_leaves_the_process_wide_field_limit_alone(tmp_path: Path) -> None:
+    """``csv.field_size_limit`` is global: ingestion must not raise it for every other csv user."""
+    lake = reset_dir(tmp_path / "lake")
+    text = f"event_id,event_ts,session_id,event_type\ne1,{DAY} 10:00:00,{'s' * HUGE},page_view\n"
+    lake.put_bytes(text.encode(), f"landing/web_events/{DAY}/huge.csv")
+    before = csv.field_size_limit(131_072)  # the csv module's default, whatever ran before
+    try:
+        result = ingest_files(FILES, DAY, lake)
+        assert csv.field_size_limit() == 131_072
+    finally:
+        csv.field_size_limit(before)
+    check_published(lake, FILES, result)
+    assert (result.rows_landed, result.rows_quarantined) == (0, 1)
+
+
+def test_a_csv_row_the_csv_module_refuses_costs_only_that_row(tmp_path: Path) -> None:
+    """A quoted field over the csv limit spanning lines 3-4: that row is quarantined with its line
+    number and the rows after it still land (the reader does not lose its place in the file)."""
+    lake = reset_dir(tmp_path / "lake")
+    half = "s" * (HUGE // 2)
+    lines = [
+        "event_id,event_ts,session_id,event_type",
+        f"e1,{DAY} 10:00:00,s,page_view",
+        f'e2,{DAY} 10:00:00,"{half}\n{half}",page_view',
+        f"e3,{DAY} 10:00:00,s,page_view",
+        f'e4,{DAY} 10:00:00,"two\nlines",page_view',
+        f"e5,{DAY} 10:00:00,s,checkout",
+    ]
+    lake.put_bytes("\r\n".join(lines).encode(), f"landing/web_events/{DAY}/bad.csv")
+    result = ingest_files(FILES, DAY, lake)
+    check_published(lake, FILES, result)
+    assert (result.rows_read, result.rows_landed, result.rows_quarantined) == (5, 4, 1)
+    [entry] = [json.loads(line) for line in lake.get_bytes(quarantine_key("web_events", DAY)).splitlines()]
+    assert entry["source"] == f"landing/web_events/{DAY}/bad.csv:3", entry["source"]
+    assert entry["reason"].startswith("row is not valid CSV (field larger than field limit")
+    con = duckdb.connect()
+    landed = con.execute(
+        f"SELECT list(event_id ORDER BY event_id), max(length(session_id)) "
+        f"FROM read_parquet('{lake.url(raw_key('web_events', DAY))}')"
+    ).fetchone()
+    con.close()
+    assert landed == (["e1", "e3", "e4", "e5"], 9)
+
+
 def test_a_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     """Spreadsheet exports start with a UTF-8 BOM; it must not turn the first header into another name."""
     lake = reset_dir(tmp_path / "lake")
@@ -510,6 +555,17 @@ def test_an_api_record_with_a_lone_surrogate_is_quarantined(
     assert (result.rows_landed, result.rows_quarantined) == (1, 1)
 
 
+def test_no_backoff_after_the_last_attempt(payload_server: ThreadingHTTPServer) -> None:
+    """3 attempts against an API that always answers 503 wait 0.2 + 0.4 s, not 0.2 + 0.4 + 0.8 s."""
+    payload_server.pages = {1: (503, b'{"error": "overloaded"}')}  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{payload_server.server_address[1]}/v1/rates?page=1"
+    started = time.monotonic()
+    with pytest.raises(HttpSourceError, match="after 3 attempts"):
+        fetch_json(url, timeout=5, attempts=3, backoff=0.2)
+    elapsed = time.monotonic() - started
+    assert 0.6 <= elapsed < 0.2 + 0.4 + 0.8, elapsed
+
+
 @pytest.mark.parametrize(
     "body",
     [b"<html>upstream proxy error</html>", b"", b'{"data": ["\xff"]}', deep(5_000)],
@@ -560,10 +616,20 @@ def test_an_accepted_file_name_stays_in_its_folder(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["..\\evil.jsonl", "a\x00b.jsonl", "x\x01y.jsonl", ".hidden.jsonl", "..", "tab\tname.jsonl"]
+    "name",
+    [
+        "a\x00b.jsonl",
+        "x\x01y.jsonl",
+        "tab\tname.jsonl",
+        "back\\slash/x.jsonl",
+        "ctl\x1fdir/x.jsonl",
+        f"{'d' * 201}/x.jsonl",
+        "ok/\x00/x.jsonl",
+    ],
 )
 def test_an_unsafe_landing_object_name_on_s3_is_refused(s3_env: S3Env, name: str) -> None:
-    """On S3 any byte string is a key; ingestion refuses names that could escape a folder elsewhere."""
+    """On S3 any byte string is a key; ingestion refuses names that could escape a folder elsewhere,
+    in the file name or in any folder segment below the partition's prefix."""
     lake = Lake(s3_env.uri("lake"), client=s3_env.client())
     lake.put_bytes(json.dumps(GOOD_EVENT).encode(), f"landing/web_events/{DAY}/ok.jsonl")
     key = f"lake/landing/web_events/{DAY}/{name}"
@@ -571,3 +637,35 @@ def test_an_unsafe_landing_object_name_on_s3_is_refused(s3_env: S3Env, name: str
     with pytest.raises(InvalidIdentifierError, match="unsafe file name"):
         ingest_files(FILES, DAY, lake)
     assert not lake.exists(f"raw/web_events/ds={DAY}/data.parquet")
+
+
+HIDDEN = [".x.jsonl.123.tmp", "_SUCCESS", "_temporary/0/part.jsonl", "sub/.cache/x.jsonl", "..", "../x.jsonl"]
+
+
+def test_hidden_and_temporary_landing_objects_are_skipped_on_s3_as_locally(
+    s3_env: S3Env, tmp_path: Path
+) -> None:
+    """In-flight temp files and markers are not data: on S3 as in a local folder, listing skips
+    every key with a segment starting with ``.`` or ``_`` below the prefix, and ingestion reads
+    only the real file."""
+    s3 = Lake(s3_env.uri("lake"), client=s3_env.client())
+    local = reset_dir(tmp_path / "lake")
+    prefix = landing_prefix("web_events", DAY)
+    body = json.dumps(GOOD_EVENT).encode()
+    for name in HIDDEN:
+        s3_env.client().put_object(Bucket=s3_env.bucket, Key=f"lake/{prefix}/{name}", Body=body)
+        if ".." not in name.split("/"):
+            local.put_bytes(body, f"{prefix}/{name}")
+    for lake in (s3, local):
+        lake.put_bytes(body, f"{prefix}/ok.jsonl")
+        assert [o.key for o in lake.list(prefix)] == [f"{prefix}/ok.jsonl"]
+        assert len(list(lake.list(prefix, hidden=True))) > 1
+        result = ingest_files(FILES, DAY, lake)
+        assert (result.inputs, result.rows_read, result.rows_landed) == ([f"{prefix}/ok.jsonl"], 1, 1)
+
+
+@pytest.mark.parametrize("source", ["../raw", "a/b", "web events", ""])
+def test_every_segment_of_a_lake_path_is_validated(source: str) -> None:
+    for build in (landing_prefix, raw_key, quarantine_key):
+        with pytest.raises(InvalidIdentifierError, match="source name"):
+            build(source, DAY)

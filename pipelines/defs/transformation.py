@@ -1,5 +1,6 @@
 """Transformation: every SQLMesh model of the configured project as a Dagster asset."""
 
+import logging
 import os
 from typing import Any
 
@@ -7,7 +8,8 @@ import dagster as dg
 
 from pipelines.automation import automation_condition_for, freshness_policy_for
 from pipelines.governance import with_classification_tags
-from pipelines.quality import ProfileStore, record_profile
+from pipelines.quality import ProfileStore, TableProfile
+from pipelines.quality.profile import asset_key_string, profile_materialization, profile_metadata
 from pipelines.settings import Settings
 from pipelines.sqlmesh_bridge import (
     ModelInfo,
@@ -17,6 +19,8 @@ from pipelines.sqlmesh_bridge import (
     sqlmesh_assets,
 )
 from pipelines.sqlmesh_bridge.resource import MetadataHook
+
+log = logging.getLogger(__name__)
 
 
 class PipelinesTranslator(SQLMeshTranslator):
@@ -63,19 +67,31 @@ def sqlmesh_plan_job() -> None:
 
 
 def profile_hook(settings: Settings) -> MetadataHook:
-    """Profile what each materialization wrote (one SQL aggregate) and keep it in the history."""
+    """Profile what each materialization wrote (one SQL aggregate per model) and keep the whole
+    run's profiles in the history with one write."""
     store = ProfileStore.in_data_dir(settings.data_dir)
 
-    def hook(ctx: Any, model: ModelInfo, key: dg.AssetKey, partitions: list[str] | None) -> dict[str, Any]:
-        return record_profile(
-            ctx.engine_adapter.cursor,
-            key,
-            f"{model.schema}.{model.table}",
-            model.time_column if model.time_partitioned else None,
-            partitions,
-            store=store,
-            descriptions={name: doc for name, _, doc in model.columns if doc},
-        )
+    def hook(
+        ctx: Any, evaluated: list[tuple[ModelInfo, dg.AssetKey, list[str] | None]]
+    ) -> dict[str, dict[str, Any]]:
+        con = ctx.engine_adapter.cursor
+        profiled: dict[str, tuple[ModelInfo, dg.AssetKey, list[TableProfile]]] = {}
+        for model, key, partitions in evaluated:
+            column = model.time_column if model.time_partitioned else None
+            try:
+                profiles = profile_materialization(con, f"{model.schema}.{model.table}", column, partitions)
+            except Exception as exc:  # a profile informs; it never fails the run
+                log.warning("no profile for %s: %s", model.fqn, exc)
+                continue
+            profiled[model.fqn] = (model, key, profiles)
+        try:
+            store.record_many({asset_key_string(k): p for _, k, p in profiled.values()})
+        except Exception as exc:
+            log.warning("profiles not kept in the history (%s): anomaly checks will profile again", exc)
+        return {
+            fqn: profile_metadata(p, {name: doc for name, _, doc in model.columns if doc})
+            for fqn, (model, _, p) in profiled.items()
+        }
 
     return hook
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 
 from pipelines.identifiers import safe_identifier, safe_partition_key
 
@@ -326,30 +327,44 @@ class ProfileStore:
 
     def record(self, asset_key: str, profiles: Iterable[TableProfile]) -> None:
         """Store profiles, replacing any earlier profile of the same (asset, partition)."""
+        self.record_many({asset_key: profiles})
+
+    def record_many(self, profiles: Mapping[str, Iterable[TableProfile]]) -> None:
+        """Store the profiles of many assets in one transaction (one open of the file per run).
+
+        Rows go in as one Arrow table: a per-row ``executemany`` cost ~1.6 ms per row.
+        """
+        rows = [
+            (asset_key, self.key_of(p), p.profiled_at, p.row_count, c)
+            for asset_key, items in profiles.items()
+            for p in items
+            for c in p.columns
+        ]
+        if not rows:
+            return
+        batch = pa.table(
+            {
+                "asset_key": [r[0] for r in rows],
+                "partition": [r[1] for r in rows],
+                "profiled_at": pa.array([r[2] for r in rows], type=pa.timestamp("us", tz="UTC")),
+                "row_count": pa.array([r[3] for r in rows], type=pa.int64()),
+                "column": [r[4].name for r in rows],
+                "null_fraction": pa.array([r[4].null_fraction for r in rows], type=pa.float64()),
+                "distinct": pa.array([r[4].distinct for r in rows], type=pa.int64()),
+                "min": pa.array([_text(r[4].min) for r in rows], type=pa.string()),
+                "max": pa.array([_text(r[4].max) for r in rows], type=pa.string()),
+                "mean": pa.array([r[4].mean for r in rows], type=pa.float64()),
+                "stddev": pa.array([r[4].stddev for r in rows], type=pa.float64()),
+            }
+        )
         with self._connect() as con:
+            con.register("new_profiles", batch)
             con.execute("BEGIN")
-            for p in profiles:
-                key = self.key_of(p)
-                con.execute('DELETE FROM profiles WHERE asset_key = ? AND "partition" = ?', [asset_key, key])
-                con.executemany(
-                    "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            asset_key,
-                            key,
-                            p.profiled_at,
-                            p.row_count,
-                            c.name,
-                            c.null_fraction,
-                            c.distinct,
-                            _text(c.min),
-                            _text(c.max),
-                            c.mean,
-                            c.stddev,
-                        ]
-                        for c in p.columns
-                    ],
-                )
+            con.execute(
+                'DELETE FROM profiles USING (SELECT DISTINCT asset_key, "partition" FROM new_profiles) AS n '
+                'WHERE profiles.asset_key = n.asset_key AND profiles."partition" = n."partition"'
+            )
+            con.execute("INSERT INTO profiles SELECT * FROM new_profiles")
             con.execute("COMMIT")
 
     def history(self, asset_key: str, *, before: str, limit: int = 56) -> list[HistoryPoint]:
@@ -386,6 +401,29 @@ def asset_key_string(asset_key: dg.AssetKey | Sequence[str] | str) -> str:
     return "/".join(asset_key)
 
 
+def profile_materialization(
+    con: duckdb.DuckDBPyConnection, table: str, partition_column: str | None, partitions: Sequence[str] | None
+) -> list[TableProfile]:
+    """What a materialization wrote: one profile per partition (one query), or of the whole table."""
+    if partition_column and partitions:
+        return list(profile_partitions(con, table, partition_column, partitions).values())
+    return [profile_table(con, table, None, None)]
+
+
+def profile_metadata(
+    profiles: Sequence[TableProfile], descriptions: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Dagster metadata: ``dagster/row_count`` (the total), ``dagster/column_schema`` (for the
+    schema-change check) and the profile JSON."""
+    if len(profiles) == 1:
+        return profiles[0].to_metadata(descriptions)
+    return {
+        "dagster/row_count": dg.MetadataValue.int(sum(p.row_count for p in profiles)),
+        "dagster/column_schema": profiles[-1].column_schema(descriptions),
+        "profile": dg.MetadataValue.json({ProfileStore.key_of(p): p.as_dict() for p in profiles}),
+    }
+
+
 def record_profile(
     con: duckdb.DuckDBPyConnection,
     asset_key: dg.AssetKey | Sequence[str] | str,
@@ -396,20 +434,7 @@ def record_profile(
     store: ProfileStore,
     descriptions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Profile what a materialization wrote, keep it in the history, return Dagster metadata.
-
-    One aggregate query for all ``partitions``; the metadata carries ``dagster/row_count`` (their
-    total), ``dagster/column_schema`` (for the schema-change check) and the profile JSON.
-    """
-    if partition_column and partitions:
-        profiles = list(profile_partitions(con, table, partition_column, partitions).values())
-    else:
-        profiles = [profile_table(con, table, None, None)]
+    """Profile what a materialization wrote, keep it in the history, return Dagster metadata."""
+    profiles = profile_materialization(con, table, partition_column, partitions)
     store.record(asset_key_string(asset_key), profiles)
-    if len(profiles) == 1:
-        return profiles[0].to_metadata(descriptions)
-    return {
-        "dagster/row_count": dg.MetadataValue.int(sum(p.row_count for p in profiles)),
-        "dagster/column_schema": profiles[-1].column_schema(descriptions),
-        "profile": dg.MetadataValue.json({ProfileStore.key_of(p): p.as_dict() for p in profiles}),
-    }
+    return profile_metadata(profiles, descriptions)

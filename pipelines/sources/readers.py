@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import duckdb
 
 from pipelines.duckdb_extensions import install_extensions
-from pipelines.identifiers import safe_file_name, safe_partition_key
+from pipelines.identifiers import safe_file_name, safe_identifier, safe_partition_key
 from pipelines.lake import Lake
 from pipelines.sources import demo
 from pipelines.sources.contracts import SourceContract
@@ -87,7 +87,7 @@ def ingest_database(
 
 
 def landing_prefix(source: str, partition: str) -> str:
-    return f"landing/{source}/{safe_partition_key(partition)}"
+    return f"landing/{safe_identifier(source, 'source name')}/{safe_partition_key(partition)}"
 
 
 def ingest_files(contract: SourceContract, partition: str, lake: Lake) -> IngestResult:
@@ -95,9 +95,13 @@ def ingest_files(contract: SourceContract, partition: str, lake: Lake) -> Ingest
     safe_partition_key(partition)
     records: list[tuple[str, str | None, object]] = []
     inputs: list[str] = []
-    for obj in lake.list(landing_prefix(contract.name, partition)):
-        name = obj.key.rsplit("/", 1)[-1]
-        safe_file_name(name)
+    prefix = landing_prefix(contract.name, partition)
+    for obj in lake.list(prefix):
+        # on S3 a key is any string: every segment below the prefix must be a safe name
+        segments = obj.key.removeprefix(f"{prefix}/").split("/")
+        for segment in segments:
+            safe_file_name(segment)
+        name = segments[-1]
         data = lake.get_bytes(obj.key)
         inputs.append(obj.key)
         if name.endswith((".jsonl", ".json", ".ndjson")):
@@ -150,7 +154,8 @@ def fetch_json(url: str, timeout: float, attempts: int, backoff: float = 0.5) ->
             last = exc
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             last = exc
-        time.sleep(backoff * 2**attempt)
+        if attempt + 1 < attempts:  # no wait after the last attempt: nothing follows it
+            time.sleep(backoff * 2**attempt)
     raise HttpSourceError(f"GET {url} failed after {attempts} attempts: {last}")
 
 

@@ -21,8 +21,11 @@ if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
 
 log = logging.getLogger(__name__)
 
-# (SQLMesh context, model, asset key, partition keys or None) -> materialization metadata
-MetadataHook = Callable[[Any, ModelInfo, dg.AssetKey, "list[str] | None"], dict[str, Any]]
+# Called once per run with every evaluated (model, asset key, partition keys or None), so a hook
+# can batch its work (one write for the whole run); returns materialization metadata by model fqn.
+MetadataHook = Callable[
+    [Any, "list[tuple[ModelInfo, dg.AssetKey, list[str] | None]]"], "dict[str, dict[str, Any]]"
+]
 
 
 class SQLMeshPlanRequired(dg.Failure):
@@ -31,6 +34,62 @@ class SQLMeshPlanRequired(dg.Failure):
 
 def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+# The PostgreSQL advisory lock every plan application of this bridge holds on the SQLMesh state
+# database (advisory locks are per database: deployments with their own state database never
+# wait for each other). Constant, so operators can find its holder in pg_locks.
+PLAN_LOCK_KEY = int.from_bytes(b"sqlmplan", "big")
+# How long one wait for the lock blocks in libpq before Python gets control back (and logs), so
+# a run terminated while it waits stops promptly.
+_PLAN_LOCK_POLL = "30s"
+
+
+@contextmanager
+def postgres_plan_lock(state: Any, log: Any) -> Iterator[None]:
+    """Hold ``pg_advisory_lock(PLAN_LOCK_KEY)`` on the database of ``state`` (SQLMesh's
+    ``PostgresConnectionConfig``), on a connection of its own.
+
+    Session-level and autocommit, so SQLMesh's own transactions are unaffected; closing the
+    connection releases it, and PostgreSQL does so too when the holding process dies. The
+    password comes from ``state`` (built from the environment) and is never logged.
+    """
+    import psycopg2
+    from psycopg2 import errors
+
+    con = psycopg2.connect(
+        host=state.host,
+        port=state.port,
+        user=state.user,
+        password=state.password,
+        dbname=state.database,
+        sslmode=state.sslmode,
+        connect_timeout=state.connect_timeout,
+        keepalives_idle=state.keepalives_idle,
+        application_name="pipelines sqlmesh plan lock",
+    )
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (PLAN_LOCK_KEY,))
+            if not cur.fetchone()[0]:
+                log.info(
+                    f"another process is applying a SQLMesh plan (advisory lock {PLAN_LOCK_KEY} "
+                    f"on database '{state.database}'): waiting for it"
+                )
+                started = time.monotonic()
+                cur.execute(f"SET lock_timeout = '{_PLAN_LOCK_POLL}'")
+                while True:
+                    try:
+                        cur.execute("SELECT pg_advisory_lock(%s)", (PLAN_LOCK_KEY,))
+                        break
+                    except errors.LockNotAvailable:
+                        waited = time.monotonic() - started
+                        log.info(f"still waiting for the SQLMesh plan lock ({waited:.0f}s)")
+                log.info(f"got the SQLMesh plan lock after {time.monotonic() - started:.1f}s")
+        yield
+    finally:
+        con.close()
 
 
 class SQLMeshResource(dg.ConfigurableResource):
@@ -42,7 +101,9 @@ class SQLMeshResource(dg.ConfigurableResource):
     lock_file: str | None = Field(
         default=None,
         description="a file lock held around every SQLMesh run: set it when the warehouse is a "
-        "single DuckDB file, so runs from several processes queue instead of failing on its lock",
+        "single DuckDB file, so runs from several processes queue instead of failing on its lock. "
+        "Without it, runs are concurrent and only plan application is serialized, by an advisory "
+        "lock on the SQLMesh state database when that is PostgreSQL",
     )
 
     def context(
@@ -67,25 +128,35 @@ class SQLMeshResource(dg.ConfigurableResource):
         """Create the environment on first use; refuse to run a project that differs from it.
 
         Creation applies the plan without backfilling: Dagster partitions decide which intervals
-        get computed. Any later change to a model must go through the ``sqlmesh_plan`` job (or
-        ``sqlmesh plan`` in CI) so that no scheduled run silently applies a breaking change.
+        get computed. Any later change to a model must go through the ``sqlmesh_plan`` job (it
+        takes the plan lock) so that no scheduled run silently applies a breaking change.
         The comparison uses the cached fingerprints of ``project`` when given (no rendering).
+
+        Creating and repairing happen under the plan lock (see ``_plan_lock``): two first runs
+        of a fresh deployment would otherwise apply the same plan at once, and DuckLake fails
+        both. The usual case, a finished environment, takes no lock.
         """
         env = ctx.state_sync.get_environment(self.environment)
-        if env is None:
-            log.info(f"SQLMesh environment '{self.environment}' does not exist: creating it")
-            ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
-            return
-        if not env.finalized_ts and self.lock_file:
-            # we hold the warehouse lock, so no plan is in flight: a run died while applying one
-            log.warning(f"environment '{self.environment}' was left unfinished by a dead run: re-applying")
-            try:
-                ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
-            except Exception as exc:  # e.g. "no changes": finalizing below is all that is left
-                log.info(f"re-applying the plan: {exc}")
-            env = ctx.state_sync.get_environment(self.environment)
-            if env is not None and not env.finalized_ts:
-                ctx.state_sync.finalize(env)
+        if env is None or not env.finalized_ts:
+            with self._plan_lock(log, ctx.config) as exclusive:
+                # another process may have created or finished it while this one waited
+                env = ctx.state_sync.get_environment(self.environment)
+                if env is None:
+                    log.info(f"SQLMesh environment '{self.environment}' does not exist: creating it")
+                    ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
+                    return
+                if not env.finalized_ts and exclusive:
+                    # no plan is in flight (we hold the plan lock): a process died while applying one
+                    log.warning(
+                        f"environment '{self.environment}' was left unfinished by a dead run: re-applying"
+                    )
+                    try:
+                        ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
+                    except Exception as exc:  # e.g. "no changes": finalizing below is all that is left
+                        log.info(f"re-applying the plan: {exc}")
+                    env = ctx.state_sync.get_environment(self.environment)
+                    if env is not None and not env.finalized_ts:
+                        ctx.state_sync.finalize(env)
         deployed = {s.name: s.fingerprint.to_identifier() for s in env.snapshots}
         if project is not None:
             local = {m.fqn: m.fingerprint for m in project.internal_models}
@@ -99,7 +170,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                 description=(
                     f"the SQLMesh project differs from environment '{self.environment}' for "
                     f"{len(changed)} model(s): {', '.join(changed[:10])}. Apply the change first with "
-                    "the `sqlmesh_plan` job (its logs show the plan) or `sqlmesh plan` in CI."
+                    "the `sqlmesh_plan` job (its logs show the plan)."
                 )
             )
 
@@ -108,12 +179,42 @@ class SQLMeshResource(dg.ConfigurableResource):
 
         New and changed models are deployed without a backfill of all history; the intervals the
         previous versions had computed are then recomputed, so no processed day goes missing.
+        Runs of other processes may go on meanwhile; other plan applications wait (``_plan_lock``).
         """
         from pipelines.sqlmesh_bridge.events import RecordingConsole
 
         console = RecordingConsole()
-        with self._lock(log):
+        with self._lock(log), self._plan_lock(log):
             return self._apply_plan_locked(console, log, allow_breaking)
+
+    @contextmanager
+    def _plan_lock(self, log: Any, config: Any = None) -> Iterator[bool]:
+        """Serialize plan application across processes; yield whether that is guaranteed.
+
+        With ``lock_file`` the caller already holds it (every run and plan does): nothing to add.
+        Without one (prod: several writers), plans are serialized by ``postgres_plan_lock`` on the
+        SQLMesh state database when it is PostgreSQL, while model runs stay concurrent. Holding
+        it proves no other plan is in flight only because every plan this bridge applies takes
+        it; a bare ``sqlmesh plan`` (e.g. from CI) does not. ``config`` is the project's SQLMesh
+        config (``ctx.config``), loaded here when not given. Other state engines get no lock.
+        """
+        if self.lock_file:
+            yield True
+            return
+        from sqlmesh.core.config.connection import PostgresConnectionConfig
+
+        if config is None:
+            from sqlmesh.core.config import Config
+            from sqlmesh.core.config.loader import load_configs
+
+            config = next(iter(load_configs("config", Config, self.project_dir).values()))
+        # no state connection: SQLMesh keeps its state in the warehouse connection
+        state = config.get_state_connection(self.gateway) or config.get_connection(self.gateway)
+        if not isinstance(state, PostgresConnectionConfig):
+            yield False
+            return
+        with postgres_plan_lock(state, log):
+            yield True
 
     def _apply_plan_locked(
         self, console: RecordingConsole, log: Any, allow_breaking: bool
@@ -306,27 +407,35 @@ class SQLMeshResource(dg.ConfigurableResource):
         hook: MetadataHook | None,
     ) -> dict[str, dict[str, Any]]:
         """Per evaluated model: the hook's metadata (e.g. a profile), else a row count of the window."""
-        out: dict[str, dict[str, Any]] = {}
         days = _days(window)
-        for model in selected:
-            outcome = record.outcomes.get(model.fqn)
-            if outcome is None or outcome.failed or not outcome.batches_done:
-                continue
+        evaluated = [
+            m
+            for m in selected
+            if (o := record.outcomes.get(m.fqn)) is not None and not o.failed and o.batches_done
+        ]
+        if hook is not None:
             try:
-                if hook is not None:
-                    partitions = days if model.time_partitioned else None
-                    out[model.fqn] = hook(ctx, model, translator.get_asset_key(model), partitions)
-                    continue
-                where = ""
-                if window is not None and model.time_partitioned and model.time_column:
-                    where = (
-                        f" WHERE \"{model.time_column}\" >= DATE '{window[0]}' "
-                        f"AND \"{model.time_column}\" < DATE '{window[1] + timedelta(days=1)}'"
-                    )
-                count = ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {model.fqn}{where}")[0]
-                out[model.fqn] = {"dagster/row_count": int(count)}
+                batch = [
+                    (m, translator.get_asset_key(m), days if m.time_partitioned else None) for m in evaluated
+                ]
+                return hook(ctx, batch)
             except Exception as exc:  # metadata informs, it is never a reason to fail the run
-                log.warning("no metadata for %s: %s", model.fqn, exc)
+                log.warning("no metadata from the hook: %s", exc)
+                return {}
+        out: dict[str, dict[str, Any]] = {}
+        for model in evaluated:
+            where = ""
+            if window is not None and model.time_partitioned and model.time_column:
+                where = (
+                    f" WHERE \"{model.time_column}\" >= DATE '{window[0]}' "
+                    f"AND \"{model.time_column}\" < DATE '{window[1] + timedelta(days=1)}'"
+                )
+            try:
+                count = ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {model.fqn}{where}")[0]
+            except Exception as exc:
+                log.warning("no row count for %s: %s", model.fqn, exc)
+                continue
+            out[model.fqn] = {"dagster/row_count": int(count)}
         return out
 
 

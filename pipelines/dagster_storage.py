@@ -1,0 +1,97 @@
+"""Dagster's local SQLite event log, keeping its connections open between events.
+
+Dagster's ``SqliteEventLogStorage`` builds a new SQLAlchemy engine and a new SQLite connection for
+every write; a SQLMesh run that reports 50 models x 7 days writes ~1,000 events, each touching the
+run's database and the index database, so opening connections was a third of the whole run
+(bench/bench_engine.py; docs/benchmarks.md). This subclass keeps one engine with one pooled
+connection per database file and changes nothing else: same files, same schema, same locking
+(SQLite's own, plus Dagster's per-storage thread lock held for every use of a connection).
+
+It is the local default only (``dagster.yaml``); production uses PostgreSQL storage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from dagster import Field, StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool
+
+# Run databases are written by one run and read by the UI a few at a time: a few open at once.
+MAX_OPEN_DATABASES = 16
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """``SqliteEventLogStorage`` with one reused engine and connection per database file."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        # set before the parent's __init__, which may already connect to the index database
+        self._engines: OrderedDict[tuple[int, str], Engine] = OrderedDict()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> PooledSqliteEventLogStorage:
+        """``base_dir`` defaults to where Dagster's default storage keeps run logs in DAGSTER_HOME."""
+        base_dir = config_value.get("base_dir") or os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
+        return cls(base_dir, inst_data=inst_data)
+
+    def _engine(self, shard: str) -> Engine:
+        """The shard's engine; keyed by process so a forked child never shares a parent's socket."""
+        key = (os.getpid(), shard)
+        engine = self._engines.get(key)
+        if engine is not None:
+            self._engines.move_to_end(key)
+            return engine
+        engine = create_engine(
+            self.conn_string_for_shard(shard),
+            poolclass=QueuePool,
+            pool_size=1,
+            # Dagster's thread lock serializes every use; the UI's threads take turns on it
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        self._engines[key] = engine
+        while len(self._engines) > MAX_OPEN_DATABASES:
+            (pid, _), oldest = self._engines.popitem(last=False)
+            oldest.dispose(close=pid == os.getpid())
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def _close_all(self) -> None:
+        with self._db_lock:
+            for (pid, _), engine in self._engines.items():
+                engine.dispose(close=pid == os.getpid())
+            self._engines.clear()
+
+    def wipe(self) -> None:
+        self._close_all()  # wipe deletes the run files: no connection may keep one alive
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._close_all()
