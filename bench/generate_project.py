@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
-CONFIG = """\
-gateways:
-  local:
-    connection:
-      type: duckdb
-      database: {db}
-    state_connection:
-      type: duckdb
-      database: {state}
-default_gateway: local
-model_defaults:
-  dialect: duckdb
-  start: '2026-01-01'
-  cron: '@daily'
-"""
+# the repo root, so the bench shares the engine tests' DuckDB project config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines_tests.sqlmesh_projects import CONFIG  # noqa: E402
 
 ROOT_MODEL = """\
 MODEL (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# DuckDB warehouse + state; bench/generate_project.py writes its projects with it too
 CONFIG = """\
 gateways:
   local:

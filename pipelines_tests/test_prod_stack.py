@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from pipelines.settings import Settings
 from pipelines.sources import demo
-from pipelines.sources.readers import start_demo_rates_api
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 
 DAYS = ["2026-04-06", "2026-04-07"]
@@ -31,34 +30,12 @@ def prod(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
 ) -> Iterator[Deployment]:
     dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
-    env = {
-        "PIPELINES_ENV": "prod",
-        "SQLMESH_GATEWAY": "prod",
-        "PIPELINES_LAKE_URI": s3_env.uri("lake"),
-        "PIPELINES_DATA_DIR": str(tmp_path / "data"),
-        "PIPELINES_BRIDGE_CACHE_DIR": str(tmp_path / "cache"),
-        "PIPELINES_DUCKLAKE_DB": dbs["ducklake"],
-        "PIPELINES_SQLMESH_STATE_DB": dbs["sqlmesh"],
-        "PIPELINES_DEMO_SEED": "1",  # the demo plays the shop: it fills the PostgreSQL shop DB
-        "SHOP_DB_HOST": postgres_server.host,
-        "SHOP_DB_PORT": str(postgres_server.port),
-        "SHOP_DB_NAME": dbs["shop"],
-        "SHOP_DB_USER": postgres_server.user,
-        "SHOP_DB_PASSWORD": postgres_server.password,
-        **postgres_server.env("PIPELINES_PG"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SQLMESH_PROJECT_DIR", raising=False)
-    api = start_demo_rates_api()
-    monkeypatch.setenv("PIPELINES_RATES_API_URL", f"http://127.0.0.1:{api.server_address[1]}")
-    url = postgres_server.url(dbs["dagster"]).replace("postgresql://", "postgresql+psycopg2://")
-    storage = {"postgres": {"postgres_url": url}}
-    try:
-        with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"storage": storage}) as instance:
-            yield Deployment(tmp_path, Settings.from_env(), instance)
-    finally:
-        api.shutdown()
+    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
+    with (
+        prod_environment(monkeypatch, env),
+        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
+    ):
+        yield Deployment(tmp_path, Settings.from_env(), instance)
 
 
 def test_prod_pipeline_keeps_metadata_in_postgres_and_data_on_s3(

@@ -390,7 +390,7 @@ def test_check_without_partition_judges_newest_day(history: Settings) -> None:
 
 def test_schema_change_check_fails_on_added_or_removed_column() -> None:
     key = dg.AssetKey(["marts", "daily_revenue"])
-    [schema_checks] = build_schema_change_checks([QualityRule(asset_key=key, table="marts.daily_revenue")])
+    [schema_checks] = build_schema_change_checks([key])
 
     class Columns(dg.Config):
         names: list[str]

@@ -28,10 +28,10 @@ import pytest
 
 from pipelines.settings import Settings
 from pipelines.sources import demo
-from pipelines.sources.readers import start_demo_rates_api
 from pipelines.sqlmesh_bridge import resource as bridge_resource
 from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, SQLMeshResource
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 from pipelines_tests.sqlmesh_projects import write_project
 from pipelines_tests.test_reliability_crash import (
@@ -149,33 +149,10 @@ ORDER_CHAIN = (
 def prod_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
 ) -> Iterator[dict[str, str]]:
-    """The prod settings (as in test_prod_stack.py) in this process's environment; yields it."""
+    """The shared prod settings (``prod_env.py``) in this process's environment; yields it."""
     dbs = {name: postgres_server.create_database() for name in ("sqlmesh", "ducklake", "shop")}
-    env = {
-        "PIPELINES_ENV": "prod",
-        "SQLMESH_GATEWAY": "prod",
-        "PIPELINES_LAKE_URI": s3_env.uri("lake"),
-        "PIPELINES_DATA_DIR": str(tmp_path / "data"),
-        "PIPELINES_BRIDGE_CACHE_DIR": str(tmp_path / "cache"),
-        "PIPELINES_DUCKLAKE_DB": dbs["ducklake"],
-        "PIPELINES_SQLMESH_STATE_DB": dbs["sqlmesh"],
-        "PIPELINES_DEMO_SEED": "1",
-        "SHOP_DB_HOST": postgres_server.host,
-        "SHOP_DB_PORT": str(postgres_server.port),
-        "SHOP_DB_NAME": dbs["shop"],
-        "SHOP_DB_USER": postgres_server.user,
-        "SHOP_DB_PASSWORD": postgres_server.password,
-        **postgres_server.env("PIPELINES_PG"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SQLMESH_PROJECT_DIR", raising=False)
-    api = start_demo_rates_api()
-    monkeypatch.setenv("PIPELINES_RATES_API_URL", f"http://127.0.0.1:{api.server_address[1]}")
-    try:
+    with prod_environment(monkeypatch, build_prod_env(postgres_server, s3_env, tmp_path, dbs)):
         yield dict(os.environ)
-    finally:
-        api.shutdown()
 
 
 def prod_state_days(postgres_server: PostgresServer, database: str) -> dict[str, list[str]]:

@@ -28,8 +28,9 @@ from pipelines.identifiers import (
     safe_partition_key,
 )
 from pipelines.settings import Settings
-from pipelines.sources.readers import attach_shop_database, start_demo_rates_api
+from pipelines.sources.readers import attach_shop_database
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,37 +72,23 @@ def prod(
     dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
     warehouse_role = make_role(postgres_server, secret_values["PIPELINES_PG_PASSWORD"])
     shop_role = make_role(postgres_server, secret_values["SHOP_DB_PASSWORD"])
-    env = {
-        "PIPELINES_ENV": "prod",
-        "SQLMESH_GATEWAY": "prod",
-        "PIPELINES_LAKE_URI": s3_env.uri("lake"),
-        "PIPELINES_DATA_DIR": str(tmp_path / "data"),
-        "PIPELINES_BRIDGE_CACHE_DIR": str(tmp_path / "cache"),
-        "PIPELINES_DUCKLAKE_DB": dbs["ducklake"],
-        "PIPELINES_SQLMESH_STATE_DB": dbs["sqlmesh"],
-        "PIPELINES_DEMO_SEED": "1",
-        "PIPELINES_PG_HOST": postgres_server.host,
-        "PIPELINES_PG_PORT": str(postgres_server.port),
-        "PIPELINES_PG_USER": warehouse_role,
-        "SHOP_DB_HOST": postgres_server.host,
-        "SHOP_DB_PORT": str(postgres_server.port),
-        "SHOP_DB_NAME": dbs["shop"],
-        "SHOP_DB_USER": shop_role,
-        **secret_values,  # moto accepts any secret key; the PostgreSQL roles were made with these
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SQLMESH_PROJECT_DIR", raising=False)
-    api = start_demo_rates_api()
-    monkeypatch.setenv("PIPELINES_RATES_API_URL", f"http://127.0.0.1:{api.server_address[1]}")
-    url = postgres_server.url(dbs["dagster"]).replace("postgresql://", "postgresql+psycopg2://")
-    try:
-        with dg.instance_for_test(
-            temp_dir=str(tmp_path), overrides={"storage": {"postgres": {"postgres_url": url}}}
-        ) as instance:
-            yield Deployment(tmp_path, Settings.from_env(), instance)
-    finally:
-        api.shutdown()
+    env = build_prod_env(
+        postgres_server,
+        s3_env,
+        tmp_path,
+        dbs,
+        warehouse_user=warehouse_role,
+        warehouse_password=secret_values["PIPELINES_PG_PASSWORD"],
+        shop_user=shop_role,
+        shop_password=secret_values["SHOP_DB_PASSWORD"],
+    )
+    # the AWS secret key (moto accepts any) and the PII salt take the distinctive values too
+    env.update(secret_values)
+    with (
+        prod_environment(monkeypatch, env),
+        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
+    ):
+        yield Deployment(tmp_path, Settings.from_env(), instance)
 
 
 def forms(value: str) -> list[bytes]:

@@ -12,14 +12,19 @@ import dagster as dg
 from pipelines.quality.checks import DRIFT, build_quality_checks, rules_from_config
 from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshTranslator
 
+# The marts that stop downstream on a bad day: blocking volume and null checks, drift only warns.
+BLOCKING_MART: dict[str, Any] = {
+    "severity": "ERROR",
+    "severity_overrides": {DRIFT: "WARN"},
+    "freshness": "@daily",
+}
+
 QUALITY_RULES: dict[str, dict[str, Any]] = {
     "marts/daily_revenue": {
         "table": "marts.daily_revenue",
         "partition_column": "order_date",
         "watch": ["orders", "revenue_usd", "avg_order_value_usd", "cancelled_share"],
-        "severity": "ERROR",
-        "severity_overrides": {DRIFT: "WARN"},
-        "freshness": "@daily",
+        **BLOCKING_MART,
     },
     "marts/fct_orders": {
         "table": "marts.fct_orders",
@@ -27,9 +32,7 @@ QUALITY_RULES: dict[str, dict[str, Any]] = {
         "watch": ["order_total_usd", "item_count"],
         "watch_nulls": ["customer_segment", "customer_country"],
         "sample": ["order_id", "order_date", "customer_id", "status"],
-        "severity": "ERROR",
-        "severity_overrides": {DRIFT: "WARN"},
-        "freshness": "@daily",
+        **BLOCKING_MART,
     },
     "marts/category_sales": {
         "table": "marts.category_sales",
@@ -85,18 +88,13 @@ def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Defini
             continue
         config[key] = {**rule, "freshness": model.cron} if "freshness" in rule else dict(rule)
     rules = rules_from_config(config)
-    checks = build_quality_checks(rules)
     covered = {r.asset_key for r in rules}
     others = [
         dg.AssetKey.from_user_string(k)
         for k in sorted(models)
         if dg.AssetKey.from_user_string(k) not in covered
     ]
-    if others:
-        checks = [
-            *checks,
-            *dg.build_column_schema_change_checks(assets=others, severity=dg.AssetCheckSeverity.WARN),
-        ]
+    checks = build_quality_checks(rules, schema_change_assets=others)
     freshness = [c for c in checks if c.node_def.name == "quality_freshness"]
     jobs, schedules = [], []
     if freshness:
