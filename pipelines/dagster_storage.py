@@ -38,6 +38,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         # set before the parent's __init__, which may already connect to the index database
         self._engines: OrderedDict[tuple[int, str], Engine] = OrderedDict()
+        self._tables: set[str] = set()
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -82,6 +83,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks before storing every asset check event, with a new engine each time;
+        a table, once there, stays (migrations only add tables)."""
+        if table_name not in self._tables and super().has_table(table_name):
+            self._tables.add(table_name)
+        return table_name in self._tables
+
     def _close_all(self) -> None:
         with self._db_lock:
             for (pid, _), engine in self._engines.items():
@@ -90,6 +98,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def wipe(self) -> None:
         self._close_all()  # wipe deletes the run files: no connection may keep one alive
+        self._tables.clear()
         super().wipe()
 
     def dispose(self) -> None:

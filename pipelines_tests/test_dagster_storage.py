@@ -72,6 +72,9 @@ def test_the_repository_instance_uses_it_and_other_processes_see_every_event(hom
         assert materialized_days(home) == 5  # read by another process while ours stays open
         records = instance.fetch_materializations(dg.AssetKey("numbers"), limit=10).records
         assert sorted(r.partition_key for r in records) == [f"2026-03-0{d}" for d in range(1, 6)]
+        # asked before every asset check event: remembered once found, never invented
+        assert storage.has_table("asset_check_executions") and storage.supports_asset_checks
+        assert not storage.has_table("no_such_table")
 
 
 def test_open_databases_are_bounded_and_wipe_works_with_connections_open(home: Path) -> None:
