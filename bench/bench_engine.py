@@ -21,10 +21,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate_project import generate  # noqa: E402
+
+if TYPE_CHECKING:
+    from pipelines_tests.services import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,15 +142,8 @@ def _dagster_home(home: Path, storage: str) -> dict[str, str]:
     return {"DAGSTER_HOME": str(home)}
 
 
-def _postgres_env(server: object, name: str) -> dict[str, str]:
-    db = server.create_database(name)  # type: ignore[attr-defined]
-    return {
-        "BENCH_PG_HOST": server.host,  # type: ignore[attr-defined]
-        "BENCH_PG_PORT": str(server.port),  # type: ignore[attr-defined]
-        "BENCH_PG_USER": server.user,  # type: ignore[attr-defined]
-        "BENCH_PG_PASSWORD": server.password,  # type: ignore[attr-defined]
-        "BENCH_PG_DB": db,
-    }
+def _postgres_env(server: PostgresServer, name: str) -> dict[str, str]:
+    return {**server.env("BENCH_PG"), "BENCH_PG_DB": server.create_database(name)}
 
 
 def bench_run(size: int, days: int, rows_per_day: int, storages: list[str]) -> dict[str, object]:

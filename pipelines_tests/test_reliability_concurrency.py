@@ -399,6 +399,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -
         time.sleep(0.05)
 
 
+def start_waiting_for_the_lock(project: PlanLockProject, target: Callable[[], Any]) -> Worker:
+    """Start ``target`` while another session holds the plan lock; return once it waits on it."""
+    worker = Worker(target)
+    worker.start()
+    wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "it waits for the plan lock")
+    assert worker.is_alive(), worker.error
+    return worker
+
+
 @pytest.mark.parametrize("operation", ["ensure_environment", "apply_plan"])
 def test_plan_lock_serializes_environment_creation(
     plan_lock_project: PlanLockProject, monkeypatch: pytest.MonkeyPatch, operation: str
@@ -408,13 +417,12 @@ def test_plan_lock_serializes_environment_creation(
     monkeypatch.setattr(bridge_resource, "_PLAN_LOCK_POLL", "100ms")  # go round the wait loop
     log = ListLog()
     if operation == "ensure_environment":
-        worker = Worker(lambda: project.ensure_environment(log))
+        target: Callable[[], Any] = lambda: project.ensure_environment(log)  # noqa: E731
     else:
-        worker = Worker(lambda: project.resource.apply_plan(log))
+        target = lambda: project.resource.apply_plan(log)  # noqa: E731
     holder = project.hold_lock()
     try:
-        worker.start()
-        wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "the plan waits for the lock")
+        worker = start_waiting_for_the_lock(project, target)
         wait_until(lambda: log.saw("still waiting") or not worker.is_alive(), "it logs that it waits")
         assert worker.is_alive(), worker.error
         assert log.saw("another process is applying a SQLMesh plan")
@@ -434,12 +442,9 @@ def test_a_run_that_waited_uses_the_environment_created_meanwhile(plan_lock_proj
     """The environment is read again once the lock is held: the waiter does not apply a plan too."""
     project = plan_lock_project
     log = ListLog()
-    worker = Worker(lambda: project.ensure_environment(log))
     holder = project.hold_lock()
     try:
-        worker.start()
-        wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "the run waits for the lock")
-        assert worker.is_alive(), worker.error
+        worker = start_waiting_for_the_lock(project, lambda: project.ensure_environment(log))
         # the lock holder creates the environment (as the first of two first runs does)
         ctx = project.resource.context()
         try:
@@ -476,12 +481,9 @@ def test_an_environment_a_plan_in_flight_left_unfinished_is_left_to_it(
     finalized = project.environment().finalized_ts
     project.sql("UPDATE sqlmesh._environments SET finalized_ts = NULL WHERE name = 'prod'")
     log = ListLog()
-    worker = Worker(lambda: project.ensure_environment(log))
     holder = project.hold_lock()
     try:
-        worker.start()
-        wait_until(lambda: project.waiters() == 1 or not worker.is_alive(), "the run waits for the lock")
-        assert worker.is_alive(), worker.error
+        worker = start_waiting_for_the_lock(project, lambda: project.ensure_environment(log))
         # the plan in flight finishes
         project.sql(f"UPDATE sqlmesh._environments SET finalized_ts = {finalized} WHERE name = 'prod'")
     finally:

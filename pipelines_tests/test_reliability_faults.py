@@ -30,8 +30,9 @@ from pipelines.sources.readers import ingest_files
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.fault_proxy import FaultProxy, running_proxy
 from pipelines_tests.services import S3Env
+from pipelines_tests.test_reliability_input import GOOD_EVENT
 
-DAY = "2026-05-04"
+DAY = "2026-05-04"  # the day of GOOD_EVENT (test_reliability_input)
 ORDERS = dg.AssetKey(["raw", "orders"])
 RAW_KEY = f"raw/orders/ds={DAY}/data.parquet"
 RAW_PUT = r"/lake/raw/orders/"
@@ -243,15 +244,6 @@ def test_the_configured_attempt_budget_is_what_the_client_uses(
 # ---------------------------------------------------------------------------- publish order
 
 WEB = CONTRACTS["web_events"]
-EVENT = {
-    "event_id": "e0",
-    "event_ts": f"{DAY} 10:00:00",
-    "session_id": "s",
-    "customer_id": 1,
-    "event_type": "page_view",
-    "page": "/",
-    "ip_address": "10.0.0.1",
-}
 
 
 def test_a_failed_data_upload_leaves_no_quarantine_behind(
@@ -261,7 +253,7 @@ def test_a_failed_data_upload_leaves_no_quarantine_behind(
     partition has neither, not a quarantine that describes data nobody can read."""
     monkeypatch.setenv("PIPELINES_S3_MAX_ATTEMPTS", "1")
     lake = Lake(s3_env.uri("lake"))
-    rows = [{**EVENT, "event_id": f"e{i}"} for i in range(3)] + [{**EVENT, "event_ts": "yesterday"}]
+    rows = [{**GOOD_EVENT, "event_id": f"e{i}"} for i in range(3)] + [{**GOOD_EVENT, "event_ts": "yesterday"}]
     lake.put_bytes("\n".join(json.dumps(r) for r in rows).encode(), f"landing/web_events/{DAY}/a.jsonl")
     proxy.add("status", times=None, methods="PUT", path=r"/lake/raw/", status=500)
     with pytest.raises(S3UploadFailedError):

@@ -87,7 +87,7 @@ def profile_hook(settings: Settings) -> MetadataHook:
         try:
             store.record_many({asset_key_string(k): p for _, k, p in profiled.values()})
         except Exception as exc:
-            log.warning("profiles not kept in the history (%s): anomaly checks will profile again", exc)
+            log.warning("profiles not kept in the history (%s): the anomaly checks record their own", exc)
         return {
             fqn: profile_metadata(p, {name: doc for name, _, doc in model.columns if doc})
             for fqn, (model, _, p) in profiled.items()

@@ -370,13 +370,12 @@ class PartitionWriter:
         )
         read = self.con.execute("SELECT count(*) FROM incoming").fetchone()[0]
         cols = ", ".join(f'TRY_CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in self.contract.columns)
-        order = ", ".join(f'"{k}"' for k in self.contract.key)
         out_key = raw_key(self.contract.name, self.partition)
         q_key = quarantine_key(self.contract.name, self.partition)
         with tempfile.TemporaryDirectory() as tmp:
             data_file = Path(tmp) / "data.parquet"
             landed = self.con.execute(
-                f"COPY (SELECT {cols} FROM checked WHERE _reason = '' ORDER BY {order}) "
+                f"COPY (SELECT {cols} FROM checked WHERE _reason = '' ORDER BY {key_cols}) "
                 f"TO '{data_file}' (FORMAT parquet, COMPRESSION zstd)"
             ).fetchone()[0]
             reasons = (

@@ -184,11 +184,16 @@ class SQLMeshResource(dg.ConfigurableResource):
         from pipelines.sqlmesh_bridge.events import RecordingConsole
 
         console = RecordingConsole()
-        with self._lock(log), self._plan_lock(log):
-            return self._apply_plan_locked(console, log, allow_breaking)
+        with self._lock(log):
+            ctx = self.context(console)
+            try:
+                with self._plan_lock(log, ctx.config):
+                    return self._apply_plan_locked(ctx, console, log, allow_breaking)
+            finally:
+                ctx.close()
 
     @contextmanager
-    def _plan_lock(self, log: Any, config: Any = None) -> Iterator[bool]:
+    def _plan_lock(self, log: Any, config: Any) -> Iterator[bool]:
         """Serialize plan application across processes; yield whether that is guaranteed.
 
         With ``lock_file`` the caller already holds it (every run and plan does): nothing to add.
@@ -196,18 +201,13 @@ class SQLMeshResource(dg.ConfigurableResource):
         SQLMesh state database when it is PostgreSQL, while model runs stay concurrent. Holding
         it proves no other plan is in flight only because every plan this bridge applies takes
         it; a bare ``sqlmesh plan`` (e.g. from CI) does not. ``config`` is the project's SQLMesh
-        config (``ctx.config``), loaded here when not given. Other state engines get no lock.
+        config (``ctx.config``). Other state engines get no lock.
         """
         if self.lock_file:
             yield True
             return
         from sqlmesh.core.config.connection import PostgresConnectionConfig
 
-        if config is None:
-            from sqlmesh.core.config import Config
-            from sqlmesh.core.config.loader import load_configs
-
-            config = next(iter(load_configs("config", Config, self.project_dir).values()))
         # no state connection: SQLMesh keeps its state in the warehouse connection
         state = config.get_state_connection(self.gateway) or config.get_connection(self.gateway)
         if not isinstance(state, PostgresConnectionConfig):
@@ -217,60 +217,54 @@ class SQLMeshResource(dg.ConfigurableResource):
             yield True
 
     def _apply_plan_locked(
-        self, console: RecordingConsole, log: Any, allow_breaking: bool
+        self, ctx: Any, console: RecordingConsole, log: Any, allow_breaking: bool
     ) -> dict[str, list[str]]:
-        ctx = self.context(console)
-        try:
-            env = ctx.state_sync.get_environment(self.environment)
-            if env is None:
-                ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
-                return {"created": sorted(ctx.models)}
-            from sqlmesh.core.snapshot import SnapshotChangeCategory
+        env = ctx.state_sync.get_environment(self.environment)
+        if env is None:
+            ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
+            return {"created": sorted(ctx.models)}
+        from sqlmesh.core.snapshot import SnapshotChangeCategory
 
-            plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
-            new = [s for s in plan.new_snapshots if not s.is_external]
-            changed = sorted(s.name for s in new)
-            breaking = sorted(s.name for s in new if s.change_category == SnapshotChangeCategory.BREAKING)
-            for snapshot in new:
-                category = snapshot.change_category.name if snapshot.change_category else "NEW"
-                log.info(f"{category}: {snapshot.name}")
-                if plan.context_diff.directly_modified(snapshot.name):
-                    log.info(plan.context_diff.text_diff(snapshot.name))
-            if breaking and not allow_breaking:
+        plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
+        new = [s for s in plan.new_snapshots if not s.is_external]
+        changed = sorted(s.name for s in new)
+        breaking = sorted(s.name for s in new if s.change_category == SnapshotChangeCategory.BREAKING)
+        for snapshot in new:
+            category = snapshot.change_category.name if snapshot.change_category else "NEW"
+            log.info(f"{category}: {snapshot.name}")
+            if plan.context_diff.directly_modified(snapshot.name):
+                log.info(plan.context_diff.text_diff(snapshot.name))
+        if breaking and not allow_breaking:
+            raise dg.Failure(description="breaking changes need allow_breaking=true: " + ", ".join(breaking))
+        previous = {s.name: s for s in env.snapshots}
+        old_ids = [previous[n].snapshot_id for n in changed if n in previous]
+        old = ctx.state_sync.get_snapshots(old_ids)
+        spans = [
+            (snap.intervals[0][0], snap.intervals[-1][1], snap.name)
+            for snap in old.values()
+            if snap.intervals
+        ]
+        ctx.apply(plan)
+        if spans:
+            start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+            log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
+            ctx.run(
+                self.environment,
+                start=start,
+                end=end - 1,
+                execution_time=end,
+                select_models=[s[2] for s in spans],
+                no_auto_upstream=True,
+                ignore_cron=True,
+                skip_janitor=True,
+            )
+            if console.record.errors:
                 raise dg.Failure(
-                    description="breaking changes need allow_breaking=true: " + ", ".join(breaking)
+                    description="plan applied, recomputation failed: "
+                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
                 )
-            previous = {s.name: s for s in env.snapshots}
-            old_ids = [previous[n].snapshot_id for n in changed if n in previous]
-            old = ctx.state_sync.get_snapshots(old_ids)
-            spans = [
-                (snap.intervals[0][0], snap.intervals[-1][1], snap.name)
-                for snap in old.values()
-                if snap.intervals
-            ]
-            ctx.apply(plan)
-            if spans:
-                start, end = min(s[0] for s in spans), max(s[1] for s in spans)
-                log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
-                ctx.run(
-                    self.environment,
-                    start=start,
-                    end=end - 1,
-                    execution_time=end,
-                    select_models=[s[2] for s in spans],
-                    no_auto_upstream=True,
-                    ignore_cron=True,
-                    skip_janitor=True,
-                )
-                if console.record.errors:
-                    raise dg.Failure(
-                        description="plan applied, recomputation failed: "
-                        + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
-                    )
-            processed = [s[2] for s in spans]
-            return {"changed": changed, "breaking": breaking, "recomputed": sorted(processed)}
-        finally:
-            ctx.close()
+        processed = [s[2] for s in spans]
+        return {"changed": changed, "breaking": breaking, "recomputed": sorted(processed)}
 
     # -- runs ---------------------------------------------------------------------------------
 
