@@ -7,6 +7,9 @@ run's database and the index database, so opening connections was a third of the
 connection per database file and changes nothing else: same files, same schema, same locking
 (SQLite's own, plus Dagster's per-storage thread lock held for every use of a connection).
 
+It also writes the batches Dagster groups (``store_event_batch``; Dagster's SQLite storage writes
+them one event at a time): 2.0x -> 1.6x of bare SQLMesh for the run above.
+
 It is the local default only (``dagster.yaml``); production uses PostgreSQL storage.
 """
 
@@ -14,11 +17,13 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from dagster import Field, StringSource
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
@@ -30,6 +35,10 @@ from sqlalchemy.pool import QueuePool
 
 # Run databases are written by one run and read by the UI a few at a time: a few open at once.
 MAX_OPEN_DATABASES = 16
+# Dagster hands grouped events (a run's planned events, an output's partitions) to
+# ``store_event_batch`` only when this variable is positive. The Dockerfile sets the same value for
+# production, where Dagster's PostgreSQL storage batches natively.
+EVENT_BATCH_SIZE = "1000"
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -39,6 +48,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         # set before the parent's __init__, which may already connect to the index database
         self._engines: OrderedDict[tuple[int, str], Engine] = OrderedDict()
         self._tables: set[str] = set()
+        # every process that writes events (webserver, daemon, run worker) builds this storage
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -82,6 +93,36 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store a batch Dagster groups (a run's planned events, an output's partitions) in one
+        transaction per database instead of two per event; the asset table, which keeps only an
+        asset's latest event of each kind, is written once per asset and kind."""
+        if len({event.run_id for event in events}) != 1:
+            super().store_event_batch(events)
+            return
+        statements = [self.prepare_insert_event(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        asset_events: list[tuple[EventLogEntry, int]] = []
+        check_events: list[tuple[EventLogEntry, int]] = []
+        with self.index_connection() as conn:
+            for event, statement in zip(events, statements, strict=True):
+                kind = event.dagster_event_type
+                if kind in ASSET_EVENTS or kind in ASSET_CHECK_EVENTS:
+                    event_id = conn.execute(statement).inserted_primary_key[0]
+                    (check_events if kind in ASSET_CHECK_EVENTS else asset_events).append((event, event_id))
+            if asset_events:
+                self._store_asset_event_tags(conn, *zip(*asset_events, strict=True))
+            latest = {
+                (event.get_dagster_event().asset_key, event.dagster_event_type): position
+                for position, (event, _) in enumerate(asset_events)
+            }
+            for position in sorted(latest.values()):  # in the order they happened
+                self._store_asset_event(conn, *asset_events[position])
+        for event, event_id in check_events:  # each in a transaction of its own, as Dagster does
+            self.store_asset_check_event(event, event_id)
 
     def has_table(self, table_name: str) -> bool:
         """Dagster asks before storing every asset check event, with a new engine each time;

@@ -76,8 +76,7 @@ class PostgresServer:
     def dsn(self, database: str = "postgres") -> str:
         """A libpq keyword string (what psycopg2 and DuckDB's postgres extension take)."""
         return (
-            f"host={self.host} port={self.port} user={self.user} "
-            f"password={self.password} dbname={database}"
+            f"host={self.host} port={self.port} user={self.user} password={self.password} dbname={database}"
         )
 
     def url(self, database: str = "postgres") -> str:
@@ -182,8 +181,15 @@ def start_postgres(bin_dir: Path, durable: bool = False) -> PostgresServer:
         _pg(
             bin_dir,
             [
-                "initdb", "-D", str(data), "-U", PG_USER, f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8",
+                "initdb",
+                "-D",
+                str(data),
+                "-U",
+                PG_USER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--encoding=UTF8",
                 "--no-instructions",
             ],
             account,
@@ -199,8 +205,12 @@ def start_postgres(bin_dir: Path, durable: bool = False) -> PostgresServer:
             )
             if not durable:
                 conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
-        _pg(bin_dir, ["pg_ctl", "-D", str(data), "-l", str(base / "postgres.log"),
-                      "-w", "-t", "60", "start"], account, base)
+        _pg(
+            bin_dir,
+            ["pg_ctl", "-D", str(data), "-l", str(base / "postgres.log"), "-w", "-t", "60", "start"],
+            account,
+            base,
+        )
         return PostgresServer("127.0.0.1", port, PG_USER, password, bin_dir, base)
     except BaseException:
         shutil.rmtree(base, ignore_errors=True)
@@ -209,8 +219,12 @@ def start_postgres(bin_dir: Path, durable: bool = False) -> PostgresServer:
 
 def stop_postgres(server: PostgresServer) -> None:
     try:
-        _pg(server.bin_dir, ["pg_ctl", "-D", str(server.base_dir / "data"), "-m", "fast",
-                             "-w", "stop"], _run_as(), server.base_dir)
+        _pg(
+            server.bin_dir,
+            ["pg_ctl", "-D", str(server.base_dir / "data"), "-m", "fast", "-w", "stop"],
+            _run_as(),
+            server.base_dir,
+        )
     finally:
         shutil.rmtree(server.base_dir, ignore_errors=True)
 

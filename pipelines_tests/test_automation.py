@@ -52,6 +52,7 @@ STG_EVENTS, FUNNEL = dg.AssetKey(["staging", "stg_web_events"]), dg.AssetKey(["m
 
 AutomatedTranslator = PipelinesTranslator  # the real translator carries conditions and freshness
 
+
 def project() -> ProjectInfo:
     settings = Settings.from_env()
     return load_project(settings.sqlmesh_project_dir, settings.sqlmesh_gateway)

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 from dagster._core.events.log import EventLogEntry
 
-from pipelines.dagster_storage import MAX_OPEN_DATABASES, PooledSqliteEventLogStorage
+from pipelines.dagster_storage import EVENT_BATCH_SIZE, MAX_OPEN_DATABASES, PooledSqliteEventLogStorage
 
 REPO = Path(__file__).resolve().parents[1]
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-03-01", end_date="2026-03-08")
@@ -143,3 +143,102 @@ def test_threads_share_it_safely(instance: dg.DagsterInstance) -> None:
     for t in threads:
         t.join(timeout=60)
     assert not errors
+
+
+@dg.asset_check(asset=numbers, blocking=True)
+def numbers_have_a_first_day(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(), deps=[numbers])
+def broken(context: dg.AssetExecutionContext) -> None:
+    raise RuntimeError("boom")
+
+
+def stored_outcome(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    """What the UI and the asset daemon read back, with run-specific ids left out."""
+    partitions = list(DAYS.get_partition_keys())
+    logs = sorted(
+        (e.dagster_event_type.value, str(e.dagster_event.asset_key), e.dagster_event.partition or "")
+        for e in instance.all_logs(run_id)
+        if e.dagster_event is not None and e.dagster_event.asset_key is not None
+    )
+    outcome: dict[str, object] = {"run log": logs}
+    for key in (dg.AssetKey("numbers"), dg.AssetKey("broken")):
+        entry = instance.get_asset_records([key])[0].asset_entry
+        latest = entry.last_materialization_record
+        outcome[key.to_user_string()] = {
+            "last run is this run": entry.last_run_id == run_id,
+            "latest partition": latest.partition_key if latest else None,
+            "materialized": sorted(instance.get_materialized_partitions(key)),
+            "planned": sorted(
+                r.partition_key or "" for r in instance.fetch_planned_materializations(key, limit=100).records
+            ),
+            "status": [str(s) for s in instance.get_status_by_partition(key, partitions, DAYS).values()],
+        }
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("numbers"), "numbers_have_a_first_day"), limit=100
+    )
+    outcome["check executions"] = sorted((r.partition or "", r.status.value) for r in history)
+    return outcome
+
+
+def test_batched_events_are_stored_exactly_as_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster groups a run's planned events and an output's partitions; written in one
+    transaction, they must leave every table as the event-at-a-time path leaves it, including the
+    failed partitions the UI shows (computed from planned events)."""
+    batches: list[int] = []
+    original = PooledSqliteEventLogStorage.store_event_batch
+
+    def counting(self: PooledSqliteEventLogStorage, events: list[EventLogEntry]) -> None:
+        batches.append(len(events))
+        original(self, events)
+
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", counting)
+    outcomes = []
+    for batch_size in ("0", "1000"):
+        home = tmp_path / f"batch-{batch_size}"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch_size)
+        instance = dg.DagsterInstance.get()
+        try:
+            result = dg.materialize(
+                [numbers, numbers_have_a_first_day, broken],
+                instance=instance,
+                raise_on_error=False,
+                tags={
+                    "dagster/asset_partition_range_start": "2026-03-02",
+                    "dagster/asset_partition_range_end": "2026-03-04",
+                },
+            )
+            assert not result.success  # `broken` fails: its planned partitions become failed
+            outcomes.append(stored_outcome(instance, result.run_id))
+        finally:
+            instance.dispose()
+        if batch_size == "0":
+            assert batches == []  # the baseline really went one event at a time
+    assert batches, "Dagster never handed the storage a batch"
+    assert max(batches) >= 3  # the planned events of the run, then each output's 3 partitions
+    unbatched, batched = outcomes
+    assert batched == unbatched
+    numbers_outcome = batched["numbers"]
+    assert numbers_outcome["materialized"] == ["2026-03-02", "2026-03-03", "2026-03-04"]
+    assert numbers_outcome["latest partition"] == "2026-03-04"
+    assert batched["broken"]["materialized"] == []
+    assert batched["broken"]["status"].count("AssetPartitionStatus.FAILED") == 3
+    # a check planned per partition of the range; its one (unpartitioned) result recorded
+    assert batched["check executions"] == [("", "SUCCEEDED")] + [
+        (day, "PLANNED") for day in ("2026-03-02", "2026-03-03", "2026-03-04")
+    ]
+
+
+def test_the_storage_and_the_image_turn_batching_on_with_one_value(instance: dg.DagsterInstance) -> None:
+    import os
+
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == EVENT_BATCH_SIZE  # set by building the storage
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"ENV DAGSTER_EVENT_BATCH_SIZE={EVENT_BATCH_SIZE}\n" in dockerfile

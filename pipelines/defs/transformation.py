@@ -72,7 +72,7 @@ def profile_hook(settings: Settings) -> MetadataHook:
     store = ProfileStore.in_data_dir(settings.data_dir)
 
     def hook(
-        ctx: Any, evaluated: list[tuple[ModelInfo, dg.AssetKey, list[str] | None]]
+        ctx: Any, evaluated: list[tuple[ModelInfo, dg.AssetKey, list[str] | None]], run_id: str
     ) -> dict[str, dict[str, Any]]:
         con = ctx.engine_adapter.cursor
         profiled: dict[str, tuple[ModelInfo, dg.AssetKey, list[TableProfile]]] = {}
@@ -85,7 +85,8 @@ def profile_hook(settings: Settings) -> MetadataHook:
                 continue
             profiled[model.fqn] = (model, key, profiles)
         try:
-            store.record_many({asset_key_string(k): p for _, k, p in profiled.values()})
+            # tagged with the run: its profile checks reuse them instead of profiling again
+            store.record_many({asset_key_string(k): p for _, k, p in profiled.values()}, run_id=run_id)
         except Exception as exc:
             log.warning("profiles not kept in the history (%s): the anomaly checks record their own", exc)
         return {

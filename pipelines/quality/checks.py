@@ -326,17 +326,28 @@ def run_profile_checks(
     settings: Settings,
     selected: Iterable[str] = PROFILE_CHECKS,
     store: ProfileStore | None = None,
+    run_id: str | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Profile ``partitions`` (or the newest one), judge them against history, record them.
 
     Partitions are taken oldest first and each is recorded before the next is judged, so a
     backfill builds its own history and a re-run compares a day only with the days before it.
+    When run ``run_id`` materialized them, the profiles its materialization recorded are judged
+    instead of querying the table again.
     """
     store = store or ProfileStore.in_data_dir(settings.data_dir)
     asset = asset_key_string(rule.asset_key)
     selected = [c for c in PROFILE_CHECKS if c in set(selected)]
-    with warehouse(settings, read_only=True) as con:  # held for the one profile query only
-        profiles = _profiles(con, rule, partitions)
+    reused = (
+        store.profiles_of_run(asset, rule.table, rule.partition_column, run_id, partitions)
+        if run_id and partitions and rule.partition_column
+        else None
+    )
+    if reused is not None:
+        profiles = reused
+    else:
+        with warehouse(settings, read_only=True) as con:  # held for the one profile query only
+            profiles = _profiles(con, rule, partitions)
     if not profiles:
         return [
             dg.AssetCheckResult(
@@ -358,7 +369,8 @@ def run_profile_checks(
         for check, outcome in evaluate_partition(rule, profiles[key], history).items():
             outcomes[check].append(outcome)
         points[key] = HistoryPoint.of(profiles[key])
-    store.record(asset, [profiles[k] for k in keys])
+    if reused is None:
+        store.record(asset, [profiles[k] for k in keys])
     verdicts = {check: _combine(outcomes[check]) for check in selected}
     samples = {
         check: query
@@ -436,7 +448,9 @@ def build_profile_checks(
             results = [
                 (rule, result)
                 for rule in (by_key[k] for k in sorted(selected, key=str))
-                for result in run_profile_checks(rule, partitions, config, selected[rule.asset_key], store)
+                for result in run_profile_checks(
+                    rule, partitions, config, selected[rule.asset_key], store, context.run.run_id
+                )
             ]
         for rule, result in results:  # yielded after the history file is closed again
             context.log.info(f"{rule.table} {result.check_name}: {result.description}")

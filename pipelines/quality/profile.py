@@ -339,6 +339,9 @@ class ProfileStore:
                 )
                 """
             )
+            # which run profiled it, and the column type: a check step of the same run reuses it
+            con.execute("ALTER TABLE profiles ADD COLUMN IF NOT EXISTS run_id VARCHAR")
+            con.execute('ALTER TABLE profiles ADD COLUMN IF NOT EXISTS "type" VARCHAR')
             yield con
         finally:
             con.close()
@@ -352,7 +355,7 @@ class ProfileStore:
         """Store profiles, replacing any earlier profile of the same (asset, partition)."""
         self.record_many({asset_key: profiles})
 
-    def record_many(self, profiles: Mapping[str, Iterable[TableProfile]]) -> None:
+    def record_many(self, profiles: Mapping[str, Iterable[TableProfile]], run_id: str | None = None) -> None:
         """Store the profiles of many assets in one transaction (one open of the file per run).
 
         Rows go in as one Arrow table: a per-row ``executemany`` cost ~1.6 ms per row.
@@ -378,6 +381,8 @@ class ProfileStore:
                 "max": pa.array([_text(r[4].max) for r in rows], type=pa.string()),
                 "mean": pa.array([r[4].mean for r in rows], type=pa.float64()),
                 "stddev": pa.array([r[4].stddev for r in rows], type=pa.float64()),
+                "run_id": pa.array([run_id] * len(rows), type=pa.string()),
+                "type": [r[4].type for r in rows],
             }
         )
         with self._connect() as con:
@@ -387,8 +392,39 @@ class ProfileStore:
                 'DELETE FROM profiles USING (SELECT DISTINCT asset_key, "partition" FROM new_profiles) AS n '
                 'WHERE profiles.asset_key = n.asset_key AND profiles."partition" = n."partition"'
             )
-            con.execute("INSERT INTO profiles SELECT * FROM new_profiles")
+            con.execute("INSERT INTO profiles BY NAME SELECT * FROM new_profiles")
             con.execute("COMMIT")
+
+    def profiles_of_run(
+        self, asset_key: str, table: str, partition_column: str, run_id: str, partitions: Sequence[str]
+    ) -> dict[str, TableProfile] | None:
+        """The profiles ``run_id`` recorded for every one of ``partitions`` (its materialization
+        profiled them moments ago, with one query), or None when any is missing."""
+        keys = sorted({safe_partition_key(p) for p in partitions})
+        with self._connect() as con:
+            rows = con.execute(
+                """
+                SELECT "partition", row_count, profiled_at, "column", "type", null_fraction,
+                       "distinct", "min", "max", mean, stddev
+                FROM profiles WHERE asset_key = ? AND run_id = ? AND list_contains(?, "partition")
+                ORDER BY "partition", rowid
+                """,
+                [asset_key, run_id, keys],
+            ).fetchall()
+        columns: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            columns.setdefault(row[0], []).append(row)
+        if sorted(columns) != keys or any(r[4] is None for r in rows):
+            return None
+        profiles = {}
+        for key, found in columns.items():
+            cols = tuple(
+                ColumnProfile(c, t, nf, d, mn, mx, mean, sd) for *_, c, t, nf, d, mn, mx, mean, sd in found
+            )
+            # the query that produced them (the same text: same table, columns and days)
+            sql, _ = profile_sql(table, [(c.name, c.type) for c in cols], partition_column, keys)
+            profiles[key] = TableProfile(table, key, int(found[0][1]), cols, sql, found[0][2])
+        return profiles
 
     def history(self, asset_key: str, *, before: str, limit: int = 56) -> list[HistoryPoint]:
         """The ``limit`` newest partitions strictly before ``before``, oldest first."""

@@ -160,7 +160,8 @@ def seed_shop_database(con: duckdb.DuckDBPyConnection, db: str, days: list[date]
             continue  # both tables complete: a crash between them is repaired on the next call
         for table, sql in (("orders", orders_sql), ("order_items", order_items_sql)):
             con.execute(f"DELETE FROM {db}.{table} WHERE {window}")
-            con.execute(f"INSERT INTO {db}.{table} {sql(day, scale)}")
+            # in key order, as an OLTP database assigns increasing ids to new rows
+            con.execute(f"INSERT INTO {db}.{table} SELECT * FROM ({sql(day, scale)}) ORDER BY 1")
 
 
 WEB_EVENT_FILES = ("events-000.jsonl", "events-001.jsonl")

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 # Called once per run with every evaluated (model, asset key, partition keys or None), so a hook
 # can batch its work (one write for the whole run); returns materialization metadata by model fqn.
+# (SQLMesh context, [(model, asset key, partitions)] evaluated, Dagster run id) -> {fqn: metadata}
 MetadataHook = Callable[
-    [Any, "list[tuple[ModelInfo, dg.AssetKey, list[str] | None]]"], "dict[str, dict[str, Any]]"
+    [Any, "list[tuple[ModelInfo, dg.AssetKey, list[str] | None]]", str], "dict[str, dict[str, Any]]"
 ]
 
 
@@ -365,7 +366,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             record = console.record
             with timer("row counts and profiles"):
                 extra = self._materialization_metadata(
-                    ctx, record, selected, window, translator, metadata_hook
+                    ctx, record, selected, window, translator, metadata_hook, context.run_id
                 )
         finally:
             ctx.close()
@@ -399,6 +400,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         window: tuple[date, date] | None,
         translator: SQLMeshTranslator,
         hook: MetadataHook | None,
+        run_id: str,
     ) -> dict[str, dict[str, Any]]:
         """Per evaluated model: the hook's metadata (e.g. a profile), else a row count of the window."""
         days = _days(window)
@@ -412,7 +414,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                 batch = [
                     (m, translator.get_asset_key(m), days if m.time_partitioned else None) for m in evaluated
                 ]
-                return hook(ctx, batch)
+                return hook(ctx, batch, run_id)
             except Exception as exc:  # metadata informs, it is never a reason to fail the run
                 log.warning("no metadata from the hook: %s", exc)
                 return {}
