@@ -280,6 +280,40 @@ def test_store_replaces_same_partition(settings: Settings) -> None:
         assert con.execute("SELECT count(*) FROM profiles").fetchone() == (3 * 8,)
 
 
+def test_store_reads_back_a_runs_profiles_and_upgrades_older_files(settings: Settings) -> None:
+    """A history file from before run ids (with the stddev column) keeps working; profiles
+    recorded with a run id come back whole for that run only, and only if every day is there."""
+    store = store_of(settings)
+    ASSET = "marts/fct_orders"  # noqa: N806
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(store.path)) as con:
+        con.execute(
+            'CREATE TABLE profiles (asset_key VARCHAR NOT NULL, "partition" VARCHAR NOT NULL, '
+            'profiled_at TIMESTAMPTZ NOT NULL, row_count BIGINT NOT NULL, "column" VARCHAR NOT NULL, '
+            'null_fraction DOUBLE, "distinct" BIGINT, "min" VARCHAR, "max" VARCHAR, mean DOUBLE, '
+            "stddev DOUBLE)"
+        )
+        con.execute(
+            "INSERT INTO profiles VALUES ('marts/fct_orders', '2025-12-01', now(), 5, 'x', 0, 1, "
+            "NULL, NULL, NULL, 1.5)"
+        )
+    with duckdb.connect(warehouse_path(settings)) as con:
+        for i in range(2):
+            write_day(con, day(i))
+        keys = [day(i).isoformat() for i in range(2)]
+        profiles = profile_partitions(con, TABLE, "order_date", keys)
+    store.record_many({ASSET: profiles.values()}, run_id="run-1")
+    again = store.profiles_of_run(ASSET, TABLE, "order_date", "run-1", keys)
+    assert again is not None and sorted(again) == keys
+    for key in keys:
+        assert again[key].row_count == profiles[key].row_count
+        assert again[key].columns == profiles[key].columns
+        assert again[key].sql == profiles[key].sql  # the query that produced them, word for word
+    assert store.profiles_of_run(ASSET, TABLE, "order_date", "run-2", keys) is None
+    assert store.profiles_of_run(ASSET, TABLE, "order_date", "run-1", [*keys, day(2).isoformat()]) is None
+    assert [p.partition for p in store.history(ASSET, before="2026-12-31")] == ["2025-12-01", *keys]
+
+
 def test_profiling_20m_rows_stays_in_sql(tmp_path: Path) -> None:
     """20 million rows are profiled with a few MB of Python memory: only aggregates come back."""
     path = str(tmp_path / "big.duckdb")

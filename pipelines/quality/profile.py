@@ -1,7 +1,7 @@
 """Table profiles computed by one aggregate query inside DuckDB, and their history.
 
 A profile is what the anomaly checks compare day to day: row count, and per column the null
-fraction, an approximate distinct count, min/max and mean/stddev. The query runs in DuckDB and only
+fraction, an approximate distinct count, min/max and the mean. The query runs in DuckDB and only
 the aggregates (one row per partition) come back to Python, so profiling a table costs one scan and
 almost no Python memory whatever its size.
 """
@@ -82,7 +82,6 @@ class ColumnProfile:
     min: float | str | None = None
     max: float | str | None = None
     mean: float | None = None
-    stddev: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,8 +141,8 @@ def _column_stats(name: str, type_name: str) -> list[tuple[str, str]]:
         stats += [
             ("min", f"CAST(min({col}) AS DOUBLE)"),
             ("max", f"CAST(max({col}) AS DOUBLE)"),
+            # no stddev: no check uses it and it cost a third of the whole query
             ("mean", f"CAST(avg({col}) AS DOUBLE)"),
-            ("stddev", f"CAST(stddev_samp({col}) AS DOUBLE)"),
         ]
     elif is_temporal(type_name):
         stats += [("min", f"CAST(min({col}) AS VARCHAR)"), ("max", f"CAST(max({col}) AS VARCHAR)")]
@@ -207,7 +206,6 @@ def _profile_from_row(
                 min=s.get("min"),
                 max=s.get("max"),
                 mean=s.get("mean"),
-                stddev=s.get("stddev"),
             )
         )
     return TableProfile(table, partition, row_count, tuple(profiles), sql)
@@ -255,7 +253,6 @@ class ColumnHistory:
     null_fraction: float | None
     distinct: int | None
     mean: float | None
-    stddev: float | None
 
 
 @dataclass(frozen=True)
@@ -271,14 +268,17 @@ class HistoryPoint:
     @classmethod
     def of(cls, profile: TableProfile) -> "HistoryPoint":
         """What the history will hold for ``profile`` once it is recorded."""
-        columns = {
-            c.name: ColumnHistory(c.null_fraction, c.distinct, c.mean, c.stddev) for c in profile.columns
-        }
+        columns = {c.name: ColumnHistory(c.null_fraction, c.distinct, c.mean) for c in profile.columns}
         return cls(ProfileStore.key_of(profile), profile.row_count, columns)
 
 
 def _text(value: float | str | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _value(type_name: str, text: str | None) -> float | str | None:
+    """A stored min/max back as the profile had it: a number for numeric columns."""
+    return float(text) if text is not None and is_numeric(type_name) else text
 
 
 class ProfileStore:
@@ -335,11 +335,13 @@ class ProfileStore:
                     "min" VARCHAR,
                     "max" VARCHAR,
                     mean DOUBLE,
-                    stddev DOUBLE
+                    run_id VARCHAR,
+                    "type" VARCHAR
                 )
                 """
             )
-            # which run profiled it, and the column type: a check step of the same run reuses it
+            # files from before run_id/type (which let a check step of the same run reuse a
+            # profile) get them; their stddev column, no longer computed, stays NULL from now on
             con.execute("ALTER TABLE profiles ADD COLUMN IF NOT EXISTS run_id VARCHAR")
             con.execute('ALTER TABLE profiles ADD COLUMN IF NOT EXISTS "type" VARCHAR')
             yield con
@@ -380,7 +382,6 @@ class ProfileStore:
                 "min": pa.array([_text(r[4].min) for r in rows], type=pa.string()),
                 "max": pa.array([_text(r[4].max) for r in rows], type=pa.string()),
                 "mean": pa.array([r[4].mean for r in rows], type=pa.float64()),
-                "stddev": pa.array([r[4].stddev for r in rows], type=pa.float64()),
                 "run_id": pa.array([run_id] * len(rows), type=pa.string()),
                 "type": [r[4].type for r in rows],
             }
@@ -405,7 +406,7 @@ class ProfileStore:
             rows = con.execute(
                 """
                 SELECT "partition", row_count, profiled_at, "column", "type", null_fraction,
-                       "distinct", "min", "max", mean, stddev
+                       "distinct", "min", "max", mean
                 FROM profiles WHERE asset_key = ? AND run_id = ? AND list_contains(?, "partition")
                 ORDER BY "partition", rowid
                 """,
@@ -419,7 +420,8 @@ class ProfileStore:
         profiles = {}
         for key, found in columns.items():
             cols = tuple(
-                ColumnProfile(c, t, nf, d, mn, mx, mean, sd) for *_, c, t, nf, d, mn, mx, mean, sd in found
+                ColumnProfile(c, t, nf, d, _value(t, mn), _value(t, mx), mean)
+                for *_, c, t, nf, d, mn, mx, mean in found
             )
             # the query that produced them (the same text: same table, columns and days)
             sql, _ = profile_sql(table, [(c.name, c.type) for c in cols], partition_column, keys)
@@ -437,7 +439,7 @@ class ProfileStore:
                     ORDER BY "partition" DESC LIMIT ?
                 )
                 SELECT p."partition", p.row_count, p."column", p.null_fraction, p."distinct",
-                       p.mean, p.stddev
+                       p.mean
                 FROM profiles AS p JOIN recent USING ("partition")
                 WHERE p.asset_key = ?
                 ORDER BY p."partition"
@@ -445,9 +447,9 @@ class ProfileStore:
                 [asset_key, before, limit, asset_key],
             ).fetchall()
         points: dict[str, HistoryPoint] = {}
-        for part, row_count, column, null_fraction, distinct, mean, stddev in rows:
+        for part, row_count, column, null_fraction, distinct, mean in rows:
             point = points.setdefault(part, HistoryPoint(part, int(row_count), {}))
-            point.columns[column] = ColumnHistory(null_fraction, distinct, mean, stddev)
+            point.columns[column] = ColumnHistory(null_fraction, distinct, mean)
         return list(points.values())
 
 
