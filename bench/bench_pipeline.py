@@ -1,6 +1,7 @@
 """Pipeline benchmarks, as ratios against a baseline measured in the same run.
 
-    uv run python bench/bench_pipeline.py [--scale 20] [--days 3] [--repeats 3] [--json out.json]
+    uv run python bench/bench_pipeline.py [--scale 20] [--days 3] [--repeats 3] [--only ingestion|checks]
+        [--json out.json]
 
 1. ingestion throughput (rows/s) of our validated, atomic partition write vs a bare DuckDB
    ``COPY ... TO`` of the same rows from the same source database to Parquet;
@@ -130,12 +131,14 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=20)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant of the check benchmark")
+    parser.add_argument("--only", choices=["ingestion", "checks"], help="run one of the two benchmarks")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    report = {
-        "ingestion": bench_ingestion(args.scale),
-        "checks": bench_checks(args.days, args.scale, args.repeats),
-    }
+    report = {}
+    if args.only in (None, "ingestion"):
+        report["ingestion"] = bench_ingestion(args.scale)
+    if args.only in (None, "checks"):
+        report["checks"] = bench_checks(args.days, args.scale, args.repeats)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

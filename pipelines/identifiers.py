@@ -46,3 +46,10 @@ def safe_file_name(name: str) -> str:
     ):
         raise InvalidIdentifierError(f"unsafe file name {name!r}")
     return name
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal, for statements that take no parameters (views)."""
+    if "\x00" in value:
+        raise InvalidIdentifierError("a SQL string cannot hold a NUL character")
+    return "'" + value.replace("'", "''") + "'"

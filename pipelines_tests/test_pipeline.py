@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
 from pipelines.defs.quality import quality_rules
+from pipelines.identifiers import InvalidIdentifierError, sql_string
 from pipelines.lake import Lake
 from pipelines.quality import checks
 from pipelines.sources import demo
 from pipelines.sources.contracts import CONTRACTS
 from pipelines.sources.ingest import ContractViolation
-from pipelines.sources.readers import ingest_files
+from pipelines.sources.readers import attach_shop_database, ingest_database, ingest_files
 from pipelines_tests.conftest import Deployment, check_results, materialized_keys
 
 DAYS = ["2026-03-02", "2026-03-03", "2026-03-04"]
@@ -177,6 +179,21 @@ def test_landed_rows_are_in_key_order_whatever_the_input_order(deployment: Deplo
     result = ingest_files(CONTRACTS["web_events"], "2026-03-02", lake)
     assert (result.rows_landed, result.rows_quarantined) == (3, 1)
     assert "duplicate key" in lake.get_bytes(result.quarantine_key).decode()
+
+
+def test_a_database_path_with_a_quote_is_a_plain_string_in_sql(tmp_path: Path) -> None:
+    """The source's name is written into a view as a string literal: a quote stays data."""
+    sqlite = tmp_path / "o'brien; DROP TABLE x; --" / "shop.sqlite"
+    con = duckdb.connect()
+    attach_shop_database(con, sqlite_path=str(sqlite), read_only=False)
+    demo.seed_shop_database(con, "shop", [date(2026, 3, 2)], 0.2)
+    con.close()
+    lake = Lake(str(tmp_path / "lake"))
+    result = ingest_database(CONTRACTS["orders"], "2026-03-02", lake, {"sqlite_path": str(sqlite)})
+    assert result.rows_read == result.rows_landed == demo.order_count(date(2026, 3, 2), 0.2)
+    assert sql_string("o'brien") == "'o''brien'"
+    with pytest.raises(InvalidIdentifierError):
+        sql_string("a\x00b")
 
 
 def test_missing_column_fails_the_partition_naming_source_column_and_file(deployment: Deployment) -> None:
