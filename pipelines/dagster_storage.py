@@ -8,7 +8,7 @@ connection per database file and changes nothing else: same files, same schema, 
 (SQLite's own, plus Dagster's per-storage thread lock held for every use of a connection).
 
 It also writes the batches Dagster groups (``store_event_batch``; Dagster's SQLite storage writes
-them one event at a time): 2.0x -> 1.6x of bare SQLMesh for the run above.
+them one event at a time): 2.0x -> 1.55x of bare SQLMesh for the run above.
 
 It is the local default only (``dagster.yaml``); production uses PostgreSQL storage.
 """
