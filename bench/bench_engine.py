@@ -82,6 +82,18 @@ def bench_load(size: int, repeats: int) -> dict[str, float]:
     }
 
 
+# What ``_run`` appends to each Dagster script: one timed run of its ``job_def`` over the range.
+TIMED_RUN = """
+with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME/dagster.yaml picks the storage
+    t = time.perf_counter()
+    result = job_def.execute_in_process(instance=instance, tags={
+        "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
+    elapsed = time.perf_counter() - t
+    events = len(instance.all_logs(result.run_id))
+assert result.success
+print(elapsed, events)
+"""
+
 # Imports happen before the clock starts, as in RUN_BARE: the step imports SQLMesh lazily (the
 # cached definitions never need it), which would otherwise put ~1.3 s of imports on our side only.
 RUN_DAGSTER = """
@@ -94,14 +106,6 @@ defs = build_definitions()
 keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "bench"]
 job = dg.define_asset_job("bench", selection=keys)
 job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("bench")
-with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME/dagster.yaml picks the storage
-    t = time.perf_counter()
-    result = job_def.execute_in_process(instance=instance, tags={
-        "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
-    elapsed = time.perf_counter() - t
-    events = len(instance.all_logs(result.run_id))
-assert result.success
-print(elapsed, events)
 """
 
 # Dagster's own floor: the same asset graph (specs, checks, partitions, deps) whose step does no
@@ -125,14 +129,6 @@ def floor(context: dg.AssetExecutionContext):
         yield dg.AssetCheckResult(asset_key=check.asset_key, check_name=check.name, passed=True)
 
 job_def = dg.Definitions(assets=[floor], jobs=[dg.define_asset_job("floor")]).resolve_job_def("floor")
-with dg.DagsterInstance.get() as instance:
-    t = time.perf_counter()
-    result = job_def.execute_in_process(instance=instance, tags={
-        "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
-    elapsed = time.perf_counter() - t
-    events = len(instance.all_logs(result.run_id))
-assert result.success
-print(elapsed, events)
 """
 
 RUN_BARE = """
@@ -242,7 +238,7 @@ def bench_run(size: int, days: int, rows_per_day: int, storages: list[str]) -> d
 
 def _run(env: dict[str, str], start: str, end: str, code: str = RUN_DAGSTER) -> tuple[float, int]:
     out = subprocess.run(
-        [sys.executable, "-c", code, start, end],
+        [sys.executable, "-c", code + TIMED_RUN, start, end],
         env=env,
         capture_output=True,
         text=True,
