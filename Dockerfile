@@ -35,9 +35,6 @@ ENV PATH=/app/.venv/bin:$PATH \
     HOME=/home/app \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home
-# Every Dagster process (webserver, daemon, runs) writes grouped events, such as a run's planned
-# events or an output's partitions, in one batch (pipelines/dagster_storage.py, docs/benchmarks.md).
-ENV DAGSTER_EVENT_BATCH_SIZE=1000
 
 WORKDIR /app
 # Owned by the app user: SQLMesh writes its cache next to the project, PIPELINES_DATA_DIR

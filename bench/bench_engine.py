@@ -7,7 +7,7 @@
    each in a fresh Python process (imports included on both sides);
 2. materialize-all through Dagster vs a bare ``sqlmesh`` plan + run of the same intervals, at a
    tiny data volume (Dagster's fixed cost per asset x partition dominates) and a larger one, on
-   each Dagster storage (ours, Dagster's stock SQLite, PostgreSQL as in production);
+   each Dagster instance (the repository's dagster.yaml, Dagster's bare default, PostgreSQL as in production);
 3. one new day after an N-day backfill vs the backfill itself.
 """
 
@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate_project import generate  # noqa: E402
-
-from pipelines.dagster_storage import EVENT_BATCH_SIZE  # noqa: E402
 
 if TYPE_CHECKING:
     from pipelines_tests.services import PostgresServer
@@ -146,8 +144,8 @@ assert status.name == "SUCCESS", status
 print(time.perf_counter() - t)
 """
 
-# Dagster instance storages compared: ours (the repository's dagster.yaml), Dagster's stock
-# SQLite storage, and PostgreSQL (production), each in a DAGSTER_HOME of its own.
+# Dagster instance storages compared: the repository's dagster.yaml (Dagster's SQLite storage plus
+# our pools), Dagster's bare default, and PostgreSQL (production), each in a DAGSTER_HOME of its own.
 STORAGES = ("local", "dagster-default", "postgres")
 POSTGRES_YAML = """
 telemetry: {enabled: false}
@@ -207,7 +205,6 @@ def bench_run(size: int, days: int, rows_per_day: int, storages: list[str]) -> d
                 env.update(_dagster_home(Path(tmp) / "home", label))
                 if label == "postgres":
                     env.update(_postgres_env(server, f"bench_{size}_{rows_per_day}"))
-                    env["DAGSTER_EVENT_BATCH_SIZE"] = EVENT_BATCH_SIZE  # as the production image sets
                 _timed(OUR_LOAD, env)  # warm the definitions cache outside the timing
                 seconds, events = _run(env, first, last)
                 next_day, _ = _run(env, nxt, nxt)

@@ -26,7 +26,10 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 
 
 def _dagster_home() -> Path:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))).resolve()
+    """DAGSTER_HOME, defaulting to the current folder (the repository root in the README), whose
+    ``dagster.yaml`` configures the instance; set for child processes too (``pipelines ui``)."""
+    home = Path(os.environ.get("DAGSTER_HOME", "").strip() or Path.cwd()).expanduser().resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -70,7 +73,7 @@ def _open_instance() -> Iterator[dg.DagsterInstance]:
 
     import dagster as dg
 
-    lock_path = Path(os.environ["DAGSTER_HOME"]) / ".instance-init.lock"
+    lock_path = _dagster_home() / ".instance-init.lock"
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -26,7 +26,20 @@ from pipelines.sqlmesh_gateways import athena_gateway, prod_gateway, trino_gatew
 
 install_extensions()
 
-data_dir = Path(os.environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data").expanduser().resolve()
+
+
+def _repository_root() -> Path:
+    """The checkout this bundled project sits in (``<root>/pipelines/sqlmesh_project``); the
+    current folder when installed elsewhere (the image, where the commands run from /app)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+# A relative PIPELINES_DATA_DIR (default ``./.data``) is taken from the repository root, where the
+# README's commands (and so Dagster's settings) resolve it: ``sqlmesh`` run inside this folder
+# then sees the warehouse the demo and the UI wrote, not a new empty one next to the models.
+data_dir = Path(os.environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data").expanduser()
+data_dir = (data_dir if data_dir.is_absolute() else _repository_root() / data_dir).resolve()
 data_dir.mkdir(parents=True, exist_ok=True)
 
 local = GatewayConfig(
