@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,21 +71,3 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg
             evaluation = event.event_specific_data
             out[(evaluation.asset_key.to_user_string(), evaluation.check_name)] = evaluation
     return out
-
-
-@pytest.fixture(autouse=True)
-def _forget_disposed_instances() -> Iterator[None]:
-    """An instance that a test never disposed leaves its defs-state storage in a ContextVar;
-    once the instance is collected, the next definitions load in this process fails with
-    'undefined DagsterInstance weakref'. Clear it after every test (Dagster 1.13 internals).
-
-    Collect garbage first: an abandoned generator that entered an instance resets the variable
-    to an old value when it is finalized, and the garbage collector may do that in the middle of
-    a later test (seen in CI, in test_dagster_storage after test_automation)."""
-    yield
-    gc.collect()
-    try:
-        from dagster._core.storage.defs_state.base import _current_storage
-    except ImportError:  # a later Dagster moved it: nothing to clear
-        return
-    _current_storage.set(None)

@@ -28,7 +28,7 @@ SELECT
   l.customer_id,
   c.segment AS customer_segment,
   c.country AS customer_country,
-  any_value(l.status) AS status,
+  max(l.status) AS status, -- one status per order; max is valid on DuckDB, Trino and Athena alike
   count(*)::INTEGER AS item_count,
   round(sum(l.line_amount_usd), 2)::DOUBLE AS order_total_usd
 FROM intermediate.int_order_lines AS l
