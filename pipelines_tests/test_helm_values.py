@@ -2,8 +2,9 @@
 
 * ``helm-values.yaml`` is merged onto the chart's defaults the way Helm merges (maps merge, lists
   replace, null deletes). The result is validated with the chart's own JSON schemas from
-  ``../shared/helm``. Remote Kubernetes ``$ref``s count as ``{}``: no network is needed, and
-  Kubernetes-typed fields are not checked.
+  ``pipelines_tests/data/helm`` (vendored; source, commits and license in its SOURCE.md). Remote
+  Kubernetes ``$ref``s count as ``{}``: no network is needed, and Kubernetes-typed fields are not
+  checked.
 * The ``dagster.yaml`` the chart renders from those values, and ``deploy/dagster-prod.yaml``, go
   through Dagster's instance loader and each configured class's config schema. The prod file
   also opens a real PostgreSQL. The run pod the K8sRunLauncher would create is built by
@@ -35,7 +36,7 @@ from pipelines.settings import Settings
 from pipelines_tests.services import PostgresServer, S3Env
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_HELM = REPO.parent / "shared" / "helm"
+CHART_DATA = Path(__file__).resolve().parent / "data" / "helm"  # vendored, see SOURCE.md there
 HELM_VALUES = REPO / "helm-values.yaml"
 PROD_INSTANCE = REPO / "deploy" / "dagster-prod.yaml"
 DOCS = REPO / "docs" / "production.md"
@@ -59,10 +60,24 @@ def _load(path: Path) -> Any:
 
 
 def _shared(name: str) -> Path:
-    path = SHARED_HELM / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the chart's schemas and defaults live in ../shared/helm")
+    """A vendored chart file; missing is a failure, never a skip."""
+    path = CHART_DATA / name
+    assert path.is_file(), f"{path} is missing: the chart's schemas and defaults are vendored there"
     return path
+
+
+def test_vendored_chart_files_match_their_recorded_checksums() -> None:
+    import hashlib
+
+    rows = re.findall(
+        r"^\| `([^`]+)` \| `[^`]+` \| `[0-9a-f]{40}` \| (\d+) \| `([0-9a-f]{64})` \|$",
+        (CHART_DATA / "SOURCE.md").read_text(),
+        flags=re.M,
+    )
+    assert {name for name, _, _ in rows} == {p.name for p in CHART_DATA.iterdir() if p.name != "SOURCE.md"}
+    for name, size, digest in rows:
+        data = (CHART_DATA / name).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (int(size), digest), name
 
 
 # ---------------------------------------------------------------------------- Helm semantics
