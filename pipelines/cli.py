@@ -84,6 +84,20 @@ def _open_instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
+def _selection(text: str) -> dg.AssetSelection:
+    import warnings
+
+    import dagster as dg
+
+    if text == "*":
+        return dg.AssetSelection.all()
+    with warnings.catch_warnings():
+        # Dagster's own selection parser passes its beta parameter `include_sources` to
+        # AssetSelection.all for "*" terms: a warning about Dagster's internals, not this call.
+        warnings.filterwarnings("ignore", r"Parameter `include_sources`", dg.BetaWarning)
+        return dg.AssetSelection.from_string(text)
+
+
 def run_range(start: str, end: str, selection: str = "*", include_checks: bool = True) -> bool:
     return _run_range(start, end, selection, include_checks).success
 
@@ -96,7 +110,7 @@ def _run_range(
 
     from pipelines.definitions import defs
 
-    chosen = dg.AssetSelection.from_string(selection)
+    chosen = _selection(selection)
     job_def = dg.define_asset_job("demo_run", selection=chosen if include_checks else chosen.without_checks())
     owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def("demo_run")
@@ -157,10 +171,10 @@ def demo(args: argparse.Namespace) -> int:
 
 def ui(args: argparse.Namespace) -> int:
     _dagster_home()
+    # `dg dev`: Dagster marks `dagster dev` superseded and warns about it on every start
+    dg_cli = Path(sys.executable).with_name("dg")
     cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
+        str(dg_cli) if dg_cli.exists() else "dg",
         "dev",
         "-w",
         "workspace.yaml",

@@ -1,6 +1,6 @@
-"""The Dagster web UI as users see it: ``dagster dev`` on the repo, its GraphQL API, a browser.
+"""The Dagster web UI as users see it: ``dg dev`` on the repo, its GraphQL API, a browser.
 
-One ``dagster dev -w workspace.yaml`` (webserver + daemon) serves the whole module, isolated in a
+One ``dg dev -w workspace.yaml`` (webserver + daemon) serves the whole module, isolated in a
 temp dir (see ``ui_server.py``). The tests read the asset graph through GraphQL and compare it
 with SQLMesh's own DAG, launch a partition-range backfill like the UI's "Materialize" dialog
 does and check SQLMesh's state afterwards, and open the pages in Debian's chromium.
@@ -43,8 +43,6 @@ CHROMIUM_ARGS = [
 
 # Startup lines that are not about the project, each with the reason it is expected.
 EXPECTED_STARTUP_WARNINGS = {
-    # `dagster dev` itself (what `pipelines ui` runs) is superseded by `dg dev` in 1.13
-    r"SupersessionWarning: Function `dev_command` is superseded",
     # test isolation: DAGSTER_HOME is a temp dir while the repo's dagster.yaml sits in the cwd
     r"Found a dagster instance configuration value \(dagster\.yaml\) in the current folder",
     # a brand-new instance has no event-log cursor yet
@@ -136,7 +134,7 @@ def model_key(project: ProjectInfo, fqn: str) -> str:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    """One ``dagster dev`` for the module; its output up to a healthy daemon is kept aside."""
+    """One ``dg dev`` for the module; its output up to a healthy daemon is kept aside."""
     root = tmp_path_factory.mktemp("ui")
     with dagster_dev(root) as server:
         wait_for_daemons(server)

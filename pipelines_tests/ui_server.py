@@ -1,4 +1,4 @@
-"""Start and stop ``dagster dev`` on the repo's workspace, isolated in a temp dir.
+"""Start and stop ``dg dev`` (what ``pipelines ui`` runs) on the repo's workspace, isolated in a temp dir.
 
 The server runs from the repo root (exactly what a user types) but every byte it writes goes to
 the temp dir: ``DAGSTER_HOME`` is a temp folder holding a copy of the repo's ``dagster.yaml``
@@ -202,7 +202,7 @@ def server_env(root: Path) -> dict[str, str]:
 def dagster_dev(
     root: Path, extra_env: dict[str, str] | None = None, timeout: float = 180
 ) -> Iterator[DagsterDev]:
-    """``dagster dev -w workspace.yaml`` from the repo root, isolated under ``root``."""
+    """``dg dev -w workspace.yaml`` from the repo root, isolated under ``root``."""
     env = {**server_env(root), **(extra_env or {})}
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def dagster_dev(
     port = free_port()
     log_path = root / "dagster-dev.log"
     cmd = [
-        sys.executable, "-m", "dagster", "dev",
+        str(Path(sys.executable).with_name("dg")), "dev",
         "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port),
     ]  # fmt: skip
     with log_path.open("wb") as log:

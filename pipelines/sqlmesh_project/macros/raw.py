@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from sqlglot import exp
 from sqlmesh import macro
 from sqlmesh.core.macros import MacroEvaluator
+
+NOTHING_TO_CREATE = "Rendering `@create_raw_views()` did not return an expression"
+
+
+def _not_nothing_to_create(record: logging.LogRecord) -> bool:
+    """SQLMesh warns whenever a ``before_all`` statement renders to nothing (its renderer keeps that
+    a warning for statements that run only sometimes). ``create_raw_views`` renders to nothing on
+    purpose: at load time, on Athena/Trino, and once the views exist (every run after the first).
+    A user can do nothing about it, so exactly that message is dropped; any other stays."""
+    return record.getMessage() != NOTHING_TO_CREATE
+
+
+_renderer_log = logging.getLogger("sqlmesh.core.renderer")
+if not any(getattr(f, "__name__", "") == _not_nothing_to_create.__name__ for f in _renderer_log.filters):
+    _renderer_log.addFilter(_not_nothing_to_create)
 
 
 @macro()
