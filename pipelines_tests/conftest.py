@@ -60,6 +60,13 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Depl
         yield Deployment(tmp_path, Settings.from_env(), instance)
 
 
+@pytest.fixture
+def ephemeral_instance() -> Iterator[dg.DagsterInstance]:
+    """An in-memory instance, disposed when the test ends (not whenever it is collected)."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
 def materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
     return {e.asset_key for e in result.get_asset_materialization_events()}
 

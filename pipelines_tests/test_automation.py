@@ -95,12 +95,12 @@ def test_daily_schedule_requests_the_day_that_closed(deployment: Deployment) -> 
     dg.Definitions.validate_loadable(defs)
     schedule = defs.resolve_schedule_def("scheduled_daily_schedule")
     assert schedule.cron_schedule == "0 0 * * *" and schedule.execution_timezone == "UTC"
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=deployment.instance,
         scheduled_execution_time=UTC_MIDNIGHT,
         repository_def=defs.get_repository_def(),
-    )
-    [request] = schedule.evaluate_tick(context).run_requests
+    ) as context:
+        [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == D and request.tags["dagster/partition"] == D
     assert request.run_key == D
     assert request.tags["dagster/max_retries"] == "2"
@@ -110,7 +110,9 @@ def test_daily_schedule_requests_the_day_that_closed(deployment: Deployment) -> 
 
 
 def tick(sensor: dg.SensorDefinition, cursor: str | None) -> dg.SensorResult:
-    result = sensor(dg.build_sensor_context(cursor=cursor))
+    # entered, so the resources (and the ephemeral instance) it opens are closed right here
+    with dg.build_sensor_context(cursor=cursor) as context:
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -323,13 +325,13 @@ def test_failed_run_alert_goes_to_lake_and_webhook_without_secrets(
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance, partition_key=D, raise_on_error=False)
         assert not result.success
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="run_failure_alerts",
             dagster_event=result.get_run_failure_event(),
             dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
-        ).for_run_failure()
-        build_failure_alert_sensor()(context)
+        ) as context:
+            build_failure_alert_sensor()(context.for_run_failure())
 
     lake = Lake(str(tmp_path / "lake"))
     [stored] = list(lake.list("alerts"))
@@ -382,12 +384,12 @@ def test_two_scheduled_days_compute_one_day_each_then_catch_up_finds_gaps(
     job = defs.resolve_job_def("scheduled_daily")
     results = []
     for tick_time in (UTC_MIDNIGHT, UTC_MIDNIGHT + timedelta(days=1)):
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=deployment.instance,
             scheduled_execution_time=tick_time,
             repository_def=defs.get_repository_def(),
-        )
-        [request] = schedule.evaluate_tick(context).run_requests
+        ) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
         tags = {k: v for k, v in request.tags.items() if not k.startswith("dagster/partition")}
         result = job.execute_in_process(
             instance=deployment.instance, partition_key=request.partition_key, tags=tags, raise_on_error=False
@@ -413,6 +415,7 @@ def test_two_scheduled_days_compute_one_day_each_then_catch_up_finds_gaps(
         DAILY,
         clock=lambda: datetime(2026, 3, 6, 12, tzinfo=UTC),
     )
-    result = sensor(dg.build_sensor_context(instance=deployment.instance))
+    with dg.build_sensor_context(instance=deployment.instance) as context:
+        result = sensor(context)
     ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests or [])
     assert ranges == [("2026-03-01", "2026-03-01"), ("2026-03-04", "2026-03-05")]

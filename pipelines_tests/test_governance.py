@@ -307,14 +307,14 @@ def test_failed_run_gets_an_audit_record_without_secrets(tmp_path: Path) -> None
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         result = fragile.execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name=sensor.name,
             dagster_event=result.get_run_failure_event(),
             dagster_instance=instance,
             dagster_run=result.dagster_run,
             resources={"lake": LakeResource(uri=lake_uri)},
-        )
-        sensor(context)
+        ) as context:
+            sensor(context)
     (obj,) = Lake(lake_uri).list("audit")
     text = Lake(lake_uri).get_bytes(obj.key).decode()
     record = json.loads(text)
@@ -433,14 +433,14 @@ def test_successful_run_gets_a_complete_audit_record(
 ) -> None:
     deployment, result = shop_run
     sensor = {s.name: s for s in audit_sensors()}["audit_trail_success"]
-    context = dg.build_run_status_sensor_context(
+    with dg.build_run_status_sensor_context(
         sensor_name=sensor.name,
         dagster_event=result.get_run_success_event(),
         dagster_instance=deployment.instance,
         dagster_run=result.dagster_run,
         resources={"lake": LakeResource(uri=deployment.settings.lake_uri)},
-    )
-    sensor(context)
+    ) as context:
+        sensor(context)
     lake = Lake(deployment.settings.lake_uri)
     (obj,) = [o for o in lake.list("audit") if o.key.endswith(f"/{result.run_id}.json")]
     record = json.loads(lake.get_bytes(obj.key))

@@ -343,8 +343,8 @@ def test_profiling_20m_rows_stays_in_sql(tmp_path: Path) -> None:
 # -- the Dagster checks ----------------------------------------------------------------------------
 
 
-def test_normal_day_passes_every_check(history: Settings) -> None:
-    result, checks = run_day(dg.DagsterInstance.ephemeral(), "2026-01-31")
+def test_normal_day_passes_every_check(history: Settings, ephemeral_instance: dg.DagsterInstance) -> None:
+    result, checks = run_day(ephemeral_instance, "2026-01-31")
     assert result.success
     assert set(checks) == {"volume_anomaly", "null_drift", "distribution_drift"}
     assert all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}
@@ -358,8 +358,10 @@ def test_normal_day_passes_every_check(history: Settings) -> None:
         assert con.execute("SELECT count(*) FROM marts.fct_orders").fetchone() is not None
 
 
-def test_ten_times_the_rows_fails_volume_and_blocks_downstream(history: Settings) -> None:
-    result, checks = run_day(dg.DagsterInstance.ephemeral(), "2026-01-31", multiplier=10)
+def test_ten_times_the_rows_fails_volume_and_blocks_downstream(
+    history: Settings, ephemeral_instance: dg.DagsterInstance
+) -> None:
+    result, checks = run_day(ephemeral_instance, "2026-01-31", multiplier=10)
     volume = checks["volume_anomaly"]
     assert not volume.passed and volume.severity == ERROR
     assert value(volume, "observed") == orders_on(day(30), 10)
@@ -374,8 +376,10 @@ def test_ten_times_the_rows_fails_volume_and_blocks_downstream(history: Settings
     assert downstream.key not in {e.asset_key for e in result.get_asset_materialization_events()}
 
 
-def test_half_null_column_fails_null_drift_with_sample_rows(history: Settings) -> None:
-    _, checks = run_day(dg.DagsterInstance.ephemeral(), "2026-01-31", null_share=0.5)
+def test_half_null_column_fails_null_drift_with_sample_rows(
+    history: Settings, ephemeral_instance: dg.DagsterInstance
+) -> None:
+    _, checks = run_day(ephemeral_instance, "2026-01-31", null_share=0.5)
     nulls = checks["null_drift"]
     assert not nulls.passed and nulls.severity == ERROR
     assert value(nulls, "column") == "customer_segment"
@@ -390,9 +394,9 @@ def test_half_null_column_fails_null_drift_with_sample_rows(history: Settings) -
     assert per_column["customer_country"]["passed"] and not per_column["customer_segment"]["passed"]
 
 
-def test_warmup_partitions_never_fire(settings: Settings) -> None:
+def test_warmup_partitions_never_fire(settings: Settings, ephemeral_instance: dg.DagsterInstance) -> None:
     """Outliers within the first 7 partitions pass (warm-up); the 8th partition is judged."""
-    instance = dg.DagsterInstance.ephemeral()
+    instance = ephemeral_instance
     tags = {
         "dagster/asset_partition_range_start": "2026-01-01",
         "dagster/asset_partition_range_end": "2026-01-06",
@@ -411,10 +415,12 @@ def test_warmup_partitions_never_fire(settings: Settings) -> None:
     assert not checks["volume_anomaly"].passed and not checks["null_drift"].passed
 
 
-def test_check_without_partition_judges_newest_day(history: Settings) -> None:
+def test_check_without_partition_judges_newest_day(
+    history: Settings, ephemeral_instance: dg.DagsterInstance
+) -> None:
     result = dg.materialize(
         [fct_orders, PROFILE_CHECKS],
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=ephemeral_instance,
         selection=dg.AssetSelection.checks(PROFILE_CHECKS),
     )
     evaluations = result.get_asset_check_evaluations()
@@ -422,7 +428,7 @@ def test_check_without_partition_judges_newest_day(history: Settings) -> None:
     assert {value(e, "partition") for e in evaluations} == {"2026-01-30"}
 
 
-def test_schema_change_check_fails_on_added_or_removed_column() -> None:
+def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance: dg.DagsterInstance) -> None:
     key = dg.AssetKey(["marts", "daily_revenue"])
     [schema_checks] = build_schema_change_checks([key])
 
@@ -434,7 +440,7 @@ def test_schema_change_check_fails_on_added_or_removed_column() -> None:
         schema = dg.TableSchema(columns=[dg.TableColumn(n, "DOUBLE") for n in config.names])
         return dg.MaterializeResult(metadata={"dagster/column_schema": schema})
 
-    instance = dg.DagsterInstance.ephemeral()
+    instance = ephemeral_instance
 
     def run(names: list[str]) -> dg.AssetCheckEvaluation:
         result = dg.materialize(
@@ -463,14 +469,18 @@ def test_schema_change_check_fails_on_added_or_removed_column() -> None:
     ],
 )
 def test_freshness_check_from_newest_partition(
-    history: Settings, now: str, passed: bool, severity: dg.AssetCheckSeverity
+    history: Settings,
+    now: str,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    ephemeral_instance: dg.DagsterInstance,
 ) -> None:
     clock = datetime.fromisoformat(now).replace(tzinfo=UTC)
     freshness = build_freshness_checks([RULE], clock=lambda: clock)
     assert freshness is not None
     result = dg.materialize(
         [fct_orders, freshness],
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=ephemeral_instance,
         selection=dg.AssetSelection.checks(freshness),
     )
     [evaluation] = result.get_asset_check_evaluations()

@@ -156,14 +156,16 @@ def test_asset_materializes_report_into_lake(
     assert b'data-kpi="total_revenue"' in body
 
 
-def test_quality_comes_from_latest_asset_checks(con: duckdb.DuckDBPyConnection) -> None:
+def test_quality_comes_from_latest_asset_checks(
+    con: duckdb.DuckDBPyConnection, ephemeral_instance: dg.DagsterInstance
+) -> None:
     @dg.asset_check(asset=dg.AssetKey(["marts", "daily_revenue"]), name="revenue_positive")
     def revenue_positive() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
             passed=False, severity=dg.AssetCheckSeverity.WARN, description="negative day"
         )
 
-    instance = dg.DagsterInstance.ephemeral()
+    instance = ephemeral_instance
     specs = [dg.AssetSpec(key) for key in MART_DEPS]
     ran = dg.materialize(
         [revenue_positive, *specs],

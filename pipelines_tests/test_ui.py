@@ -418,13 +418,30 @@ def open_page(page: Any, ui: DagsterDev, path: str) -> None:
     page.wait_for_load_state("networkidle")
 
 
+def expand_all_groups(page: Any, attempts: int = 4) -> None:
+    """Dagster's "Expand all groups" shortcut (Alt+E) toggles, and a press before the graph has
+    its groups or its key handler does nothing: press once the collapsed groups are drawn, and
+    again only while no asset of the expanded graph has appeared."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.get_by_text("marts", exact=True).first.wait_for(state="visible")
+    for _ in range(attempts):
+        page.keyboard.press("Alt+KeyE")
+        try:
+            page.get_by_text("daily_revenue", exact=True).first.wait_for(state="visible", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"Alt+E did not expand the asset groups after {attempts} presses")
+
+
 def test_browser_shows_the_asset_graph(
     ui: DagsterDev, browser_page: Any, asset_nodes: dict[str, dict[str, Any]]
 ) -> None:
     # Global lineage: groups start collapsed; "Expand all groups" (Alt+E) shows the assets.
     open_page(browser_page, ui, "/asset-groups")
     browser_page.get_by_text("Global asset lineage").first.wait_for(state="visible")
-    browser_page.keyboard.press("Alt+KeyE")
+    expand_all_groups(browser_page)
     for label in ("daily_revenue", "fct_orders"):
         browser_page.get_by_text(label, exact=True).first.wait_for(state="visible")
     browser_page.screenshot(path=str(SCREENSHOTS / "global-lineage.png"))
