@@ -165,7 +165,10 @@ class ProfileStore:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS})")
 
-        _retry(create)
+        try:  # a read-only reader of an existing history creates nothing
+            con.execute(f"SELECT 1 FROM {TABLE} LIMIT 0")
+        except duckdb.CatalogException:
+            _retry(create)
         self._ready = True
 
     def record(self, asset_key: str, profiles: Iterable[TableProfile]) -> None:
