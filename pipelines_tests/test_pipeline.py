@@ -11,16 +11,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.quality.rules import project_rules
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT
-from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 from pipelines.identifiers import InvalidIdentifierError, sql_string
 from pipelines.lake import Lake
 from pipelines.quality import checks
+from pipelines.quality.rules import project_rules
+from pipelines.settings import BUNDLED_SQLMESH_PROJECT
 from pipelines.sources import demo
 from pipelines.sources.contracts import CONTRACTS
 from pipelines.sources.ingest import ContractViolation
 from pipelines.sources.readers import attach_shop_database, ingest_database, ingest_files
+from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment, check_results, materialized_keys
 
 DAYS = ["2026-03-02", "2026-03-03", "2026-03-04"]

@@ -46,6 +46,7 @@ from pipelines.quality.rules import (
     WARN,
     QualityRule,
 )
+from pipelines.quality.schema_change import SCHEMA_CHECK, schema_change_result
 from pipelines.settings import Settings
 from pipelines.warehouse import warehouse
 
@@ -412,10 +413,52 @@ def _profile_specs(rule: QualityRule) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def build_schema_change_checks(assets: Sequence[dg.AssetKey]) -> Sequence[dg.AssetChecksDefinition]:
-    """Dagster's own check: added, removed or retyped columns between the last two
-    materializations (needs ``dagster/column_schema`` in the materialization metadata)."""
-    return dg.build_column_schema_change_checks(assets=list(assets), severity=WARN)
+def build_schema_change_checks(assets: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """Only the column schema-change check, one step per asset (see ``schema_change``)."""
+    return [build_model_checks(key, None) for key in assets]
+
+
+def build_model_checks(
+    key: dg.AssetKey, rule: QualityRule | None, *, connect: Connect | None = None
+) -> dg.AssetChecksDefinition:
+    """Every quality check of one asset in one step: its profile checks (when it has a rule)
+    and its schema-change check.
+
+    One step per asset, because Dagster skips a check step when any asset it checks was not
+    materialized in the run: a shared step would skip every table's checks whenever one model
+    was not due or failed.
+    """
+    specs = _profile_specs(rule) if rule is not None else []
+    specs.append(
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=key,
+            description="Columns added, removed or retyped since the previous run's materialization.",
+        )
+    )
+    opener = connect or warehouse_writer()
+
+    @dg.multi_asset_check(
+        name=_check_name("quality", key),
+        specs=specs,
+        can_subset=True,
+        retry_policy=RETRY,
+        description=f"Quality checks of {key.to_user_string()}.",
+    )
+    def _model_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        names = {k.name for k in context.selected_asset_check_keys}
+        results: list[dg.AssetCheckResult] = []
+        if rule is not None and names & set(rule.checks):
+            partitions = _rule_partitions(rule, run_range(context))
+            with opener() as con:
+                results += run_profile_checks(rule, partitions, con, None, names, context.run.run_id)
+        if SCHEMA_CHECK in names:
+            results.append(schema_change_result(context.instance, key, WARN))
+        for result in results:  # yielded after the warehouse is closed again
+            context.log.info(f"{key.to_user_string()} {result.check_name}: {result.description}")
+            yield result
+
+    return _model_checks
 
 
 def build_quality_checks(
@@ -424,8 +467,8 @@ def build_quality_checks(
     connect: Connect | None = None,
     schema_change_assets: Sequence[dg.AssetKey] = (),
 ) -> list[dg.AssetChecksDefinition]:
-    """Profile checks of every rule (one step) and schema-change checks on the rules' tables
-    and on ``schema_change_assets``."""
-    checks = [build_profile_checks(rules, connect=connect)] if rules else []
-    schema_assets = list(dict.fromkeys([*(r.asset_key for r in rules), *schema_change_assets]))
-    return [*checks, *(build_schema_change_checks(schema_assets) if schema_assets else [])]
+    """One quality step per asset: the rules' profile checks, and a schema-change check on
+    the rules' assets and on ``schema_change_assets``."""
+    by_key = {r.asset_key: r for r in rules}
+    keys = list(dict.fromkeys([*by_key, *schema_change_assets]))
+    return [build_model_checks(key, by_key.get(key), connect=connect) for key in keys]
