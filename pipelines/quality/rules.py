@@ -19,6 +19,7 @@ identifier or a date part (``id``, ``*_id``, ``*_key``, ``*_sk``, ``*_code``, ``
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -275,7 +276,7 @@ def load_quality_config(project: ProjectInfo, translator: SQLMeshTranslator | No
     for name, entry in models_entry.items():
         key = _name(name)
         if key not in by_name:
-            close = [n for n in by_name if n.split(".")[-1] == key.split(".")[-1]]
+            close = difflib.get_close_matches(key, list(by_name), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise QualityConfigError(
                 f"{_where(path, models_entry.lines, name)}: rule '{name}': unknown model{hint}"
