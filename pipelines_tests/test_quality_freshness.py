@@ -28,14 +28,17 @@ RUN_TAKES = timedelta(minutes=1)
 
 
 def fresh(policy: dg.FreshnessPolicy, materialized: list[datetime], now: datetime) -> bool:
-    """Dagster's verdict at ``now`` (FAIL = not fresh), from the policy's public fields."""
+    """Not FAIL at ``now``, judged as Dagster's freshness evaluators judge the policy
+    (dagster/_core/definitions/freshness_evaluator.py): on the latest materialization only."""
     done = [m for m in materialized if m <= now]
-    if hasattr(policy, "fail_window"):  # a time window
-        return bool(done) and now - max(done) <= policy.fail_window.to_timedelta()
+    if not done:
+        return True  # UNKNOWN before the first materialization
+    last = max(done)
+    if hasattr(policy, "fail_window"):  # a time window: FAIL once it has passed
+        return now - last < policy.fail_window.to_timedelta()
+    # a deadline cron: fresh when materialized since the last completed deadline minus the bound
     deadline = croniter(policy.deadline_cron, now).get_prev(datetime)  # type: ignore[attr-defined]
-    if deadline < START + policy.lower_bound_delta:  # type: ignore[attr-defined]
-        return True  # no deadline has passed yet
-    return any(deadline - policy.lower_bound_delta <= m <= deadline for m in done)  # type: ignore[attr-defined]
+    return last >= deadline - policy.lower_bound_delta  # type: ignore[attr-defined]
 
 
 def ticks(cron: str, count: int) -> list[datetime]:
