@@ -120,3 +120,34 @@ def test_newest_profile_of_a_partition_wins(tmp_path: Path) -> None:
     [volume] = run_profile_checks(rule, [day(1).isoformat()], con, selected=["volume_anomaly"])
     assert not volume.passed and volume.metadata["history_points"].value == 1
     con.close()
+
+
+@pytest.mark.slow
+def test_a_prod_run_records_its_profiles_in_the_ducklake_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
+) -> None:
+    """The SQLMesh step writes the history through its own DuckLake connection; the run's check
+    steps judge those profiles (no second profile query), from another pod's point of view."""
+    from pipelines_tests.conftest import check_results
+    from pipelines_tests.prod_env import postgres_instance
+
+    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
+    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
+    with (
+        prod_environment(monkeypatch, env),
+        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
+    ):
+        from pipelines_tests.conftest import Deployment
+
+        deployment = Deployment(tmp_path, Settings.from_env(), instance)
+        result = deployment.run("*", start="2026-04-06", end="2026-04-07")
+        assert result.success
+        with warehouse(pod(tmp_path, "another-pod"), read_only=True) as con:
+            runs = con.execute(
+                f"SELECT DISTINCT run_id FROM {HISTORY} WHERE asset_key = 'marts/daily_revenue'"
+            ).fetchall()
+            points = ProfileStore(con).history("marts/daily_revenue", before="2026-12-31")
+    assert runs == [(result.run_id,)]  # recorded once, by the SQLMesh step, reused by the check
+    assert [p.partition for p in points] == ["2026-04-06", "2026-04-07"]
+    volume = check_results(result)[("marts/daily_revenue", "volume_anomaly")]
+    assert volume.passed and volume.metadata["in_warmup"].value
