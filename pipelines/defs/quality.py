@@ -7,10 +7,18 @@ freshness grace). This module names no table: see docs/quality.md.
 
 from __future__ import annotations
 
-import dagster as dg
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from pipelines.quality.checks import build_quality_checks
+import dagster as dg
+import duckdb
+
+from pipelines.quality.checks import Connect, build_quality_checks, warehouse_writer
 from pipelines.quality.rules import ModelSettings, QualityConfig, load_quality_config, project_rules
+from pipelines.settings import BUNDLED_SQLMESH_PROJECT
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
 
 _CONFIGS: dict[int, tuple[ProjectInfo, QualityConfig]] = {}
@@ -30,8 +38,44 @@ def quality_settings(project: ProjectInfo, model: ModelInfo) -> ModelSettings:
     return project_quality_config(project).settings_for(model)
 
 
+@lru_cache(maxsize=8)
+def _connection_config(project_dir: str, gateway: str | None) -> Any:
+    """The SQLMesh connection config of a project's gateway (SQLMesh is imported only here)."""
+    from sqlmesh.core.config import Config
+    from sqlmesh.core.config.loader import load_configs
+
+    path = Path(project_dir)
+    config = load_configs(None, Config, [path])[path]
+    return config.get_connection(gateway)
+
+
+def project_warehouse(project: ProjectInfo) -> Connect:
+    """Writable connections to the warehouse the project's models are in.
+
+    The bundled project's is the deployment's warehouse (``pipelines.warehouse``: a DuckDB file
+    locally, DuckLake in prod). Any other project is reached through its own SQLMesh gateway
+    (the connection SQLMesh itself would open, DuckDB or DuckLake), read at check time.
+    """
+    if Path(project.project_dir).resolve() == BUNDLED_SQLMESH_PROJECT.resolve():
+        return warehouse_writer()
+
+    @contextmanager
+    def connect() -> Iterator[duckdb.DuckDBPyConnection]:
+        adapter = _connection_config(project.project_dir, project.gateway).create_engine_adapter()
+        try:
+            cursor = adapter.cursor
+            if not isinstance(cursor, duckdb.DuckDBPyConnection):
+                raise TypeError(f"quality checks need a DuckDB warehouse, got {type(cursor).__name__}")
+            yield cursor
+        finally:
+            adapter.close()
+
+    return connect
+
+
 def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
     """Profile checks for every profiled model, a schema-change check on every model asset."""
     rules = project_rules(project, translator, project_quality_config(project))
     models = [translator.get_asset_key(m) for m in sorted(project.internal_models, key=lambda m: m.fqn)]
-    return dg.Definitions(asset_checks=build_quality_checks(rules, schema_change_assets=models))
+    checks = build_quality_checks(rules, schema_change_assets=models, connect=project_warehouse(project))
+    return dg.Definitions(asset_checks=checks)
