@@ -208,7 +208,8 @@ def test_freshness_policies_follow_the_cron() -> None:
     policy = freshness_policy_for(revenue)
     assert isinstance(policy, dg.FreshnessPolicy)
     assert policy.deadline_cron == "0 6 * * *"
-    assert freshness_policy_for(next(m for m in info.internal_models if m.schema == "staging")) is None
+    staging = freshness_policy_for(next(m for m in info.internal_models if m.table == "stg_orders"))
+    assert isinstance(staging, dg.FreshnessPolicy) and staging.deadline_cron == "0 6 * * *"
     weekly = freshness_policy_for(replace(revenue, cron="@weekly"))
     assert weekly is not None and weekly.fail_window.to_timedelta() == timedelta(days=7, hours=6)
 

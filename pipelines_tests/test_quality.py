@@ -8,7 +8,7 @@ the way the SQLMesh bridge should, and the real checks from ``pipelines.defs.qua
 import math
 import time
 import tracemalloc
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +16,41 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.defs.quality import QUALITY_RULES, build_defs, quality_rules
+from pipelines.defs.quality import build_defs
 from pipelines.identifiers import InvalidIdentifierError
 from pipelines.partitions import DAILY
 from pipelines.quality.anomaly import distribution_drift, null_rate_drift, volume_anomaly
 from pipelines.quality.checks import (
+    DRIFT,
     ERROR,
-    WARN,
     QualityRule,
-    build_freshness_checks,
     build_profile_checks,
     build_schema_change_checks,
-    freshness_status,
     run_profile_checks,
 )
-from pipelines.quality.profile import (
-    ProfileStore,
-    profile_partitions,
-    profile_table,
-    record_profile,
-)
+from pipelines.quality.grain import DAY
+from pipelines.quality.history import TABLE as HISTORY
+from pipelines.quality.history import ProfileStore, record_profile
+from pipelines.quality.profile import profile_partitions, profile_table
+from pipelines.quality.rules import project_rules
 from pipelines.settings import Settings
-from pipelines.warehouse import warehouse_path
+from pipelines.warehouse import warehouse, warehouse_path
 from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
 
 START = date(2026, 1, 1)
 KEY = dg.AssetKey(["marts", "fct_orders"])
-RULE = next(r for r in quality_rules if r.asset_key == KEY)
-TABLE = RULE.table
+TABLE = "marts.fct_orders"
+# what the bundled quality.yaml declares for marts.fct_orders
+RULE = QualityRule(
+    asset_key=KEY,
+    table=TABLE,
+    partition_column="order_date",
+    grain=DAY,
+    drift_watch=("order_total_usd", "item_count"),
+    sample_columns=("order_id", "order_date", "customer_id", "status"),
+    severity=ERROR,
+    severity_overrides={DRIFT: dg.AssetCheckSeverity.WARN},
+)
 PROFILE_CHECKS = build_profile_checks(RULE)
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS marts;
@@ -99,7 +106,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def store_of(s: Settings) -> ProfileStore:
-    return ProfileStore.in_data_dir(s.data_dir)
+    """The shared history: a table in the warehouse itself."""
+    return ProfileStore(lambda: warehouse(s, read_only=False))
 
 
 @pytest.fixture
@@ -128,7 +136,9 @@ def fct_orders(context: dg.AssetExecutionContext, config: DayConfig) -> dg.Mater
     with duckdb.connect(warehouse_path(s)) as con:
         for key in context.partition_keys:
             write_day(con, date.fromisoformat(key), config.multiplier, config.null_share)
-        metadata = record_profile(con, KEY, TABLE, "order_date", context.partition_keys, store=store_of(s))
+        metadata = record_profile(
+            con, KEY, TABLE, "order_date", context.partition_keys, store=ProfileStore(con)
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -198,22 +208,6 @@ def test_null_and_distribution_rules() -> None:
     assert distribution_drift(means[:6], 1e9).in_warmup
 
 
-def test_freshness_rule_thresholds() -> None:
-    latest = date(2026, 1, 30)  # closes at 2026-01-31 00:00 UTC
-    rule = dict(interval=timedelta(days=1), grace=timedelta(hours=6), error_after=timedelta(days=3))
-
-    def at(text: str) -> datetime:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-    assert freshness_status(latest, at("2026-01-31T20:00"), **rule).passed
-    overdue = freshness_status(latest, at("2026-02-01T07:00"), **rule)
-    assert not overdue.passed and overdue.severity == WARN
-    far = freshness_status(latest, at("2026-02-03T01:00"), **rule)
-    assert not far.passed and far.severity == ERROR
-    empty = freshness_status(None, at("2026-02-01T00:00"), **rule)
-    assert not empty.passed and empty.severity == ERROR
-
-
 # -- profiles --------------------------------------------------------------------------------------
 
 
@@ -247,7 +241,9 @@ def test_profile_is_one_query_and_matches_sql(settings: Settings) -> None:
         "order_id",
         "order_date",
     ]
-    assert metadata["profile"].value["columns"]["customer_segment"]["distinct"] == 3
+    summary = metadata["profile"].value
+    assert summary["partitions"] == 1 and summary["row_count"] == p.row_count
+    assert summary["columns"]["customer_segment"]["null_fraction"] == pytest.approx(segment.null_fraction)
 
 
 def test_profile_rejects_unsafe_names(settings: Settings) -> None:
@@ -257,10 +253,6 @@ def test_profile_rejects_unsafe_names(settings: Settings) -> None:
                 profile_table(con, bad, None, None)
         with pytest.raises(InvalidIdentifierError):
             profile_partitions(con, TABLE, "order_date", ["2026-01-01' OR 1=1 --"])
-    with pytest.raises(InvalidIdentifierError):
-        QualityRule.from_config("marts/x", {"table": "marts.x", "watch": ["a b"]})
-    with pytest.raises(ValueError, match="unknown settings"):
-        QualityRule.from_config("marts/x", {"table": "marts.x", "treshold": 3})
 
 
 def test_store_replaces_same_partition(settings: Settings) -> None:
@@ -269,34 +261,23 @@ def test_store_replaces_same_partition(settings: Settings) -> None:
         for i in range(3):
             write_day(con, day(i))
         keys = [day(i).isoformat() for i in range(3)]
-        record_profile(con, KEY, TABLE, "order_date", keys, store=store)
+        record_profile(con, KEY, TABLE, "order_date", keys, store=ProfileStore(con))
         write_day(con, day(1), multiplier=2)
-        record_profile(con, KEY, TABLE, "order_date", keys[1:2], store=store)
+        record_profile(con, KEY, TABLE, "order_date", keys[1:2], store=ProfileStore(con))
     points = store.history("marts/fct_orders", before="2026-12-31")
     assert [p.partition for p in points] == keys
-    assert points[1].row_count == orders_on(day(1), 2)
+    assert points[1].row_count == orders_on(day(1), 2)  # the newer profile supersedes the older
     assert store.history("marts/fct_orders", before=keys[2], limit=1)[0].partition == keys[1]
-    with duckdb.connect(str(store.path), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM profiles").fetchone() == (3 * 8,)
+    with duckdb.connect(warehouse_path(settings), read_only=True) as con:
+        # append-only (concurrent writers never conflict): 4 profiles of 8 columns
+        assert con.execute(f"SELECT count(*) FROM {HISTORY}").fetchone() == (4 * 8,)
 
 
-def test_store_reads_back_a_runs_profiles_and_upgrades_older_files(settings: Settings) -> None:
-    """A history file from before run ids (with the stddev column) keeps working; profiles
-    recorded with a run id come back whole for that run only, and only if every day is there."""
+def test_store_reads_back_a_runs_profiles(settings: Settings) -> None:
+    """Profiles recorded with a run id come back whole for that run only, and only if every
+    partition is there."""
     store = store_of(settings)
     ASSET = "marts/fct_orders"  # noqa: N806
-    store.path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(store.path)) as con:
-        con.execute(
-            'CREATE TABLE profiles (asset_key VARCHAR NOT NULL, "partition" VARCHAR NOT NULL, '
-            'profiled_at TIMESTAMPTZ NOT NULL, row_count BIGINT NOT NULL, "column" VARCHAR NOT NULL, '
-            'null_fraction DOUBLE, "distinct" BIGINT, "min" VARCHAR, "max" VARCHAR, mean DOUBLE, '
-            "stddev DOUBLE)"
-        )
-        con.execute(
-            "INSERT INTO profiles VALUES ('marts/fct_orders', '2025-12-01', now(), 5, 'x', 0, 1, "
-            "NULL, NULL, NULL, 1.5)"
-        )
     with duckdb.connect(warehouse_path(settings)) as con:
         for i in range(2):
             write_day(con, day(i))
@@ -311,7 +292,7 @@ def test_store_reads_back_a_runs_profiles_and_upgrades_older_files(settings: Set
         assert again[key].sql == profiles[key].sql  # the query that produced them, word for word
     assert store.profiles_of_run(ASSET, TABLE, "order_date", "run-2", keys) is None
     assert store.profiles_of_run(ASSET, TABLE, "order_date", "run-1", [*keys, day(2).isoformat()]) is None
-    assert [p.partition for p in store.history(ASSET, before="2026-12-31")] == ["2025-12-01", *keys]
+    assert [p.partition for p in store.history(ASSET, before="2026-12-31")] == keys
 
 
 def test_profiling_20m_rows_stays_in_sql(tmp_path: Path) -> None:
@@ -460,37 +441,7 @@ def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance
     assert not removed.passed and "Removed columns: revenue_usd" in (removed.description or "")
 
 
-@pytest.mark.parametrize(
-    ("now", "passed", "severity"),
-    [
-        ("2026-01-31T20:00", True, WARN),
-        ("2026-02-01T08:00", False, WARN),
-        ("2026-02-03T01:00", False, ERROR),
-    ],
-)
-def test_freshness_check_from_newest_partition(
-    history: Settings,
-    now: str,
-    passed: bool,
-    severity: dg.AssetCheckSeverity,
-    ephemeral_instance: dg.DagsterInstance,
-) -> None:
-    clock = datetime.fromisoformat(now).replace(tzinfo=UTC)
-    freshness = build_freshness_checks([RULE], clock=lambda: clock)
-    assert freshness is not None
-    result = dg.materialize(
-        [fct_orders, freshness],
-        instance=ephemeral_instance,
-        selection=dg.AssetSelection.checks(freshness),
-    )
-    [evaluation] = result.get_asset_check_evaluations()
-    assert (evaluation.passed, evaluation.severity) == (passed, severity)
-    assert value(evaluation, "latest_partition") == "2026-01-30"
-    expected_lag = (clock - datetime(2026, 1, 31, tzinfo=UTC)) / timedelta(hours=1)
-    assert value(evaluation, "lag_hours") == pytest.approx(expected_lag)
-
-
-def test_definitions_cover_the_marts_and_staging() -> None:
+def test_definitions_cover_every_model_of_the_bundled_project() -> None:
     from pipelines.settings import BUNDLED_SQLMESH_PROJECT
     from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 
@@ -498,41 +449,48 @@ def test_definitions_cover_the_marts_and_staging() -> None:
     defs = build_defs(project, SQLMeshTranslator())
     dg.Definitions.validate_loadable(defs)
     keys = {k for c in defs.asset_checks or [] for k in c.check_keys}  # type: ignore[union-attr]
-    for name, cfg in QUALITY_RULES.items():
-        asset = dg.AssetKey.from_user_string(name)
-        expected = {"volume_anomaly", "null_drift", "distribution_drift", "column_schema_change"}
-        if "freshness" in cfg:
-            expected.add("freshness")
-        assert {k.name for k in keys if k.asset_key == asset} == expected, name
+    for model in project.internal_models:
+        asset = dg.AssetKey([model.schema, model.table])
+        expected = {"volume_anomaly", "column_schema_change"}
+        if model.time_partitioned:
+            expected |= {"null_drift"}
+        names = {k.name for k in keys if k.asset_key == asset}
+        assert expected <= names, (model.name, names)
     specs = {
         (s.asset_key.to_user_string(), s.name): s
         for c in defs.asset_checks or []
         for s in c.check_specs  # type: ignore[union-attr]
     }
+    # the severities the bundled quality.yaml declares
     assert specs[("marts/daily_revenue", "volume_anomaly")].blocking
     assert not specs[("marts/daily_revenue", "distribution_drift")].blocking
     assert not specs[("staging/stg_orders", "null_drift")].blocking
-    assert defs.resolve_job_def("quality_freshness_job") is not None
-    # every model asset, with or without declared rules, has the schema-change check
-    for model in project.internal_models:
-        key = dg.AssetKey([model.schema, model.table])
-        assert dg.AssetCheckKey(key, "column_schema_change") in keys, key
+    # FULL models: a row count across runs, nothing per column by default
+    assert {k.name for k in keys if k.asset_key == dg.AssetKey(["marts", "dim_customers"])} == {
+        "volume_anomaly",
+        "column_schema_change",
+    }
+    # the identifiers of stg_order_items are no measures: no distribution drift on them
+    rules = {r.model: r for r in project_rules(project, SQLMeshTranslator())}
+    assert rules["intermediate.int_order_lines"].drift_columns(
+        {"order_id": True, "line_total_usd": True, "quantity": True}
+    ) == ("line_total_usd", "quantity")
 
 
 def test_rules_fit_the_real_sqlmesh_tables(built_warehouse: Settings) -> None:  # noqa: F811
-    """Every configured table and column exists in the warehouse the SQLMesh project builds."""
-    for rule in quality_rules:
-        results = run_profile_checks(rule, None, built_warehouse)
-        assert [r.check_name for r in results] == [
-            "volume_anomaly",
-            "null_drift",
-            "distribution_drift",
-        ]
-        for r in results:
-            assert r.passed, (rule.table, r.check_name, r.description)
-            assert r.metadata["method"].value != "missing_column"
-            assert r.metadata["partition"].value == "2026-11-22", rule.table
-    points = ProfileStore.in_data_dir(built_warehouse.data_dir).history(
-        "marts/daily_revenue", before="2026-12-31"
-    )
+    """Every rule's table and columns exist in the warehouse the SQLMesh project builds."""
+    from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+    from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
+
+    rules = project_rules(load_project(BUNDLED_SQLMESH_PROJECT), SQLMeshTranslator())
+    with warehouse(built_warehouse, read_only=False) as con:
+        for rule in rules:
+            results = run_profile_checks(rule, None, con)
+            assert [r.check_name for r in results] == list(rule.checks)
+            for r in results:
+                assert r.passed, (rule.table, r.check_name, r.description)
+                assert r.metadata["method"].value != "missing_column"
+                if rule.partition_column:
+                    assert r.metadata["partition"].value == "2026-11-22", rule.table
+        points = ProfileStore(con).history("marts/daily_revenue", before="2026-12-31")
     assert [p.partition for p in points] == ["2026-11-22"]

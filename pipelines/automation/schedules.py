@@ -290,25 +290,45 @@ def automation_condition_for(model: ModelInfo, partitioned: bool | None = None) 
     return base & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
-def freshness_policy_for(
-    model: ModelInfo, grace: timedelta = timedelta(hours=6)
-) -> dg.FreshnessPolicy | None:
-    """How late a mart may be: the data of a cron period must land within ``grace`` of its tick.
+# kinds that no cron refreshes on their own: a view is rebuilt with its model, a seed changes with
+# the project, an embedded model is no table
+NO_FRESHNESS_KINDS = {"VIEW", "SEED", "EMBEDDED", "EXTERNAL"}
+DEFAULT_GRACE = timedelta(hours=6)
 
-    Daily crons get a deadline cron (``0 0 * * *`` with 6 h grace: fresh data by 06:00 UTC);
-    other cadences a time window of one period plus grace. Only marts have a policy: they are
-    what people read, and staging lateness already shows up in them.
+
+def freshness_grace(cron: str, grace: timedelta | None = None) -> timedelta:
+    """How long after a tick its data may still be missing: ``grace`` when given, else 6 h but
+    never more than one period (a ``*/15`` model is late after 15 minutes, not 6 hours)."""
+    return grace if grace is not None else min(DEFAULT_GRACE, cron_period(cron))
+
+
+def freshness_policy_for(model: ModelInfo, grace: timedelta | None = None) -> dg.FreshnessPolicy | None:
+    """The one freshness truth of a model, from its own SQLMesh cron (any cron croniter reads).
+
+    The schedule of the model's cron group ticks on the same cron, so a run per tick keeps the
+    asset fresh and one missed tick makes it stale ``grace`` after that tick:
+
+    - a cron that ticks once a day at a fixed time (``@daily``, ``0 6 * * *``): a deadline
+      cron ``grace`` after the tick, with the tick as lower bound ("fresh data by 06:00 UTC");
+    - every other cadence (``@hourly``, ``*/15 * * * *``, ``@weekly``, ``@monthly``...): a time
+      window, WARN once a period has passed since the last materialization plus half the grace,
+      FAIL at one period plus the grace. The period is the longest gap between ticks (31 days
+      for ``@monthly``).
+
+    Views, seeds and embedded models get none: nothing refreshes them on a cron of their own.
     """
-    if model.schema != "marts":
+    if model.kind in NO_FRESHNESS_KINDS:
         return None
     cron = cron_string(model.cron)
+    grace = freshness_grace(cron, grace)
     minute, hour, *rest = cron.split(" ")
-    hours = int(grace.total_seconds() // 3600)
-    if rest == ["*", "*", "*"] and minute.isdigit() and hour.isdigit() and 1 <= hours < 24:
+    shift = grace.total_seconds() / 60
+    if rest == ["*", "*", "*"] and minute.isdigit() and hour.isdigit() and 0 < shift < 24 * 60:
+        at = (int(hour) * 60 + int(minute) + int(shift)) % (24 * 60)
         return dg.FreshnessPolicy.cron(
-            deadline_cron=f"{minute} {(int(hour) + hours) % 24} * * *",
-            lower_bound_delta=timedelta(hours=hours),
+            deadline_cron=f"{at % 60} {at // 60} * * *",
+            lower_bound_delta=grace,
             timezone="UTC",
         )
     period = cron_period(cron)
-    return dg.FreshnessPolicy.time_window(fail_window=period + min(grace, period), warn_window=period)
+    return dg.FreshnessPolicy.time_window(fail_window=period + grace, warn_window=period + grace / 2)

@@ -1,10 +1,12 @@
-"""Data quality: table profiles computed in SQL, their history, and anomaly checks on top.
+"""Data quality: table profiles computed in SQL, their shared history, and anomaly checks on top.
 
-``profile`` runs one aggregate query per table (or per set of partitions) inside DuckDB and keeps
-the results in a small history database; ``anomaly`` holds the pure decision rules; ``checks``
-turns both into Dagster asset checks.
+``profile`` runs one aggregate query per table (or per set of partitions) inside DuckDB;
+``history`` keeps the results in a table of the warehouse's own catalog, shared by every run;
+``anomaly`` holds the pure decision rules; ``rules`` derives what to check from the SQLMesh
+models and the project's ``quality.yaml``; ``checks`` turns all of it into Dagster asset checks.
 """
 
-from pipelines.quality.profile import ProfileStore, TableProfile, profile_table, record_profile
+from pipelines.quality.history import ProfileStore, record_profile
+from pipelines.quality.profile import TableProfile, profile_table
 
 __all__ = ["ProfileStore", "TableProfile", "profile_table", "record_profile"]

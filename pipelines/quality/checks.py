@@ -1,30 +1,32 @@
-"""Dagster asset checks built from quality rules: anomalies, null and distribution drift, freshness.
+"""Dagster asset checks built from quality rules: volume anomalies, null and distribution drift.
 
-One multi-asset check per table profiles the partitions of the run with a single SQL query,
-compares them with the stored history, records them, and yields the three anomaly checks. The
-warehouse is opened read-only for the length of one check and closed at once, so checks never
-hold the lock a SQLMesh run needs.
+One multi-asset check step covers every rule: for each table it judges the profiles the
+SQLMesh step recorded in the same run (or profiles the partitions itself with one SQL query),
+compares them with the shared history, records them, and yields the checks. The warehouse is
+opened once per step, for the history table and any query, and closed at once. Freshness is
+not a check here: it is the asset's ``FreshnessPolicy``, derived from the model's cron
+(``pipelines.automation.freshness_policy_for``), the one truth Dagster shows.
 """
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 import dagster as dg
 import duckdb
 
-from pipelines.identifiers import safe_identifier, safe_partition_key
 from pipelines.quality.anomaly import (
     AnomalyResult,
     distribution_drift,
     null_rate_drift,
     volume_anomaly,
 )
+from pipelines.quality.grain import DAY
+from pipelines.quality.history import HistoryPoint, ProfileStore, key_of
 from pipelines.quality.profile import (
-    HistoryPoint,
-    ProfileStore,
     TableProfile,
     asset_key_string,
     is_numeric,
@@ -35,122 +37,42 @@ from pipelines.quality.profile import (
     quote,
     table_sql,
 )
+from pipelines.quality.rules import (
+    DRIFT,
+    ERROR,
+    NULLS,
+    PROFILE_CHECKS,
+    VOLUME,
+    WARN,
+    QualityRule,
+)
+from pipelines.quality.schema_change import SCHEMA_CHECK, schema_change_result
 from pipelines.settings import Settings
 from pipelines.warehouse import warehouse
 
-VOLUME, NULLS, DRIFT, FRESHNESS = "volume_anomaly", "null_drift", "distribution_drift", "freshness"
-PROFILE_CHECKS = (VOLUME, NULLS, DRIFT)
-CRON_INTERVALS = {
-    "@hourly": timedelta(hours=1),
-    "@daily": timedelta(days=1),
-    "@weekly": timedelta(days=7),
-}
+__all__ = [
+    "DRIFT",
+    "ERROR",
+    "NULLS",
+    "PROFILE_CHECKS",
+    "VOLUME",
+    "WARN",
+    "QualityRule",
+    "build_profile_checks",
+    "build_quality_checks",
+    "build_schema_change_checks",
+    "run_profile_checks",
+]
+
 SAMPLE_ROWS = 10
 # A check that met a long SQLMesh write lock is simply tried again; profiling is idempotent.
 RETRY = dg.RetryPolicy(max_retries=2, delay=30)
-
-WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
-_RULE_KEYS = {
-    "table",
-    "partition_column",
-    "watch",
-    "watch_nulls",
-    "sample",
-    "severity",
-    "severity_overrides",
-    "freshness",
-    "freshness_grace_hours",
-    "freshness_error_after_days",
-    "warmup",
-    "volume_k",
-    "max_null_jump",
-    "drift_z",
-    "history_window",
-}
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
-@dataclass(frozen=True)
-class QualityRule:
-    """What to check on one table, and how strictly."""
-
-    asset_key: dg.AssetKey
-    table: str
-    partition_column: str | None = None
-    watch: tuple[str, ...] = ()
-    watch_nulls: tuple[str, ...] = ()
-    sample_columns: tuple[str, ...] = ()
-    severity: dg.AssetCheckSeverity = WARN
-    severity_overrides: Mapping[str, dg.AssetCheckSeverity] = field(default_factory=dict)
-    freshness_cron: str | None = None
-    freshness_grace: timedelta = timedelta(hours=6)
-    freshness_error_after: timedelta = timedelta(days=3)
-    warmup: int = 7
-    volume_k: float = 4.0
-    max_null_jump: float = 0.2
-    drift_z: float = 4.0
-    history_window: int = 56
-
-    def severity_of(self, check: str) -> dg.AssetCheckSeverity:
-        return self.severity_overrides.get(check, self.severity)
-
-    def blocking(self, check: str) -> bool:
-        """ERROR checks stop downstream assets in the same run; WARN ones only report."""
-        return self.severity_of(check) == ERROR
-
-    @property
-    def sample(self) -> tuple[str, ...]:
-        cols = self.sample_columns or ((self.partition_column,) if self.partition_column else ())
-        return tuple(dict.fromkeys(cols + self.null_columns))
-
-    @property
-    def null_columns(self) -> tuple[str, ...]:
-        """Null drift watches both lists; distribution drift only ``watch`` (ids have no
-        meaningful mean)."""
-        return tuple(dict.fromkeys(self.watch + self.watch_nulls))
-
-    @classmethod
-    def from_config(cls, key: str, cfg: Mapping[str, Any]) -> "QualityRule":
-        """A rule from its config entry, rejecting typos and unsafe names up front."""
-        unknown = set(cfg) - _RULE_KEYS
-        if unknown:
-            raise ValueError(f"quality rule {key}: unknown settings {sorted(unknown)}")
-        table_sql(cfg["table"])
-        partition_column = cfg.get("partition_column")
-        if partition_column is not None:
-            safe_identifier(partition_column, "partition column")
-        cron = cfg.get("freshness")
-        if cron is not None and (cron not in CRON_INTERVALS or not partition_column):
-            raise ValueError(
-                f"quality rule {key}: freshness needs a partition column and one of "
-                f"{sorted(CRON_INTERVALS)}, got {cron!r}"
-            )
-        overrides = {
-            name: dg.AssetCheckSeverity(sev) for name, sev in cfg.get("severity_overrides", {}).items()
-        }
-        if set(overrides) - {*PROFILE_CHECKS}:
-            raise ValueError(f"quality rule {key}: overrides name unknown checks {sorted(overrides)}")
-        return cls(
-            asset_key=dg.AssetKey.from_user_string(key),
-            table=cfg["table"],
-            partition_column=partition_column,
-            watch=tuple(safe_identifier(c, "watched column") for c in cfg.get("watch", ())),
-            watch_nulls=tuple(safe_identifier(c, "watched column") for c in cfg.get("watch_nulls", ())),
-            sample_columns=tuple(safe_identifier(c, "sample column") for c in cfg.get("sample", ())),
-            severity=dg.AssetCheckSeverity(cfg.get("severity", "WARN")),
-            severity_overrides=overrides,
-            freshness_cron=cron,
-            freshness_grace=timedelta(hours=cfg.get("freshness_grace_hours", 6)),
-            freshness_error_after=timedelta(days=cfg.get("freshness_error_after_days", 3)),
-            warmup=int(cfg.get("warmup", 7)),
-            volume_k=float(cfg.get("volume_k", 4.0)),
-            max_null_jump=float(cfg.get("max_null_jump", 0.2)),
-            drift_z=float(cfg.get("drift_z", 4.0)),
-            history_window=int(cfg.get("history_window", 56)),
-        )
-
-
-def rules_from_config(config: Mapping[str, Mapping[str, Any]]) -> list[QualityRule]:
-    return [QualityRule.from_config(key, cfg) for key, cfg in config.items()]
+def warehouse_writer(settings: Callable[[], Settings] = Settings.from_env) -> Connect:
+    """Connections to the deployment's warehouse, writable (the history table lives there)."""
+    return lambda: warehouse(settings(), read_only=False)
 
 
 @dataclass(frozen=True)
@@ -178,17 +100,20 @@ def _column_outcome(partition: str, results: Mapping[str, AnomalyResult], missin
 def evaluate_partition(
     rule: QualityRule, profile: TableProfile, history: Sequence[HistoryPoint]
 ) -> dict[str, Outcome]:
-    """The three anomaly verdicts for one profiled partition against its earlier partitions."""
-    key = ProfileStore.key_of(profile)
+    """The anomaly verdicts for one profiled partition against its earlier partitions."""
+    key = key_of(profile)
+    seasonal = rule.grain is not None and rule.grain == DAY  # weekday baselines only for days
     volume = volume_anomaly(
         [(h.day, h.row_count) for h in history],
         profile.row_count,
-        new_date=date.fromisoformat(key),
+        new_date=date.fromisoformat(key[:10]) if seasonal else None,
         warmup=rule.warmup,
         k=rule.volume_k,
     )
     present = {c.name: c for c in profile.columns}
-    missing = [c for c in rule.null_columns if c not in present]
+    null_columns = rule.null_columns(list(present))
+    drift_columns = rule.drift_columns({n: is_numeric(c.type) for n, c in present.items()})
+    missing = [c for c in dict.fromkeys((*null_columns, *drift_columns)) if c not in present]
     nulls = {
         c: null_rate_drift(
             [h.columns[c].null_fraction for h in history if c in h.columns],
@@ -196,7 +121,7 @@ def evaluate_partition(
             warmup=rule.warmup,
             max_jump=rule.max_null_jump,
         )
-        for c in rule.null_columns
+        for c in null_columns
         if c in present
     }
     drifts = {
@@ -206,13 +131,13 @@ def evaluate_partition(
             warmup=rule.warmup,
             z=rule.drift_z,
         )
-        for c in rule.watch
+        for c in drift_columns
         if c in present and is_numeric(present[c].type)
     }
     return {
         VOLUME: Outcome(key, volume),
-        NULLS: _column_outcome(key, nulls, missing),
-        DRIFT: _column_outcome(key, drifts, missing),
+        NULLS: _column_outcome(key, nulls, [c for c in missing if c in null_columns]),
+        DRIFT: _column_outcome(key, drifts, [c for c in missing if c in drift_columns]),
     }
 
 
@@ -238,10 +163,10 @@ def sample_sql(rule: QualityRule, profile: TableProfile, check: str, outcome: Ou
     present = {c.name for c in profile.columns}
     if check not in (NULLS, DRIFT) or column is None or column not in present:
         return None
-    cols = [c for c in (*rule.sample, column) if c in present]
+    cols = [c for c in rule.sample(column) if c in present]
     select = ", ".join(quote(c) for c in dict.fromkeys(cols))
     where = (
-        partition_filter(rule.partition_column, profile.partition, profile.partition)
+        partition_filter(rule.partition_column, profile.partition, profile.partition, rule.grain or DAY)
         if rule.partition_column and profile.partition
         else "TRUE"
     )
@@ -313,41 +238,52 @@ def _profiles(
 ) -> dict[str, TableProfile]:
     if not rule.partition_column:
         profile = profile_table(con, rule.table, None, None)
-        return {ProfileStore.key_of(profile): profile}
+        return {key_of(profile): profile}
+    grain = rule.grain or DAY
     if not partitions:
-        latest = latest_partition(con, rule.table, rule.partition_column)
+        latest = latest_partition(con, rule.table, rule.partition_column, grain)
         partitions = [latest] if latest else []
-    return profile_partitions(con, rule.table, rule.partition_column, partitions)
+    return profile_partitions(con, rule.table, rule.partition_column, partitions, grain)
+
+
+def _rule_partitions(rule: QualityRule, run: tuple[str, str] | None) -> list[str] | None:
+    """The partitions of the rule's own grain that the run wrote; None when the run names no
+    partition (then the newest partition in the table is judged)."""
+    if run is None or rule.partition_column is None:
+        return None
+    try:
+        return (rule.grain or DAY).run_keys(*run) or None
+    except ValueError:
+        return None
 
 
 def run_profile_checks(
     rule: QualityRule,
     partitions: Sequence[str] | None,
-    settings: Settings,
-    selected: Iterable[str] = PROFILE_CHECKS,
+    con: duckdb.DuckDBPyConnection,
     store: ProfileStore | None = None,
+    selected: Iterable[str] = PROFILE_CHECKS,
     run_id: str | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Profile ``partitions`` (or the newest one), judge them against history, record them.
 
     Partitions are taken oldest first and each is recorded before the next is judged, so a
-    backfill builds its own history and a re-run compares a day only with the days before it.
-    When run ``run_id`` materialized them, the profiles its materialization recorded are judged
-    instead of querying the table again.
+    backfill builds its own history and a re-run compares a partition only with the ones
+    before it. When run ``run_id`` materialized them, the profiles its materialization recorded
+    are judged instead of querying the table again. ``con`` is a writable warehouse connection.
     """
-    store = store or ProfileStore.in_data_dir(settings.data_dir)
+    store = store or ProfileStore(con)
     asset = asset_key_string(rule.asset_key)
-    selected = [c for c in PROFILE_CHECKS if c in set(selected)]
+    selected = [c for c in PROFILE_CHECKS if c in set(selected) and c in rule.checks]
+    if not selected:
+        return []
+    grain = rule.grain or DAY
     reused = (
-        store.profiles_of_run(asset, rule.table, rule.partition_column, run_id, partitions)
-        if run_id and partitions and rule.partition_column
+        store.profiles_of_run(asset, rule.table, rule.partition_column, run_id, partitions, grain)
+        if run_id and (partitions or not rule.partition_column)
         else None
     )
-    if reused is not None:
-        profiles = reused
-    else:
-        with warehouse(settings, read_only=True) as con:  # held for the one profile query only
-            profiles = _profiles(con, rule, partitions)
+    profiles = reused if reused is not None else _profiles(con, rule, partitions)
     if not profiles:
         return [
             dg.AssetCheckResult(
@@ -359,9 +295,9 @@ def run_profile_checks(
             for check in selected
         ]
     outcomes: dict[str, list[Outcome]] = {c: [] for c in PROFILE_CHECKS}
-    keys = sorted(profiles)
-    # one read of the history for every partition (each open of the file costs ~25 ms): a
-    # partition re-profiled here replaces its stored point for the partitions after it
+    keys = sorted(profiles)  # every key shape sorts chronologically as text
+    # one read of the history for every partition: a partition re-profiled here replaces its
+    # stored point for the partitions after it
     stored = store.history(asset, before=keys[-1], limit=rule.history_window + len(keys))
     points = {p.partition: p for p in stored}
     for key in keys:
@@ -372,21 +308,14 @@ def run_profile_checks(
     if reused is None:
         store.record(asset, [profiles[k] for k in keys])
     verdicts = {check: _combine(outcomes[check]) for check in selected}
-    samples = {
-        check: query
-        for check, (passed, decisive) in verdicts.items()
-        if not passed
-        and (query := sample_sql(rule, profiles[decisive.partition], check, decisive)) is not None
-    }
-    fetched: dict[str, str] = {}
-    if samples:
-        with warehouse(settings, read_only=True) as con:
-            fetched = {check: _fetch_sample(con, query) for check, query in samples.items()}
     results = []
     for check, (passed, decisive) in verdicts.items():
         sql = profiles[decisive.partition].sql
-        if check in samples:
-            sql += f";\n\n-- offending rows\n{samples[check]}"
+        sample = None
+        query = None if passed else sample_sql(rule, profiles[decisive.partition], check, decisive)
+        if query is not None:
+            sample = _fetch_sample(con, query)
+            sql += f";\n\n-- offending rows\n{query}"
         results.append(
             dg.AssetCheckResult(
                 asset_key=rule.asset_key,
@@ -395,21 +324,19 @@ def run_profile_checks(
                 severity=rule.severity_of(check),
                 description=f"{decisive.partition}: "
                 + decisive.result.describe(_what(check, decisive.column)),
-                metadata=check_metadata(decisive, outcomes[check], sql, fetched.get(check)),
+                metadata=check_metadata(decisive, outcomes[check], sql, sample),
             )
         )
     return results
 
 
-def run_partitions(context: dg.AssetCheckExecutionContext) -> list[str] | None:
-    """The daily partitions of the run, or None when the run targets no partition."""
+def run_range(context: dg.AssetCheckExecutionContext) -> tuple[str, str] | None:
+    """The first and last partition key of the run, or None when it targets no partition."""
     if context.has_partition_key:
-        return [safe_partition_key(context.partition_key)]
+        return context.partition_key, context.partition_key
     if context.has_partition_key_range:
         r = context.partition_key_range
-        start = date.fromisoformat(safe_partition_key(r.start))
-        end = date.fromisoformat(safe_partition_key(r.end))
-        return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+        return r.start, r.end
     return None
 
 
@@ -420,39 +347,41 @@ def _check_name(prefix: str, key: dg.AssetKey) -> str:
 def build_profile_checks(
     rules: QualityRule | Sequence[QualityRule],
     *,
-    settings: Callable[[], Settings] = Settings.from_env,
+    connect: Connect | None = None,
+    name: str | None = None,
 ) -> dg.AssetChecksDefinition:
     """The volume, null-drift and distribution-drift checks of tables, each from one profile.
 
     Several tables share one step: checks run after the SQLMesh step anyway, and each step of
     its own cost Dagster more than the checks themselves (measured in bench/bench_pipeline.py).
+    ``connect`` opens a writable warehouse connection (default: the deployment's warehouse).
     """
     rules = [rules] if isinstance(rules, QualityRule) else list(rules)
     by_key = {r.asset_key: r for r in rules}
     specs = [spec for r in rules for spec in _profile_specs(r)]
+    opener = connect or warehouse_writer()
 
     @dg.multi_asset_check(
-        name=_check_name("quality", rules[0].asset_key) if len(rules) == 1 else "quality_profiles",
+        name=name or (_check_name("quality", rules[0].asset_key) if len(rules) == 1 else "quality_profiles"),
         specs=specs,
         can_subset=True,
         retry_policy=RETRY,
-        description="Profiles " + ", ".join(r.table for r in rules) + " in SQL and compares with history.",
+        description=f"Profiles {len(rules)} table(s) in SQL and compares them with their history.",
     )
     def _profile_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         selected: dict[dg.AssetKey, set[str]] = {}
         for key in context.selected_asset_check_keys:
             selected.setdefault(key.asset_key, set()).add(key.name)
-        partitions = run_partitions(context)
-        config = settings()
-        with ProfileStore.in_data_dir(config.data_dir).session() as store:
-            results = [
-                (rule, result)
-                for rule in (by_key[k] for k in sorted(selected, key=str))
-                for result in run_profile_checks(
-                    rule, partitions, config, selected[rule.asset_key], store, context.run.run_id
-                )
-            ]
-        for rule, result in results:  # yielded after the history file is closed again
+        run = run_range(context)
+        results: list[tuple[QualityRule, dg.AssetCheckResult]] = []
+        with opener() as con:  # one connection for the history and every query of the step
+            store = ProfileStore(con)
+            for rule in (by_key[k] for k in sorted(selected, key=str)):
+                partitions = _rule_partitions(rule, run)
+                checks = selected[rule.asset_key]
+                for result in run_profile_checks(rule, partitions, con, store, checks, context.run.run_id):
+                    results.append((rule, result))
+        for rule, result in results:  # yielded after the warehouse is closed again
             context.log.info(f"{rule.table} {result.check_name}: {result.description}")
             yield result
 
@@ -460,158 +389,86 @@ def build_profile_checks(
 
 
 def _profile_specs(rule: QualityRule) -> list[dg.AssetCheckSpec]:
+    unit = f"{rule.grain.name} partition" if rule.grain else "run"
+    nulls = "every column" if rule.null_watch is None else ", ".join(rule.null_watch)
+    drift = "numeric non-key columns" if rule.drift_watch is None else ", ".join(rule.drift_watch)
+    ignored = f" (ignoring {', '.join(rule.ignore)})" if rule.ignore else ""
     descriptions = {
-        VOLUME: f"Row count of the partition within median ± {rule.volume_k}·MAD of earlier ones "
-        f"(same weekday when enough history; warm-up {rule.warmup} partitions).",
-        NULLS: f"Null fraction of {', '.join(rule.null_columns) or 'no column'} within "
-        f"±{rule.max_null_jump} of its median.",
-        DRIFT: f"Mean of numeric {', '.join(rule.watch) or 'columns'} within "
-        f"{rule.drift_z} robust standard deviations of the usual daily mean.",
+        VOLUME: f"Row count of each {unit} within median ± {rule.volume_k}·MAD-sigma of the earlier "
+        f"ones (warm-up {rule.warmup}).",
+        NULLS: f"Null fraction of {nulls}{ignored} within ±{rule.max_null_jump} of its median "
+        f"per {unit} (warm-up {rule.warmup}).",
+        DRIFT: f"Mean of {drift}{ignored} within {rule.drift_z} robust standard deviations of the "
+        f"usual {unit} mean (warm-up {rule.warmup}).",
     }
     return [
         dg.AssetCheckSpec(
-            check, asset=rule.asset_key, description=descriptions[check], blocking=rule.blocking(check)
+            check,
+            asset=rule.asset_key,
+            description=descriptions[check],
+            blocking=rule.blocking(check),
+            metadata={"quality/severity": rule.severity_of(check).value},
         )
-        for check in PROFILE_CHECKS
+        for check in rule.checks
     ]
 
 
-@dataclass(frozen=True)
-class FreshnessStatus:
-    passed: bool
-    severity: dg.AssetCheckSeverity
-    latest: date | None
-    lag: timedelta | None
-    description: str
+def build_schema_change_checks(assets: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """Only the column schema-change check, one step per asset (see ``schema_change``)."""
+    return [build_model_checks(key, None) for key in assets]
 
 
-def freshness_status(
-    latest: date | None,
-    now: datetime,
-    *,
-    interval: timedelta,
-    grace: timedelta,
-    error_after: timedelta,
-) -> FreshnessStatus:
-    """How long since the newest partition closed: over one interval + grace warns, past
-    ``error_after`` it is an error."""
-    if latest is None:
-        return FreshnessStatus(False, ERROR, None, None, "the table holds no partition at all")
-    closed_at = datetime.combine(latest + timedelta(days=1), time(0), UTC)
-    lag = now - closed_at
-    hours = lag.total_seconds() / 3600
-    if lag > error_after:
-        return FreshnessStatus(
-            False,
-            ERROR,
-            latest,
-            lag,
-            f"newest partition {latest} is {hours:.1f} h old, over {error_after} (far overdue)",
-        )
-    if lag > interval + grace:
-        return FreshnessStatus(
-            False,
-            WARN,
-            latest,
-            lag,
-            f"newest partition {latest} is {hours:.1f} h old, over {interval + grace} (overdue)",
-        )
-    return FreshnessStatus(True, WARN, latest, lag, f"newest partition {latest} closed {hours:.1f} h ago")
+def build_model_checks(
+    key: dg.AssetKey, rule: QualityRule | None, *, connect: Connect | None = None
+) -> dg.AssetChecksDefinition:
+    """Every quality check of one asset in one step: its profile checks (when it has a rule)
+    and its schema-change check.
 
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def build_freshness_checks(
-    rules: Sequence[QualityRule],
-    *,
-    settings: Callable[[], Settings] = Settings.from_env,
-    clock: Callable[[], datetime] = _utcnow,
-) -> dg.AssetChecksDefinition | None:
-    """One freshness check per table with a ``freshness`` cron, judged on the data itself
-    (the newest day in the partition column), not on when a run last happened."""
-    by_key = {r.asset_key: r for r in rules if r.freshness_cron and r.partition_column}
-    if not by_key:
-        return None
-    specs = [
+    One step per asset, because Dagster skips a check step when any asset it checks was not
+    materialized in the run: a shared step would skip every table's checks whenever one model
+    was not due or failed.
+    """
+    specs = _profile_specs(rule) if rule is not None else []
+    specs.append(
         dg.AssetCheckSpec(
-            FRESHNESS,
+            SCHEMA_CHECK,
             asset=key,
-            description=f"Newest {r.partition_column} no older than {r.freshness_cron} + "
-            f"{r.freshness_grace} (WARN), {r.freshness_error_after} (ERROR).",
+            description="Columns added, removed or retyped since the previous run's materialization.",
         )
-        for key, r in by_key.items()
-    ]
+    )
+    opener = connect or warehouse_writer()
 
     @dg.multi_asset_check(
-        name="quality_freshness",
+        name=_check_name("quality", key),
         specs=specs,
         can_subset=True,
         retry_policy=RETRY,
-        description="Freshness of the marts, from the newest partition present in each table.",
+        description=f"Quality checks of {key.to_user_string()}.",
     )
-    def _freshness(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
-        now = clock()
-        with warehouse(settings(), read_only=True) as con:
-            for check_key in sorted(context.selected_asset_check_keys, key=str):
-                rule = by_key[check_key.asset_key]
-                assert rule.partition_column and rule.freshness_cron
-                latest_key = latest_partition(con, rule.table, rule.partition_column)
-                status = freshness_status(
-                    date.fromisoformat(latest_key) if latest_key else None,
-                    now,
-                    interval=CRON_INTERVALS[rule.freshness_cron],
-                    grace=rule.freshness_grace,
-                    error_after=rule.freshness_error_after,
-                )
-                metadata: dict[str, Any] = {
-                    "latest_partition": latest_key or "none",
-                    "evaluated_at": now.isoformat(),
-                    "cron": rule.freshness_cron,
-                    "warn_after_hours": (CRON_INTERVALS[rule.freshness_cron] + rule.freshness_grace)
-                    / timedelta(hours=1),
-                    "error_after_hours": rule.freshness_error_after / timedelta(hours=1),
-                    "sql": dg.MetadataValue.md(
-                        f"```sql\nSELECT max({quote(rule.partition_column)}) "
-                        f"FROM {table_sql(rule.table)}\n```"
-                    ),
-                }
-                if status.lag is not None:
-                    metadata["lag_hours"] = status.lag / timedelta(hours=1)
-                event = context.instance.get_latest_materialization_event(rule.asset_key)
-                if event is not None:
-                    metadata["last_materialization"] = dg.MetadataValue.timestamp(event.timestamp)
-                yield dg.AssetCheckResult(
-                    asset_key=rule.asset_key,
-                    check_name=FRESHNESS,
-                    passed=status.passed,
-                    severity=status.severity,
-                    description=status.description,
-                    metadata=metadata,
-                )
+    def _model_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        names = {k.name for k in context.selected_asset_check_keys}
+        results: list[dg.AssetCheckResult] = []
+        if rule is not None and names & set(rule.checks):
+            partitions = _rule_partitions(rule, run_range(context))
+            with opener() as con:
+                results += run_profile_checks(rule, partitions, con, None, names, context.run.run_id)
+        if SCHEMA_CHECK in names:
+            results.append(schema_change_result(context.instance, key, WARN))
+        for result in results:  # yielded after the warehouse is closed again
+            context.log.info(f"{key.to_user_string()} {result.check_name}: {result.description}")
+            yield result
 
-    return _freshness
-
-
-def build_schema_change_checks(assets: Sequence[dg.AssetKey]) -> Sequence[dg.AssetChecksDefinition]:
-    """Dagster's own check: added, removed or retyped columns between the last two
-    materializations (needs ``dagster/column_schema`` in the materialization metadata)."""
-    return dg.build_column_schema_change_checks(assets=list(assets), severity=WARN)
+    return _model_checks
 
 
 def build_quality_checks(
     rules: Sequence[QualityRule],
     *,
-    settings: Callable[[], Settings] = Settings.from_env,
-    clock: Callable[[], datetime] = _utcnow,
+    connect: Connect | None = None,
     schema_change_assets: Sequence[dg.AssetKey] = (),
 ) -> list[dg.AssetChecksDefinition]:
-    """Profile checks of every rule (one step), freshness of the rules that ask for it, and
-    schema-change checks on the rules' tables and on ``schema_change_assets``."""
-    checks = [build_profile_checks(rules, settings=settings)] if rules else []
-    freshness = build_freshness_checks(rules, settings=settings, clock=clock)
-    if freshness is not None:
-        checks.append(freshness)
-    schema_assets = [*(r.asset_key for r in rules), *schema_change_assets]
-    return [*checks, *(build_schema_change_checks(schema_assets) if schema_assets else [])]
+    """One quality step per asset: the rules' profile checks, and a schema-change check on
+    the rules' assets and on ``schema_change_assets``."""
+    by_key = {r.asset_key: r for r in rules}
+    keys = list(dict.fromkeys([*by_key, *schema_change_assets]))
+    return [build_model_checks(key, by_key.get(key), connect=connect) for key in keys]

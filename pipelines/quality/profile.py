@@ -3,24 +3,19 @@
 A profile is what the anomaly checks compare day to day: row count, and per column the null
 fraction, an approximate distinct count, min/max and the mean. The query runs in DuckDB and only
 the aggregates (one row per partition) come back to Python, so profiling a table costs one scan and
-almost no Python memory whatever its size.
+almost no Python memory whatever its size. The history of profiles is in ``history``.
 """
 
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 import duckdb
-import pyarrow as pa
 
-from pipelines.identifiers import safe_identifier, safe_partition_key
-
-HISTORY_FILE = "quality_history.duckdb"
+from pipelines.identifiers import safe_identifier
+from pipelines.quality.grain import DAY, Grain
 
 _NUMERIC = {
     "TINYINT",
@@ -118,12 +113,8 @@ class TableProfile:
         )
 
     def to_metadata(self, descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Dagster metadata: the standard row count and column schema, plus the profile as JSON."""
-        return {
-            "dagster/row_count": dg.MetadataValue.int(self.row_count),
-            "dagster/column_schema": self.column_schema(descriptions),
-            "profile": dg.MetadataValue.json(self.as_dict()),
-        }
+        """Dagster metadata: the standard row count and column schema, plus the profile's summary."""
+        return profile_metadata([self], descriptions)
 
 
 def describe(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -149,11 +140,11 @@ def _column_stats(name: str, type_name: str) -> list[tuple[str, str]]:
     return stats
 
 
-def partition_filter(partition_column: str, first: str, last: str) -> str:
+def partition_filter(partition_column: str, first: str, last: str, grain: Grain = DAY) -> str:
     """A range predicate on the partition column (range, so DuckDB can skip row groups)."""
     col = quote(safe_identifier(partition_column, "partition column"))
-    end = date.fromisoformat(safe_partition_key(last)) + timedelta(days=1)
-    return f"{col} >= DATE '{safe_partition_key(first)}' AND {col} < DATE '{end.isoformat()}'"
+    start, end = grain.parse(first), grain.next(grain.parse(last))
+    return f"{col} >= {grain.literal(start)} AND {col} < {grain.literal(end)}"
 
 
 def profile_sql(
@@ -161,6 +152,7 @@ def profile_sql(
     columns: Sequence[tuple[str, str]],
     partition_column: str | None,
     partitions: Sequence[str],
+    grain: Grain = DAY,
 ) -> tuple[str, list[tuple[int, str]]]:
     """The single aggregate query, and which output position holds which (column, stat)."""
     selects = ["count(*) AS row_count"]
@@ -172,9 +164,10 @@ def profile_sql(
     group = ""
     where = ""
     if partition_column and partitions:
-        keys = sorted(safe_partition_key(p) for p in partitions)
-        group = f"CAST({quote(partition_column)} AS DATE) AS partition_date,\n  "
-        where = f"\nWHERE {partition_filter(partition_column, keys[0], keys[-1])}\nGROUP BY 1"
+        keys = sorted(partitions, key=grain.parse)
+        column = quote(safe_identifier(partition_column, "partition column"))
+        group = f"{grain.bucket_sql(column)} AS partition_start,\n  "
+        where = f"\nWHERE {partition_filter(partition_column, keys[0], keys[-1], grain)}\nGROUP BY 1"
     body = ",\n  ".join(selects)
     sql = f"SELECT\n  {group}{body}\nFROM {table_sql(table)}{where}"
     return sql, layout
@@ -212,17 +205,21 @@ def _profile_from_row(
 
 
 def profile_partitions(
-    con: duckdb.DuckDBPyConnection, table: str, partition_column: str, partitions: Iterable[str]
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    partition_column: str,
+    partitions: Iterable[str],
+    grain: Grain = DAY,
 ) -> dict[str, TableProfile]:
-    """Profiles of several daily partitions from one ``GROUP BY`` query (empty ones included)."""
-    keys = sorted({safe_partition_key(p) for p in partitions})
+    """Profiles of several partitions from one ``GROUP BY`` query (empty ones included)."""
+    keys = sorted({grain.key(grain.parse(p)) for p in partitions}, key=grain.parse)
     if not keys:
         return {}
     columns = describe(con, table)
     if partition_column not in {c for c, _ in columns}:
         raise ValueError(f"{table} has no partition column {partition_column!r}")
-    sql, layout = profile_sql(table, columns, partition_column, keys)
-    rows = {r[0].isoformat(): r[1:] for r in con.execute(sql).fetchall()}
+    sql, layout = profile_sql(table, columns, partition_column, keys, grain)
+    rows = {grain.key(r[0]): r[1:] for r in con.execute(sql).fetchall() if r[0] is not None}
     return {k: _profile_from_row(table, k, columns, layout, rows.get(k), sql) for k in keys}
 
 
@@ -231,226 +228,24 @@ def profile_table(
     table: str,
     partition_column: str | None,
     partition: str | None,
+    grain: Grain = DAY,
 ) -> TableProfile:
     """Profile one partition of ``table`` (or all of it when ``partition`` is None)."""
     if partition_column and partition:
-        return profile_partitions(con, table, partition_column, [partition])[partition]
+        return profile_partitions(con, table, partition_column, [partition], grain)[partition]
     columns = describe(con, table)
     sql, layout = profile_sql(table, columns, None, [])
     row = con.execute(sql).fetchone()
     return _profile_from_row(table, None, columns, layout, row, sql)
 
 
-def latest_partition(con: duckdb.DuckDBPyConnection, table: str, partition_column: str) -> str | None:
-    """The newest day present in the table, the partition to check when a run names none."""
+def latest_partition(
+    con: duckdb.DuckDBPyConnection, table: str, partition_column: str, grain: Grain = DAY
+) -> str | None:
+    """The newest partition present in the table, the one to check when a run names none."""
     col = quote(safe_identifier(partition_column, "partition column"))
-    row = con.execute(f"SELECT CAST(max({col}) AS DATE) FROM {table_sql(table)}").fetchone()
-    return row[0].isoformat() if row and row[0] is not None else None
-
-
-@dataclass(frozen=True)
-class ColumnHistory:
-    null_fraction: float | None
-    distinct: int | None
-    mean: float | None
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    partition: str
-    row_count: int
-    columns: dict[str, ColumnHistory]
-
-    @property
-    def day(self) -> date:
-        return date.fromisoformat(self.partition)
-
-    @classmethod
-    def of(cls, profile: TableProfile) -> "HistoryPoint":
-        """What the history will hold for ``profile`` once it is recorded."""
-        columns = {c.name: ColumnHistory(c.null_fraction, c.distinct, c.mean) for c in profile.columns}
-        return cls(ProfileStore.key_of(profile), profile.row_count, columns)
-
-
-def _text(value: float | str | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _value(type_name: str, text: str | None) -> float | str | None:
-    """A stored min/max back as the profile had it: a number for numeric columns."""
-    return float(text) if text is not None and is_numeric(type_name) else text
-
-
-class ProfileStore:
-    """Profiles kept in a DuckDB file of their own, one row per (asset, partition, column).
-
-    The file is opened for each call and closed right after, so concurrent check steps only
-    wait on each other for milliseconds (with a retry on DuckDB's file lock).
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._session: duckdb.DuckDBPyConnection | None = None
-
-    @contextmanager
-    def session(self) -> Iterator["ProfileStore"]:
-        """Keep the file open across several reads and writes (a step checking many tables):
-        each open and close of a DuckDB file costs ~25 ms."""
-        with self._connect() as con:
-            self._session = con
-            try:
-                yield self
-            finally:
-                self._session = None
-
-    @classmethod
-    def in_data_dir(cls, data_dir: Path) -> "ProfileStore":
-        return cls(Path(data_dir) / HISTORY_FILE)
-
-    @contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self._session is not None:
-            yield self._session
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(40):
-            try:
-                con = duckdb.connect(str(self.path))
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or attempt == 39:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        try:
-            con.execute(
-                """
-                CREATE TABLE IF NOT EXISTS profiles (
-                    asset_key VARCHAR NOT NULL,
-                    "partition" VARCHAR NOT NULL,
-                    profiled_at TIMESTAMPTZ NOT NULL,
-                    row_count BIGINT NOT NULL,
-                    "column" VARCHAR NOT NULL,
-                    null_fraction DOUBLE,
-                    "distinct" BIGINT,
-                    "min" VARCHAR,
-                    "max" VARCHAR,
-                    mean DOUBLE,
-                    run_id VARCHAR,
-                    "type" VARCHAR
-                )
-                """
-            )
-            # files from before run_id/type (which let a check step of the same run reuse a
-            # profile) get them; their stddev column, no longer computed, stays NULL from now on
-            con.execute("ALTER TABLE profiles ADD COLUMN IF NOT EXISTS run_id VARCHAR")
-            con.execute('ALTER TABLE profiles ADD COLUMN IF NOT EXISTS "type" VARCHAR')
-            yield con
-        finally:
-            con.close()
-
-    @staticmethod
-    def key_of(profile: TableProfile) -> str:
-        """Unpartitioned tables are kept once per profiling day, so they get a history too."""
-        return profile.partition or profile.profiled_at.date().isoformat()
-
-    def record(self, asset_key: str, profiles: Iterable[TableProfile]) -> None:
-        """Store profiles, replacing any earlier profile of the same (asset, partition)."""
-        self.record_many({asset_key: profiles})
-
-    def record_many(self, profiles: Mapping[str, Iterable[TableProfile]], run_id: str | None = None) -> None:
-        """Store the profiles of many assets in one transaction (one open of the file per run).
-
-        Rows go in as one Arrow table: a per-row ``executemany`` cost ~1.6 ms per row.
-        """
-        rows = [
-            (asset_key, self.key_of(p), p.profiled_at, p.row_count, c)
-            for asset_key, items in profiles.items()
-            for p in items
-            for c in p.columns
-        ]
-        if not rows:
-            return
-        batch = pa.table(
-            {
-                "asset_key": [r[0] for r in rows],
-                "partition": [r[1] for r in rows],
-                "profiled_at": pa.array([r[2] for r in rows], type=pa.timestamp("us", tz="UTC")),
-                "row_count": pa.array([r[3] for r in rows], type=pa.int64()),
-                "column": [r[4].name for r in rows],
-                "null_fraction": pa.array([r[4].null_fraction for r in rows], type=pa.float64()),
-                "distinct": pa.array([r[4].distinct for r in rows], type=pa.int64()),
-                "min": pa.array([_text(r[4].min) for r in rows], type=pa.string()),
-                "max": pa.array([_text(r[4].max) for r in rows], type=pa.string()),
-                "mean": pa.array([r[4].mean for r in rows], type=pa.float64()),
-                "run_id": pa.array([run_id] * len(rows), type=pa.string()),
-                "type": [r[4].type for r in rows],
-            }
-        )
-        with self._connect() as con:
-            con.register("new_profiles", batch)
-            con.execute("BEGIN")
-            con.execute(
-                'DELETE FROM profiles USING (SELECT DISTINCT asset_key, "partition" FROM new_profiles) AS n '
-                'WHERE profiles.asset_key = n.asset_key AND profiles."partition" = n."partition"'
-            )
-            con.execute("INSERT INTO profiles BY NAME SELECT * FROM new_profiles")
-            con.execute("COMMIT")
-
-    def profiles_of_run(
-        self, asset_key: str, table: str, partition_column: str, run_id: str, partitions: Sequence[str]
-    ) -> dict[str, TableProfile] | None:
-        """The profiles ``run_id`` recorded for every one of ``partitions`` (its materialization
-        profiled them moments ago, with one query), or None when any is missing."""
-        keys = sorted({safe_partition_key(p) for p in partitions})
-        with self._connect() as con:
-            rows = con.execute(
-                """
-                SELECT "partition", row_count, profiled_at, "column", "type", null_fraction,
-                       "distinct", "min", "max", mean
-                FROM profiles WHERE asset_key = ? AND run_id = ? AND list_contains(?, "partition")
-                ORDER BY "partition", rowid
-                """,
-                [asset_key, run_id, keys],
-            ).fetchall()
-        columns: dict[str, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            columns.setdefault(row[0], []).append(row)
-        if sorted(columns) != keys or any(r[4] is None for r in rows):
-            return None
-        profiles = {}
-        for key, found in columns.items():
-            cols = tuple(
-                ColumnProfile(c, t, nf, d, _value(t, mn), _value(t, mx), mean)
-                for *_, c, t, nf, d, mn, mx, mean in found
-            )
-            # the query that produced them (the same text: same table, columns and days)
-            sql, _ = profile_sql(table, [(c.name, c.type) for c in cols], partition_column, keys)
-            profiles[key] = TableProfile(table, key, int(found[0][1]), cols, sql, found[0][2])
-        return profiles
-
-    def history(self, asset_key: str, *, before: str, limit: int = 56) -> list[HistoryPoint]:
-        """The ``limit`` newest partitions strictly before ``before``, oldest first."""
-        with self._connect() as con:
-            rows = con.execute(
-                """
-                WITH recent AS (
-                    SELECT DISTINCT "partition" FROM profiles
-                    WHERE asset_key = ? AND "partition" < ?
-                    ORDER BY "partition" DESC LIMIT ?
-                )
-                SELECT p."partition", p.row_count, p."column", p.null_fraction, p."distinct",
-                       p.mean
-                FROM profiles AS p JOIN recent USING ("partition")
-                WHERE p.asset_key = ?
-                ORDER BY p."partition"
-                """,
-                [asset_key, before, limit, asset_key],
-            ).fetchall()
-        points: dict[str, HistoryPoint] = {}
-        for part, row_count, column, null_fraction, distinct, mean in rows:
-            point = points.setdefault(part, HistoryPoint(part, int(row_count), {}))
-            point.columns[column] = ColumnHistory(null_fraction, distinct, mean)
-        return list(points.values())
+    row = con.execute(f"SELECT {grain.bucket_sql(f'max({col})')} FROM {table_sql(table)}").fetchone()
+    return grain.key(row[0]) if row and row[0] is not None else None
 
 
 def asset_key_string(asset_key: dg.AssetKey | Sequence[str] | str) -> str:
@@ -463,39 +258,55 @@ def asset_key_string(asset_key: dg.AssetKey | Sequence[str] | str) -> str:
 
 
 def profile_materialization(
-    con: duckdb.DuckDBPyConnection, table: str, partition_column: str | None, partitions: Sequence[str] | None
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    partition_column: str | None,
+    partitions: Sequence[str] | None,
+    grain: Grain = DAY,
 ) -> list[TableProfile]:
     """What a materialization wrote: one profile per partition (one query), or of the whole table."""
     if partition_column and partitions:
-        return list(profile_partitions(con, table, partition_column, partitions).values())
+        return list(profile_partitions(con, table, partition_column, partitions, grain).values())
     return [profile_table(con, table, None, None)]
+
+
+def _summary(profiles: Sequence[TableProfile]) -> dict[str, Any]:
+    """The figures of a whole run in one constant-size record: totals, per column the null
+    fraction over all rows and the extremes. Per-partition figures stay in the history table."""
+    total = sum(p.row_count for p in profiles)
+    columns: dict[str, dict[str, Any]] = {}
+    for column in profiles[-1].columns:
+        found = [(p.row_count, c) for p in profiles for c in p.columns if c.name == column.name]
+        nulls = sum(n * c.null_fraction for n, c in found if c.null_fraction is not None)
+        lows = [c.min for _, c in found if c.min is not None]
+        highs = [c.max for _, c in found if c.max is not None]
+        columns[column.name] = {
+            "type": column.type,
+            "null_fraction": round(nulls / total, 6) if total else None,
+            "min": min(lows) if lows else None,
+            "max": max(highs) if highs else None,
+        }
+    keys = [p.partition for p in profiles if p.partition]
+    return {
+        "partitions": len(keys),
+        "first_partition": min(keys) if keys else None,
+        "last_partition": max(keys) if keys else None,
+        "row_count": total,
+        "columns": columns,
+        "history": "pipelines_quality.profiles (one row per partition and column)",
+    }
 
 
 def profile_metadata(
     profiles: Sequence[TableProfile], descriptions: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Dagster metadata: ``dagster/row_count`` (the total), ``dagster/column_schema`` (for the
-    schema-change check) and the profile JSON."""
-    if len(profiles) == 1:
-        return profiles[0].to_metadata(descriptions)
+    """Dagster metadata of the same size whatever the run's range: ``dagster/row_count`` (the
+    run's total), ``dagster/column_schema`` (for the schema-change check) and one summary.
+
+    Dagster copies a ranged run's metadata onto the materialization of every partition, so
+    anything listing partitions here would grow with the square of a backfill's length."""
     return {
         "dagster/row_count": dg.MetadataValue.int(sum(p.row_count for p in profiles)),
         "dagster/column_schema": profiles[-1].column_schema(descriptions),
-        "profile": dg.MetadataValue.json({ProfileStore.key_of(p): p.as_dict() for p in profiles}),
+        "profile": dg.MetadataValue.json(_summary(profiles)),
     }
-
-
-def record_profile(
-    con: duckdb.DuckDBPyConnection,
-    asset_key: dg.AssetKey | Sequence[str] | str,
-    table: str,
-    partition_column: str | None,
-    partitions: Sequence[str] | None,
-    *,
-    store: ProfileStore,
-    descriptions: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Profile what a materialization wrote, keep it in the history, return Dagster metadata."""
-    profiles = profile_materialization(con, table, partition_column, partitions)
-    store.record(asset_key_string(asset_key), profiles)
-    return profile_metadata(profiles, descriptions)

@@ -1,0 +1,106 @@
+"""One freshness truth per asset, from the model's own cron, consistent with its schedule.
+
+For every cron shape of the fixture project the asset's ``FreshnessPolicy`` is evaluated the
+way Dagster evaluates it, against materializations at the ticks of the schedule Dagster builds
+for the same model: a run per tick keeps the asset fresh at every moment; when the runs stop, the
+asset is stale once the grace after the first missed tick is over (plus, for uneven periods such
+as months, the longest period's slack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from croniter import croniter
+
+from pipelines.automation import cron_string, freshness_policy_for
+from pipelines.automation.schedules import cron_groups, cron_period, freshness_grace
+from pipelines.sqlmesh_bridge import ModelInfo, SQLMeshTranslator, load_project
+from pipelines_tests.conftest import Deployment
+from pipelines_tests.quality_project import CRONS, write_quality_project
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+RUN_TAKES = timedelta(minutes=1)
+
+
+def fresh(policy: dg.FreshnessPolicy, materialized: list[datetime], now: datetime) -> bool:
+    """Not FAIL at ``now``, judged as Dagster's freshness evaluators judge the policy
+    (dagster/_core/definitions/freshness_evaluator.py): on the latest materialization only."""
+    done = [m for m in materialized if m <= now]
+    if not done:
+        return True  # UNKNOWN before the first materialization
+    last = max(done)
+    if hasattr(policy, "fail_window"):  # a time window: FAIL once it has passed
+        return now - last < policy.fail_window.to_timedelta()
+    # a deadline cron: fresh when materialized since the last completed deadline minus the bound
+    deadline = croniter(policy.deadline_cron, now).get_prev(datetime)  # type: ignore[attr-defined]
+    return last >= deadline - policy.lower_bound_delta  # type: ignore[attr-defined]
+
+
+def ticks(cron: str, count: int) -> list[datetime]:
+    it = croniter(cron, START - timedelta(seconds=1))
+    return [it.get_next(datetime) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> object:
+    root = tmp_path_factory.mktemp("qa")
+    return load_project(write_quality_project(root, root / "data"))
+
+
+@pytest.mark.parametrize("name", sorted(CRONS))
+def test_policy_agrees_with_the_schedule(project: object, name: str) -> None:
+    model: ModelInfo = next(m for m in project.internal_models if m.name == name)  # type: ignore[attr-defined]
+    assert model.cron == CRONS[name]
+    policy = freshness_policy_for(model)
+    assert policy is not None
+    cron = cron_string(model.cron)  # what the model's schedule ticks on (build_schedule)
+    grace = freshness_grace(cron)
+    period = cron_period(cron)
+    times = ticks(cron, 12)
+    runs = [t + RUN_TAKES for t in times]
+    # a run per tick: fresh at every moment from the first run on
+    step = max(period / 40, timedelta(minutes=1))
+    at = runs[0]
+    while at < times[-1]:
+        assert fresh(policy, runs, at), (name, at)
+        at += step
+    # the runs stop at tick 6: still fresh just before its grace ends, stale once it has ended
+    missed = times[6]
+    without = runs[:6]
+    slack = period - (missed - times[5])  # shorter months leave the window some slack
+    assert fresh(policy, without, missed + grace - timedelta(minutes=2)), name
+    assert not fresh(policy, without, missed + grace + slack + RUN_TAKES + timedelta(minutes=2)), name
+
+
+def test_schedules_tick_on_the_models_crons(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedule that runs each model uses the cron its freshness policy comes from."""
+    project_dir = write_quality_project(deployment.root, deployment.settings.data_dir)
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project_dir))
+    defs = deployment.definitions()
+    graph = defs.resolve_asset_graph()
+    project = load_project(project_dir)
+    groups = cron_groups(project, SQLMeshTranslator())
+    for name, cron in CRONS.items():
+        key = dg.AssetKey(name.split("."))
+        [group] = [g for g in groups if key in g.model_keys]
+        schedule = defs.get_schedule_def(group.schedule_name)
+        assert schedule.cron_schedule == cron_string(cron), name
+        assert graph.get(key).freshness_policy == freshness_policy_for(
+            project.models[next(f for f, m in project.models.items() if m.name == name)]
+        ), name
+
+
+def test_grace_follows_the_period_and_quality_yaml(tmp_path: Path) -> None:
+    project = load_project(write_quality_project(tmp_path, tmp_path / "data"))
+    quarter = next(m for m in project.internal_models if m.name == "qa.clicks_quarter")
+    window = freshness_policy_for(quarter)
+    assert window is not None and hasattr(window, "fail_window")
+    assert window.fail_window.to_timedelta() == timedelta(minutes=30)  # 15 min + 15 min grace
+    daily = freshness_policy_for(replace(quarter, cron="0 6 * * *"), timedelta(hours=2))
+    assert daily is not None and daily.deadline_cron == "0 8 * * *"  # type: ignore[attr-defined]
+    assert freshness_policy_for(replace(quarter, kind="VIEW")) is None
