@@ -10,6 +10,8 @@ from pipelines.automation import automation_condition_for, freshness_policy_for
 from pipelines.governance import with_classification_tags
 from pipelines.quality import ProfileStore, TableProfile
 from pipelines.quality.profile import asset_key_string, profile_materialization, profile_metadata
+from pipelines.releases import build_release, git_commit, write_release
+from pipelines.resources import LakeResource
 from pipelines.settings import Settings
 from pipelines.sqlmesh_bridge import (
     ModelInfo,
@@ -55,10 +57,41 @@ class PlanConfig(dg.Config):
 
 
 @dg.op(name="apply_sqlmesh_plan", pool="sqlmesh")
-def sqlmesh_plan_op(context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource) -> None:
-    """Apply the project's model changes to the environment, with the plan in the logs."""
-    summary = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
-    context.log.info(f"plan applied: {summary}")
+def sqlmesh_plan_op(
+    context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource, lake: LakeResource
+) -> None:
+    """Apply the project's model changes to the environment, with the plan in the logs, and
+    record the release (``pipelines/releases.py``); each changed model's asset links to it."""
+    outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
+    context.log.info(f"plan applied: {outcome.summary}")
+    if not outcome.changes:
+        return
+    tags = context.run.tags
+    record = build_release(
+        outcome,
+        run_id=context.run_id,
+        applied_by=tags.get("dagster/user") or tags.get("user") or f"job {context.run.job_name}",
+        git_commit=git_commit(sqlmesh.project_dir),
+    )
+    store = lake.get()
+    json_key, md_key = write_release(store, record)
+    context.log.info(f"release {record['release_id']} recorded: {store.url(json_key)}")
+    for change in outcome.changes:
+        if change.new_version is None:  # removed: no asset any more
+            continue
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=dg.AssetKey(change.model.split(".")),
+                metadata={
+                    "sqlmesh/release": dg.MetadataValue.path(store.url(md_key)),
+                    "sqlmesh/release_record": dg.MetadataValue.path(store.url(json_key)),
+                    "sqlmesh/release_id": record["release_id"],
+                    "sqlmesh/change_category": change.change_category,
+                    "sqlmesh/version": change.new_version,
+                    "sqlmesh/fingerprint": change.new_fingerprint,
+                },
+            )
+        )
 
 
 @dg.job(name="sqlmesh_plan", description="Apply SQLMesh model changes to prod (the only way they get there).")
