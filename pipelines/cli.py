@@ -203,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     p_rel = sub.add_parser("releases", help="list the SQLMesh plans applied (release records), newest first")
     p_rel.add_argument("--limit", type=int, default=20, help="how many releases to show")
     p_rel.set_defaults(func=releases)
+    from pipelines.plan_check import add_arguments
+
+    p_check = sub.add_parser(
+        "plan-check",
+        help="plan the working tree into its branch's SQLMesh environment and diff it against prod",
+    )
+    add_arguments(p_check)
+    p_check.set_defaults(func=plan_check)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
