@@ -26,7 +26,7 @@ def test_environment_names_are_sanitised_branch_names() -> None:
             environment_name(bad)
 
 
-def prod_state(root: Path) -> tuple[dict[str, str], list[tuple], list[tuple]]:
+def prod_state(root: Path) -> tuple[dict[str, str], list[tuple], list[str], list[str]]:
     from sqlmesh import Context
 
     ctx = Context(paths=str(BUNDLED), gateway="local")
