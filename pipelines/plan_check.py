@@ -13,10 +13,13 @@ removed afterwards (its physical tables go with the janitor once their TTL passe
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -329,9 +332,27 @@ def _full(ctx: Any, short: str) -> str | None:
     return None
 
 
+@contextmanager
+def _run_lock(lock_file: str | None) -> Iterator[None]:
+    """Hold the file lock the local deployment's SQLMesh runs hold (``SQLMeshResource.lock_file``):
+    the DuckDB warehouse has one writer, so the check waits for a running job instead of failing."""
+    if not lock_file:
+        yield
+        return
+    path = Path(lock_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def main(args: argparse.Namespace) -> int:
     from sqlmesh.utils.errors import SQLMeshError
 
+    from pipelines.resources import build_resources
     from pipelines.settings import Settings
 
     settings = Settings.from_env()
@@ -342,9 +363,10 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         branch = args.branch or current_branch()
-        check = run_plan_check(
-            settings.sqlmesh_project_dir, settings.sqlmesh_gateway, branch, start, end, keep=args.keep
-        )
+        with _run_lock(build_resources(settings)["sqlmesh"].lock_file):
+            check = run_plan_check(
+                settings.sqlmesh_project_dir, settings.sqlmesh_gateway, branch, start, end, keep=args.keep
+            )
     except (PlanCheckError, InvalidIdentifierError) as exc:
         print(f"plan-check: {exc}", file=sys.stderr)
         return 2

@@ -135,3 +135,18 @@ def test_plan_check_diffs_a_breaking_and_a_non_breaking_change_and_leaves_prod_a
     assert cli_main(["plan-check", "--branch", "feature/Revenue-Fix", "--end", DEMO_DAYS[-1]]) == 1
     assert "failing test" in capsys.readouterr().err
     assert prod_state(tmp_path) == before
+
+
+def test_summaries_leave_pii_and_masked_columns_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.plan_check import TableDiffSummary, _diff_markdown, _hidden_columns
+
+    monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    hidden = {
+        fqn.split(".", 1)[-1].replace('"', ""): cols for fqn, cols in _hidden_columns(BUNDLED, None).items()
+    }
+    assert hidden["staging.stg_customers"] == ["email_hash"]
+    assert hidden["staging.stg_web_events"] == ["ip_hash"]
+    assert "email" in hidden["raw.customers"] and hidden["marts.daily_revenue"] == []
+    sample = [{"customer_id": 1, "PROD__segment": "vip", "BR__segment": "consumer|x"}]
+    text = "\n".join(_diff_markdown(TableDiffSummary(3, 3, ["c"], [], [], 2, 1, 0, 0, sample)))
+    assert "- schema: added c" in text and "| 1 | vip | consumer\\|x |" in text
