@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.governance.audit_log import redact
 from pipelines.lake import Lake
 from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome
 
@@ -54,7 +55,9 @@ def build_release(
     applied_by: str | None,
     git_commit: str | None,
     applied_at: datetime | None = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
+    """``error``: the plan was applied but recomputing the changed models' days failed."""
     if not _RUN_ID.match(run_id):
         raise ValueError(f"invalid run id {run_id!r}")
     when = (applied_at or datetime.now(UTC)).astimezone(UTC)
@@ -67,6 +70,7 @@ def build_release(
         "git_commit": git_commit,
         "environment": outcome.environment,
         "created_environment": outcome.created,
+        "recomputation_error": redact(error) if error else None,
         "models": [
             {
                 "model": c.model,
@@ -104,6 +108,8 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         + (", creating the environment." if record.get("created_environment") else "."),
         "",
     ]
+    if record.get("recomputation_error"):
+        lines += [f"**Recomputing failed**: {record['recomputation_error']}", ""]
     models = record.get("models") or []
     if not models:
         lines.append("No model changed.")

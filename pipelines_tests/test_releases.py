@@ -112,3 +112,32 @@ def test_two_plans_leave_two_release_records_with_the_right_versions(
     out = capsys.readouterr().out
     assert out.index(newest["applied_at"][:19]) < out.index(oldest["applied_at"][:19])
     assert "NON_BREAKING" in out and "demo.daily_totals" in out
+
+
+def test_a_plan_applied_whose_recomputation_fails_is_still_released(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = write_project(deployment.root)
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
+    lake = Lake(deployment.settings.lake_uri)
+    plan(deployment)
+    assert deployment.run(
+        [dg.AssetKey(["demo", "daily_source"]), TOTALS], start="2026-03-01", end="2026-03-02"
+    ).success
+    path = project / "models" / "daily_totals.sql"
+    path.write_text(
+        path.read_text().replace(
+            "count(*)::BIGINT AS n", "count(*)::BIGINT AS n, CAST(error('boom') AS BIGINT) AS v"
+        )
+    )
+    failed = (
+        deployment.definitions()
+        .resolve_job_def("sqlmesh_plan")
+        .execute_in_process(instance=deployment.instance, raise_on_error=False)
+    )
+    assert not failed.success
+    newest = list_releases(lake)[0]
+    assert newest["run_id"] == failed.run_id
+    assert "recomputation failed" in newest["recomputation_error"] and "boom" in newest["recomputation_error"]
+    assert {m["model"] for m in newest["models"]} == {"demo.daily_totals", "demo.summary"}
+    assert "Recomputing failed" in lake.get_bytes(release_keys(newest)[1]).decode()

@@ -20,6 +20,7 @@ from pipelines.sqlmesh_bridge import (
     SQLMeshTranslator,
     sqlmesh_assets,
 )
+from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome
 from pipelines.sqlmesh_bridge.resource import MetadataHook
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,33 @@ def sqlmesh_plan_op(
 ) -> None:
     """Apply the project's model changes to the environment, with the plan in the logs, and
     record the release (``pipelines/releases.py``); each changed model's asset links to it."""
-    outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
+    try:
+        outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
+    except dg.Failure as failure:
+        applied = failure.metadata.get(PLAN_OUTCOME)
+        if applied is not None:  # applied, but recomputing failed: the release happened all the same
+            record_release(context, sqlmesh, lake, PlanOutcome.from_dict(applied.value), failure.description)
+        raise
     context.log.info(f"plan applied: {outcome.summary}")
-    if not outcome.changes:
-        return
+    if outcome.changes:
+        record_release(context, sqlmesh, lake, outcome)
+
+
+def record_release(
+    context: dg.OpExecutionContext,
+    sqlmesh: SQLMeshResource,
+    lake: LakeResource,
+    outcome: PlanOutcome,
+    error: str | None = None,
+) -> None:
+    """Write the release record and markdown; point each changed model's asset at them."""
     tags = context.run.tags
     record = build_release(
         outcome,
         run_id=context.run_id,
         applied_by=tags.get("dagster/user") or tags.get("user") or f"job {context.run.job_name}",
         git_commit=git_commit(sqlmesh.project_dir),
+        error=error,
     )
     store = lake.get()
     json_key, md_key = write_release(store, record)

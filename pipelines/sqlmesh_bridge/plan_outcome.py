@@ -12,6 +12,8 @@ from typing import Any
 from sqlglot import exp
 
 ADDED, REMOVED = "ADDED", "REMOVED"
+# metadata key of the outcome on the failure raised when a plan was applied but recomputing failed
+PLAN_OUTCOME = "sqlmesh/plan_outcome"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ class PlanOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanOutcome:
+        changes = [
+            ModelChange(**{**c, "recomputed": [tuple(i) for i in c.get("recomputed", [])]})
+            for c in data["changes"]
+        ]
+        return cls(environment=data["environment"], created=data["created"], changes=changes)
 
 
 def short_name(name: str) -> str:

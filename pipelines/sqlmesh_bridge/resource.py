@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome, describe_plan
+from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
@@ -247,6 +247,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             if snap.intervals
         ]
         ctx.apply(plan)
+        outcome = describe_plan(ctx, self.environment, env, plan, spans)
         if spans:
             start, end = min(s[0] for s in spans), max(s[1] for s in spans)
             log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
@@ -263,9 +264,10 @@ class SQLMeshResource(dg.ConfigurableResource):
             if console.record.errors:
                 raise dg.Failure(
                     description="plan applied, recomputation failed: "
-                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
+                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items()),
+                    metadata={PLAN_OUTCOME: dg.MetadataValue.json(outcome.as_dict())},
                 )
-        return describe_plan(ctx, self.environment, env, plan, spans)
+        return outcome
 
     # -- runs ---------------------------------------------------------------------------------
 
