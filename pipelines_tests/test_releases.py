@@ -12,6 +12,7 @@ from pipelines.cli import main as cli_main
 from pipelines.lake import Lake
 from pipelines.releases import list_releases, release_keys
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.services import S3Env
 from pipelines_tests.sqlmesh_projects import write_project
 
 TOTALS = dg.AssetKey(["demo", "daily_totals"])
@@ -141,3 +142,35 @@ def test_a_plan_applied_whose_recomputation_fails_is_still_released(
     assert "recomputation failed" in newest["recomputation_error"] and "boom" in newest["recomputation_error"]
     assert {m["model"] for m in newest["models"]} == {"demo.daily_totals", "demo.summary"}
     assert "Recomputing failed" in lake.get_bytes(release_keys(newest)[1]).decode()
+
+
+def test_release_records_on_s3_list_newest_first(s3_env: S3Env, capsys: pytest.CaptureFixture) -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.releases import build_release, format_releases, write_release
+    from pipelines.sqlmesh_bridge.plan_outcome import ModelChange, PlanOutcome
+
+    lake = Lake(s3_env.uri("lake"))
+    for hour, (old, new) in enumerate([(None, "v1"), ("v1", "v2"), ("v2", "v3")]):
+        change = ModelChange(
+            "marts.m", "BREAKING" if old else "ADDED", old and f"f{old}", f"f{new}", old, new
+        )
+        record = build_release(
+            PlanOutcome("prod", old is None, [change]),
+            run_id=f"run-{hour}",
+            applied_by="ci",
+            git_commit="abc1234",
+            applied_at=datetime(2026, 11, 28, 10 + hour, tzinfo=UTC),
+        )
+        write_release(lake, record)
+    records = list_releases(lake)
+    assert [r["models"][0]["new_version"] for r in records] == ["v3", "v2", "v1"]
+    assert [r["run_id"] for r in list_releases(lake, limit=1)] == ["run-2"]
+    keys = sorted(o.key for o in lake.list("audit/releases"))
+    assert keys[0] == "audit/releases/2026/11/28/20261128T100000000000Z-run-0.json"
+    assert len(keys) == 6  # a markdown beside each record
+    text = format_releases(records, lake)
+    assert text.index("2026-11-28T12:00:00Z") < text.index("2026-11-28T10:00:00Z")
+    assert text.splitlines()[1].split() == ["BREAKING", "marts.m", "v2", "->", "v3"]
+    with pytest.raises(ValueError):
+        build_release(PlanOutcome("prod", True, []), run_id="../../x", applied_by=None, git_commit=None)
