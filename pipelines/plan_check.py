@@ -25,6 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlglot import exp
+
 from pipelines.identifiers import InvalidIdentifierError, safe_identifier, safe_partition_key, sql_string
 
 SAMPLE_ROWS = 10
@@ -301,18 +303,9 @@ def run_plan_check(
                 )
             )
         ctx.apply(plan)  # only the environment's views and the changed models' new tables
-        for item, name in ((m, n) for m in check.models for n in [_full(ctx, m.model)] if n):
-            model = ctx.get_model(name)
-            where = _range_filter(model, start, end)
-            if item.change == "added":
-                table = ctx.table_name(name, environment)
-                sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
-                item.branch_rows = int(ctx.engine_adapter.fetchone(sql)[0])
-            elif item.change != "removed":
-                try:
-                    item.diff = _table_diff(ctx, name, environment, where, hidden.get(model.fqn, []))
-                except Exception as exc:  # e.g. no grain to join on: say so, keep the rest
-                    item.note = f"No table diff: {exc}"
+        for item in check.models:
+            if item.change != "removed":
+                _compare(ctx, item, environment, start, end, hidden)
     finally:
         try:
             if not keep:
@@ -324,12 +317,23 @@ def run_plan_check(
     return check
 
 
-def _full(ctx: Any, short: str) -> str | None:
-    """The loaded model's name for ``schema.table`` (None for a removed model)."""
-    for model in ctx.models.values():
-        if _short(model.fqn) == short:
-            return model.fqn
-    return None
+def _compare(
+    ctx: Any, item: ModelCheck, environment: str, start: str, end: str, hidden: dict[str, list[str]]
+) -> None:
+    """An added model's row count in the environment, a changed one's table diff against prod."""
+    model = next(m for m in ctx.models.values() if _short(m.fqn) == item.model)
+    where = _range_filter(model, start, end)
+    if item.change == "added":
+        view = exp.to_table(model.fqn)  # the environment's view: <schema>__<environment>.<table>
+        view.set("db", exp.to_identifier(f"{view.db}__{environment}"))
+        sql = f"SELECT count(*) FROM {view.sql(dialect=ctx.engine_adapter.dialect)}"
+        sql += f" WHERE {where}" if where else ""
+        item.branch_rows = int(ctx.engine_adapter.fetchone(sql)[0])
+        return
+    try:
+        item.diff = _table_diff(ctx, model.fqn, environment, where, hidden.get(model.fqn, []))
+    except Exception as exc:  # e.g. no grain to join on: say so, keep the rest
+        item.note = f"No table diff: {exc}"
 
 
 @contextmanager

@@ -16,6 +16,32 @@ from pipelines_tests.warehouse_fixture import DEMO_DAYS, build_warehouse
 
 BUNDLED = Path(__file__).parents[1] / "pipelines" / "sqlmesh_project"
 
+NEW_MODEL = """\
+MODEL (
+  name marts.segment_sizes,
+  kind FULL,
+  owner 'team:analytics',
+  description 'Customers per segment.',
+  grain segment,
+  column_descriptions (segment = 'Customer segment', customers = 'Customers in it'),
+  audits (not_null(columns := (segment)))
+);
+SELECT segment, count(*)::BIGINT AS customers FROM marts.dim_customers GROUP BY segment
+"""
+NEW_MODEL_TEST = """\
+test_segment_sizes:
+  model: marts.segment_sizes
+  inputs:
+    marts.dim_customers:
+      rows:
+        - {customer_id: 1, segment: vip}
+        - {customer_id: 2, segment: vip}
+  outputs:
+    query:
+      rows:
+        - {segment: vip, customers: 2}
+"""
+
 
 def test_environment_names_are_sanitised_branch_names() -> None:
     assert environment_name("feature/Add-FX rates") == "feature_add_fx_rates"
@@ -80,6 +106,8 @@ def test_plan_check_diffs_a_breaking_and_a_non_breaking_change_and_leaves_prod_a
         )
         .replace("    AS conversion_rate\n", "    AS conversion_rate,\n  count(*)::BIGINT AS events\n")
     )
+    (project / "models" / "marts" / "segment_sizes.sql").write_text(NEW_MODEL)  # added
+    (project / "tests" / "test_segment_sizes.yaml").write_text(NEW_MODEL_TEST)
     tests = project / "tests" / "test_marts.yaml"  # the change comes with its unit tests updated
     tests.write_text(
         tests.read_text()
@@ -123,6 +151,8 @@ def test_plan_check_diffs_a_breaking_and_a_non_breaking_change_and_leaves_prod_a
         and "Sample of changed rows" in revenue_part
         and "revenue_usd" in revenue_part
     )
+    assert "| `marts.segment_sizes` | added | added | nothing |" in text
+    assert "Rows in `feature_revenue_fix` for the range: 3." in text  # consumer, business, vip
     funnel_part = text.split("### `marts.web_funnel`")[1]
     assert "- schema: added events" in funnel_part
     assert "0 changed" in funnel_part  # the old columns are the same
