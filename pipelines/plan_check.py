@@ -270,18 +270,23 @@ def run_plan_check(
         prod = ctx.state_sync.get_environment("prod")
         if prod is None or not prod.finalized_ts:
             raise PlanCheckError("there is no finished prod environment in the SQLMesh state to compare with")
+        local = {n: s.fingerprint.to_identifier() for n, s in ctx.snapshots.items()}
+        if local == {s.name: s.fingerprint.to_identifier() for s in prod.snapshots}:
+            return check  # nothing differs (SQLMesh would refuse an environment without changes)
         plan = ctx.plan_builder(environment, start=start, end=end, execution_time=execution_time).build()
         diff = plan.context_diff
         prod_by_name = {s.name: s for s in prod.snapshots}
         by_name = {s.name: s for s in diff.snapshots.values()}
         prod_snapshots = ctx.state_sync.get_snapshots([s.snapshot_id for s in prod.snapshots])
         for sid in sorted(diff.added):
+            if diff.snapshots[sid].is_external:  # a new source: nothing of ours to compare
+                continue
             check.models.append(
                 ModelCheck(
                     _short(sid.name), "added", "ADDED", note="New model: nothing to compare with in prod."
                 )
             )
-        for sid in sorted(diff.removed_snapshots):
+        for sid in sorted(sid for sid, info in diff.removed_snapshots.items() if not info.is_external):
             check.models.append(
                 ModelCheck(
                     _short(sid.name),
@@ -292,6 +297,8 @@ def run_plan_check(
             )
         for name in sorted(diff.modified_snapshots):
             snapshot = by_name[name]
+            if snapshot.is_external:
+                continue
             prior = prod_by_name.get(name)
             old = prod_snapshots.get(prior.snapshot_id) if prior is not None else None
             check.models.append(

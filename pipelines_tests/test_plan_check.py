@@ -88,6 +88,9 @@ def test_plan_check_diffs_a_breaking_and_a_non_breaking_change_and_leaves_prod_a
     monkeypatch.delenv("SQLMESH_GATEWAY", raising=False)
     build_warehouse(tmp_path)  # prod, built by a real SQLMesh run over the demo days
     before = prod_state(tmp_path)
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(BUNDLED))
+    assert cli_main(["plan-check", "--branch", "main", "--end", DEMO_DAYS[-1]]) == 0
+    assert "No model differs from prod." in capsys.readouterr().out
 
     project = tmp_path / "branch_project"
     shutil.copytree(BUNDLED, project, ignore=shutil.ignore_patterns(".cache", "logs"))

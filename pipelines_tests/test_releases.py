@@ -174,3 +174,13 @@ def test_release_records_on_s3_list_newest_first(s3_env: S3Env, capsys: pytest.C
     assert text.splitlines()[1].split() == ["BREAKING", "marts.m", "v2", "->", "v3"]
     with pytest.raises(ValueError):
         build_release(PlanOutcome("prod", True, []), run_id="../../x", applied_by=None, git_commit=None)
+
+
+def test_the_first_plan_of_the_bundled_project_releases_its_models_not_its_sources(
+    deployment: Deployment,
+) -> None:
+    plan(deployment)
+    (record,) = list_releases(Lake(deployment.settings.lake_uri))
+    models = {m["model"]: m["change_category"] for m in record["models"]}
+    assert len(models) == 12 and set(models.values()) == {"ADDED"}
+    assert "marts.daily_revenue" in models and not any(m.startswith("raw.") for m in models)

@@ -79,8 +79,8 @@ def describe_plan(
     (start ms, end ms, snapshot name) ranges. Versions and categories come from SQLMesh's state.
     """
     after = ctx.state_sync.get_environment(environment)
-    old = {s.name: s for s in (before.snapshots if before is not None else [])}
-    new = {s.name: s for s in (after.snapshots if after is not None else [])}
+    old = {s.name: s for s in (before.snapshots if before is not None else []) if not s.is_external}
+    new = {s.name: s for s in (after.snapshots if after is not None else []) if not s.is_external}
     recomputed = {name: [(_iso(start), _iso(end))] for start, end, name in spans}
     changes: list[ModelChange] = []
     for name, info in sorted(new.items()):
