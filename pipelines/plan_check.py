@@ -116,7 +116,9 @@ class PlanCheck:
             "",
             f"Environment `{self.environment}` on gateway `{self.gateway or 'default'}`, changed models "
             f"backfilled for {self.start} .. {self.end} and compared with `prod` over those days."
-            + (" The environment was removed afterwards." if self.removed_environment else ""),
+            + (
+                " The environment was removed afterwards." if self.removed_environment and self.models else ""
+            ),
             "",
         ]
         if not self.models:
