@@ -267,7 +267,7 @@ def run_plan_check(
     execution_time = date.fromisoformat(end) + timedelta(days=1)
     hidden = _hidden_columns(project_dir, gateway)
     ctx = Context(paths=str(project_dir), gateway=gateway)
-    check = PlanCheck(branch, environment, gateway, start, end, [])
+    check = PlanCheck(branch, environment, ctx.selected_gateway, start, end, [])
     try:
         prod = ctx.state_sync.get_environment("prod")
         if prod is None or not prod.finalized_ts:

@@ -137,7 +137,10 @@ def test_plan_check_diffs_a_breaking_and_a_non_breaking_change_and_leaves_prod_a
     text = summary.read_text()
     assert code == 0, text
     assert text in capsys.readouterr().out
-    assert "Environment `feature_revenue_fix`" in text and "The environment was removed afterwards." in text
+    assert (
+        "Environment `feature_revenue_fix` on gateway `local`" in text
+        and "The environment was removed afterwards." in text
+    )
     assert (
         f"| `marts.daily_revenue` | directly modified | breaking | {DEMO_DAYS[0]} .. {DEMO_DAYS[-1]} |"
         in text
