@@ -188,6 +188,23 @@ def ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def releases(args: argparse.Namespace) -> int:
+    """Release records of applied SQLMesh plans (``pipelines/releases.py``), newest first."""
+    from pipelines.lake import Lake
+    from pipelines.releases import format_releases, list_releases
+    from pipelines.settings import Settings
+
+    lake = Lake(Settings.from_env().lake_uri)
+    print(format_releases(list_releases(lake, limit=args.limit), lake))
+    return 0
+
+
+def plan_check(args: argparse.Namespace) -> int:
+    from pipelines.plan_check import main as plan_check_main
+
+    return plan_check_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipelines", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     p_ui.add_argument("--host", default="127.0.0.1")
     p_ui.add_argument("--port", type=int, default=3000)
     p_ui.set_defaults(func=ui)
+    p_rel = sub.add_parser("releases", help="list the SQLMesh plans applied (release records), newest first")
+    p_rel.add_argument("--limit", type=int, default=20, help="how many releases to show")
+    p_rel.set_defaults(func=releases)
+    from pipelines.plan_check import add_arguments
+
+    p_check = sub.add_parser(
+        "plan-check",
+        help="plan the working tree into its branch's SQLMesh environment and diff it against prod",
+    )
+    add_arguments(p_check)
+    p_check.set_defaults(func=plan_check)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -18,6 +18,8 @@ from pipelines.quality.profile import (
     profile_materialization,
     profile_metadata,
 )
+from pipelines.releases import build_release, git_commit, write_release
+from pipelines.resources import LakeResource
 from pipelines.settings import Settings
 from pipelines.sqlmesh_bridge import (
     ModelInfo,
@@ -26,6 +28,7 @@ from pipelines.sqlmesh_bridge import (
     SQLMeshTranslator,
     sqlmesh_assets,
 )
+from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome
 from pipelines.sqlmesh_bridge.resource import MetadataHook
 
 log = logging.getLogger(__name__)
@@ -66,10 +69,58 @@ class PlanConfig(dg.Config):
 
 
 @dg.op(name="apply_sqlmesh_plan", pool="sqlmesh")
-def sqlmesh_plan_op(context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource) -> None:
-    """Apply the project's model changes to the environment, with the plan in the logs."""
-    summary = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
-    context.log.info(f"plan applied: {summary}")
+def sqlmesh_plan_op(
+    context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource, lake: LakeResource
+) -> None:
+    """Apply the project's model changes to the environment, with the plan in the logs, and
+    record the release (``pipelines/releases.py``); each changed model's asset links to it."""
+    try:
+        outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
+    except dg.Failure as failure:
+        applied = failure.metadata.get(PLAN_OUTCOME)
+        if applied is not None:  # applied, but recomputing failed: the release happened all the same
+            record_release(context, sqlmesh, lake, PlanOutcome.from_dict(applied.value), failure.description)
+        raise
+    context.log.info(f"plan applied: {outcome.summary}")
+    if outcome.changes:
+        record_release(context, sqlmesh, lake, outcome)
+
+
+def record_release(
+    context: dg.OpExecutionContext,
+    sqlmesh: SQLMeshResource,
+    lake: LakeResource,
+    outcome: PlanOutcome,
+    error: str | None = None,
+) -> None:
+    """Write the release record and markdown; point each changed model's asset at them."""
+    tags = context.run.tags
+    record = build_release(
+        outcome,
+        run_id=context.run_id,
+        applied_by=tags.get("dagster/user") or tags.get("user") or f"job {context.run.job_name}",
+        git_commit=git_commit(sqlmesh.project_dir),
+        error=error,
+    )
+    store = lake.get()
+    json_key, md_key = write_release(store, record)
+    context.log.info(f"release {record['release_id']} recorded: {store.url(json_key)}")
+    for change in outcome.changes:
+        if change.new_version is None:  # removed: no asset any more
+            continue
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=dg.AssetKey(change.model.split(".")),
+                metadata={
+                    "sqlmesh/release": dg.MetadataValue.path(store.url(md_key)),
+                    "sqlmesh/release_record": dg.MetadataValue.path(store.url(json_key)),
+                    "sqlmesh/release_id": record["release_id"],
+                    "sqlmesh/change_category": change.change_category,
+                    "sqlmesh/version": change.new_version,
+                    "sqlmesh/fingerprint": change.new_fingerprint,
+                },
+            )
+        )
 
 
 @dg.job(name="sqlmesh_plan", description="Apply SQLMesh model changes to prod (the only way they get there).")

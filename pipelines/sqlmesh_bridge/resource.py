@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
+from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
@@ -175,7 +176,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                 )
             )
 
-    def apply_plan(self, log: Any, allow_breaking: bool = False) -> dict[str, list[str]]:
+    def apply_plan(self, log: Any, allow_breaking: bool = False) -> PlanOutcome:
         """Apply local model changes to the environment; breaking ones only when allowed.
 
         New and changed models are deployed without a backfill of all history; the intervals the
@@ -219,11 +220,11 @@ class SQLMeshResource(dg.ConfigurableResource):
 
     def _apply_plan_locked(
         self, ctx: Any, console: RecordingConsole, log: Any, allow_breaking: bool
-    ) -> dict[str, list[str]]:
+    ) -> PlanOutcome:
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
             ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
-            return {"created": sorted(ctx.models)}
+            return describe_plan(ctx, self.environment, None, None, [])
         from sqlmesh.core.snapshot import SnapshotChangeCategory
 
         plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
@@ -246,6 +247,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             if snap.intervals
         ]
         ctx.apply(plan)
+        outcome = describe_plan(ctx, self.environment, env, plan, spans)
         if spans:
             start, end = min(s[0] for s in spans), max(s[1] for s in spans)
             log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
@@ -262,10 +264,10 @@ class SQLMeshResource(dg.ConfigurableResource):
             if console.record.errors:
                 raise dg.Failure(
                     description="plan applied, recomputation failed: "
-                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
+                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items()),
+                    metadata={PLAN_OUTCOME: dg.MetadataValue.json(outcome.as_dict())},
                 )
-        processed = [s[2] for s in spans]
-        return {"changed": changed, "breaking": breaking, "recomputed": sorted(processed)}
+        return outcome
 
     # -- runs ---------------------------------------------------------------------------------
 

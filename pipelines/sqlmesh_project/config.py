@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlmesh.core.config import (
     Config,
     GatewayConfig,
+    LinterConfig,
     ModelDefaultsConfig,
     NameInferenceConfig,
 )
@@ -62,4 +63,7 @@ config = Config(
     model_defaults=ModelDefaultsConfig(dialect="duckdb", start=PROJECT_START, cron="@daily"),
     model_naming=NameInferenceConfig(infer_names=False),
     before_all=["@create_raw_views()"],
+    # SQLMesh's linter: every built-in rule and ours (linter/rules.py) are errors, so `sqlmesh
+    # lint`, every plan and CI (pipelines_tests/test_sqlmesh_project.py) fail on a violation.
+    linter=LinterConfig(enabled=True, rules={"all"}),
 )

@@ -16,7 +16,7 @@ MODEL (
     line_amount_usd = 'quantity x unit price, in USD'
   ),
   audits (
-    not_null(columns := (order_item_id, line_amount_usd, category)),
+    not_null(columns := (order_item_id, order_date, line_amount_usd, category)),
     accepted_range(column := line_amount_usd, min_v := 0),
     assert_referential_integrity(column := product_id, parent := staging.stg_products, parent_column := product_id)
   )

@@ -13,7 +13,7 @@ MODEL (
     order_date = 'Day the order was placed'
   ),
   audits (
-    not_null(columns := (order_item_id, order_id, product_id)),
+    not_null(columns := (order_item_id, order_id, product_id, order_date)),
     unique_values(columns := (order_item_id)),
     accepted_range(column := quantity, min_v := 1, max_v := 100)
   )

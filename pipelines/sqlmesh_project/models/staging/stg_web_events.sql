@@ -15,7 +15,7 @@ MODEL (
     ip_hash = 'Salted SHA-256 of the client IP address'
   ),
   audits (
-    not_null(columns := (event_id, session_id, event_type)),
+    not_null(columns := (event_id, event_date, session_id, event_type)),
     unique_values(columns := (event_id)),
     accepted_values(column := event_type, is_in := ('page_view', 'add_to_cart', 'checkout'))
   )

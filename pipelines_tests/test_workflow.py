@@ -1,0 +1,157 @@
+"""The GitHub Actions workflow runs the commands a person runs: each exists, and each passes
+locally (the plan check against a prod built on the local prod stack: PostgreSQL state, S3)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.cli import main as cli_main
+from pipelines.settings import Settings
+from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
+from pipelines_tests.services import PostgresServer, S3Env
+
+ROOT = Path(__file__).parents[1]
+BUNDLED = ROOT / "pipelines" / "sqlmesh_project"
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+SECRET = re.compile(r"^\$\{\{\s*secrets\.([A-Z0-9_]+)\s*\}\}$")
+
+
+def workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def runs(job: str) -> list[str]:
+    return [step["run"] for step in workflow()["jobs"][job]["steps"] if "run" in step]
+
+
+def test_the_workflow_runs_the_readme_test_command_and_the_plan_check_on_pull_requests() -> None:
+    wf = workflow()
+    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "pull_request" in triggers
+    assert "uv run pytest" in (ROOT / "README.md").read_text()
+    assert runs("test")[-1] == "uv run pytest"
+    assert "uv run ruff check ." in runs("test")
+    assert "uv run python -m pipelines.governance.pii_lint" in runs("test")
+    job = wf["jobs"]["plan-check"]
+    assert "pull_request" in job["if"]
+    assert any(r.startswith("uv run pipelines plan-check") for r in runs("plan-check"))
+    assert any("GITHUB_STEP_SUMMARY" in r for r in runs("plan-check"))
+    # credentials only from secrets, and every variable is one the code reads
+    source = "\n".join(p.read_text() for p in (ROOT / "pipelines").rglob("*.py"))
+    for name, value in job["env"].items():
+        if any(word in name for word in ("PASSWORD", "SECRET", "KEY", "SALT")):
+            assert SECRET.match(value), f"{name} must come from secrets"
+        assert name.startswith("AWS_") or f'"{name}"' in source, f"{name} is read nowhere"
+
+
+def test_every_command_of_the_workflow_exists(capsys: pytest.CaptureFixture) -> None:
+    bin_dir = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+    for job in workflow()["jobs"]:
+        for command in runs(job):
+            words = command.split()
+            assert shutil.which(words[0]), f"{words[0]} (in {command!r}) is not installed"
+            if words[:2] != ["uv", "run"]:
+                continue
+            if words[2] == "python" and words[3] == "-m":
+                assert subprocess.run(["python", "-c", f"import {words[4]}"], check=False).returncode == 0
+            else:
+                assert (bin_dir / words[2]).exists(), f"{words[2]} is no entry point of the project"
+            if words[2] == "pipelines":  # the subcommand and its options parse
+                with pytest.raises(SystemExit) as exit_info:
+                    cli_main([*[w for w in words[3:] if not w.startswith('"')][:1], "--help"])
+                assert exit_info.value.code == 0
+                assert "--output" in capsys.readouterr().out
+
+
+def bash(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_the_test_job_passes_locally() -> None:
+    env = {**os.environ}
+    for command in runs("test"):
+        # the suite itself is what runs this test: collect it instead of recursing into it
+        command = "uv run pytest --collect-only -q" if command == "uv run pytest" else command
+        result = bash(command, env)
+        assert result.returncode == 0, f"{command}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_the_plan_check_job_passes_locally_against_a_prod_on_the_local_prod_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
+) -> None:
+    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
+    prod_vars = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
+    yesterday = date.today() - timedelta(days=1)
+    with (
+        prod_environment(monkeypatch, prod_vars),
+        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
+    ):
+        prod = Deployment(tmp_path, Settings.from_env(), instance)
+        built = prod.run("*", start=(yesterday - timedelta(days=2)).isoformat(), end=yesterday.isoformat())
+        assert built.success
+        before = prod_fingerprints()
+
+        # the pull request: a breaking change to a mart, with its unit test updated
+        project = tmp_path / "pr_project"
+        shutil.copytree(BUNDLED, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+        model = project / "models" / "marts" / "daily_revenue.sql"
+        model.write_text(model.read_text().replace("'shipped')", "'shipped', 'returned')"))
+        tests = project / "tests" / "test_marts.yaml"
+        tests.write_text(
+            tests.read_text().replace(
+                "revenue_usd: 80.0, avg_order_value_usd: 40.0",
+                "revenue_usd: 150.0, avg_order_value_usd: 50.0",
+            )
+        )
+        job_env = workflow()["jobs"]["plan-check"]["env"]
+        env = {k: v for k, v in os.environ.items() if k not in job_env}
+        for name, value in job_env.items():  # the secrets, provided by the local stack
+            secret = SECRET.match(value)
+            resolved = (prod_vars.get(name) or os.environ.get(name)) if secret else value
+            if resolved:
+                env[name] = resolved
+        env |= {
+            "GITHUB_HEAD_REF": "feature/returns-are-revenue",
+            "RUNNER_TEMP": str(tmp_path),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary.md"),
+            "SQLMESH_PROJECT_DIR": str(project),
+        }
+        for command in runs("plan-check"):
+            result = bash(command, env)
+            assert result.returncode == 0, f"{command}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
+        summary = (tmp_path / "step_summary.md").read_text()
+        assert "Environment `feature_returns_are_revenue` on gateway `prod`" in summary
+        assert "| `marts.daily_revenue` | directly modified | breaking |" in summary
+        assert "- rows: prod 3, branch 3" in summary and "Sample of changed rows" in summary
+        assert "The environment was removed afterwards." in summary
+        assert prod_fingerprints() == before  # prod untouched
+
+
+def prod_fingerprints() -> dict[str, str]:
+    from sqlmesh import Context
+
+    settings = Settings.from_env()
+    ctx = Context(paths=str(BUNDLED), gateway=settings.sqlmesh_gateway)
+    try:
+        env = ctx.state_sync.get_environment("prod")
+        assert [e.name for e in ctx.state_sync.get_environments()] == ["prod"]
+        return {s.name: s.fingerprint.to_identifier() for s in env.snapshots}
+    finally:
+        ctx.close()
