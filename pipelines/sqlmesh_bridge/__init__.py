@@ -9,7 +9,7 @@
 It depends on nothing else in ``pipelines`` so it can be lifted into another project.
 """
 
-from pipelines.sqlmesh_bridge.assets import sqlmesh_assets
+from pipelines.sqlmesh_bridge.assets import sqlmesh_assets, sqlmesh_external_specs
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo, load_project
 from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
@@ -22,4 +22,5 @@ __all__ = [
     "SQLMeshTranslator",
     "load_project",
     "sqlmesh_assets",
+    "sqlmesh_external_specs",
 ]
