@@ -538,22 +538,26 @@ class _Reporter:
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
     def _extra(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> dict[str, Any]:
-        """The hook's metadata (e.g. a profile), else a row count of what was computed."""
+        """The hook's metadata (e.g. a profile), with a row count of what was computed when the
+        hook gave none."""
         key = self.translator.get_asset_key(model)
+        extra: dict[str, Any] = {}
         if self.hook is not None:
             try:
                 parts = self.partitions if model.time_partitioned else None
-                return self.hook(self.ctx, [(model, key, parts)], self.context.run_id).get(model.fqn, {})
+                extra = dict(
+                    self.hook(self.ctx, [(model, key, parts)], self.context.run_id).get(model.fqn, {})
+                )
             except Exception as exc:  # metadata informs, it is never a reason to fail the run
                 log.warning("no metadata from the hook for %s: %s", model.fqn, exc)
-                return {}
+        if "dagster/row_count" in extra:
+            return extra
         try:
             sql = f"SELECT count(*) FROM {model.fqn}{self._where(model, intervals)}"
-            count = self.ctx.engine_adapter.fetchone(sql)[0]
+            extra["dagster/row_count"] = int(self.ctx.engine_adapter.fetchone(sql)[0])
         except Exception as exc:
             log.warning("no row count for %s: %s", model.fqn, exc)
-            return {}
-        return {"dagster/row_count": int(count)}
+        return extra
 
     def _where(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> str:
         """The computed range as SQLMesh's model would filter it (string time columns included)."""
