@@ -13,9 +13,11 @@ SQLMesh adds an abstract method that is in neither.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -101,6 +103,9 @@ class RecordingConsole(NoopConsole):
         self._lock = threading.Lock()
         # fqn of each model as soon as all its planned batches are done (or one failed)
         self.finished: queue.Queue[str] = queue.Queue()
+        # called with that fqn first, in SQLMesh's worker thread: the one place where queries
+        # on SQLMesh's connection (row counts, profiles) are safe while the run goes on
+        self.on_finished: Callable[[str], None] | None = None
 
     def start_evaluation_progress(self, batched_intervals: Any, *args: Any, **kwargs: Any) -> None:
         with self._lock:
@@ -136,6 +141,11 @@ class RecordingConsole(NoopConsole):
                     outcome.rows = (outcome.rows or 0) + int(rows)
             finished = outcome.batches_done + outcome.batches_failed >= outcome.batches_planned
         if finished:
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(snapshot.name)
+                except Exception:  # reporting must never break SQLMesh's run
+                    logging.getLogger(__name__).warning("reporting %s failed", snapshot.name, exc_info=True)
             self.finished.put(snapshot.name)
 
     def log_skipped_models(self, snapshot_names: set[str]) -> None:

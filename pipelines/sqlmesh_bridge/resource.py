@@ -384,6 +384,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                     self._remove_intervals(ctx, names, window, context.log)
             partitions = list(context.partition_keys) if window is not None else None
             reporter = _Reporter(context, project, translator, ctx, collector, partitions, metadata_hook)
+            console.on_finished = lambda fqn: reporter.prepare(fqn, console.record)
             with timer(f"sqlmesh run of {len(names)} model(s) {kwargs or ''}"):
                 runner = _SQLMeshThread(ctx, self.environment, names, kwargs)
                 runner.start()
@@ -489,6 +490,15 @@ class _Reporter:
     ) -> None:
         self.context, self.project, self.translator, self.ctx = context, project, translator, ctx
         self.collector, self.partitions, self.hook = collector, partitions, hook
+        self.prepared: dict[str, dict[str, Any]] = {}
+
+    def prepare(self, fqn: str, record: RunRecord) -> None:
+        """Metadata of a model SQLMesh just finished, computed in SQLMesh's worker thread."""
+        model = self.project.models.get(fqn)
+        outcome = record.outcomes.get(fqn)
+        if model is None or outcome is None or outcome.failed or not outcome.batches_done:
+            return
+        self.prepared[fqn] = self._extra(model, sorted(set(outcome.intervals)))
 
     def model_results(
         self, model: ModelInfo, record: RunRecord
@@ -534,7 +544,8 @@ class _Reporter:
             "sqlmesh/audits_passed": outcome.audits_passed,
             "sqlmesh/audits_failed": outcome.audits_failed,
         }
-        metadata.update(self._extra(model, intervals))
+        prepared = self.prepared.pop(model.fqn, None)
+        metadata.update(prepared if prepared is not None else self._extra(model, intervals))
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
     def _extra(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> dict[str, Any]:
