@@ -654,7 +654,8 @@ def _raise_on_failure(
     skipped = sorted(names[n] for n in record.skipped if n in names)
     if not failed:
         if getattr(status, "name", "") == "FAILURE":
-            said = record.error_messages or record.warnings or ["no message"]
+            said = [f"{n}: {e}" for n, e in sorted(record.errors.items())]
+            said = said or record.error_messages or record.warnings or ["no message"]
             raise dg.Failure(
                 description="SQLMesh reported the run as failed without a failing model: " + "\n".join(said),
                 metadata={"skipped_models": skipped},
