@@ -182,22 +182,29 @@ def _library_roots() -> list[Path]:
 
 
 def _module_file(name: str, search: Sequence[Path]) -> Path | None:
-    """The source file of an importable module, looked up without importing it where possible."""
-    top = name.split(".")[0]
+    """The source file of an importable module, found without importing anything new."""
+    parts = name.split(".")
     for base in search:
-        candidate = base.joinpath(*name.split("."))
+        candidate = base.joinpath(*parts)
         for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
             if path.is_file():
                 return path
-    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+    if parts[0] in sys.builtin_module_names or parts[0] in sys.stdlib_module_names:
         return None
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(parts[0])  # top level: never executes the module
     except (ImportError, ValueError, AttributeError):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    if spec is None:
         return None
-    return Path(spec.origin)
+    if len(parts) == 1:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    for location in spec.submodule_search_locations or []:
+        candidate = Path(location).joinpath(*parts[1:])
+        for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+            if path.is_file():
+                return path
+    return None
 
 
 def imported_local_modules(python_files: Iterable[Path], search: Sequence[Path]) -> list[Path]:
