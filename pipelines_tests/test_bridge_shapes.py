@@ -157,3 +157,20 @@ def test_multi_repo_project_by_argument_and_setting(
     for table in ("raw.orders", "b.totals"):
         assert rows(ours, table) == rows(theirs, table), table
     assert rows(ours, "b.totals") == [(1, 10)]  # one batch for the three days
+
+
+def test_the_documented_example_is_a_working_code_location(tmp_path: Path) -> None:
+    import pipelines.sqlmesh_bridge as bridge
+
+    repos = write_multi_repo(tmp_path)
+    example = bridge.__doc__.split("Example (a complete code location for any SQLMesh project)::")[1]
+    code = "\n".join(line[4:] for line in example.splitlines())
+    code = code.replace("/srv/repo_a", str(repos[0])).replace("/srv/repo_b", str(repos[1]))
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - our own docstring
+    defs: dg.Definitions = namespace["defs"]
+    job = dg.define_asset_job("all", selection=[key("orders", "raw")])
+    job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("all")
+    with dg.instance_for_test() as instance:
+        result = job_def.execute_in_process(instance=instance, partition_key="2026-02-01")
+    assert result.success and materialized_keys(result) == {key("orders", "raw")}
