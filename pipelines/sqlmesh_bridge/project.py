@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import sysconfig
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -411,7 +410,10 @@ def _offline_configs(project_dirs: Sequence[Path]) -> dict[Path, Any]:
             names = list(connection.catalogs)
         else:
             return connection.model_copy(update={"extensions": [], "secrets": [], "filesystems": []})
-        catalogs = {name: f":memory:bridge_{uuid.uuid4().hex}" for name in names}
+        # named per catalog: SQLMesh shares adapters by data file, and keys its caches by config
+        catalogs = {
+            name: f":memory:bridge_{hashlib.sha256(name.encode()).hexdigest()[:12]}" for name in names
+        }
         return connection.model_copy(
             update={
                 "database": None,
