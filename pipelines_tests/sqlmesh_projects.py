@@ -104,3 +104,225 @@ def write_project(
         (project / "models" / "broken.sql").write_text(BROKEN)
         (project / "models" / "after_broken.sql").write_text(AFTER_BROKEN)
     return project
+
+
+# -- every project shape, in one compact project (pipelines_tests/test_bridge_shapes.py) -------
+
+SHAPES_CONFIG = """\
+gateways:
+  local:
+    connection:
+      type: duckdb
+      database: {db}
+    state_connection:
+      type: duckdb
+      database: {state}
+default_gateway: local
+model_defaults:
+  dialect: duckdb
+  start: '2026-02-01'
+  cron: '@daily'
+before_all:
+  - CREATE SCHEMA IF NOT EXISTS src
+  - CREATE TABLE IF NOT EXISTS src.events AS SELECT 1 AS id UNION ALL SELECT 2
+"""
+
+SHAPES_FILES = {
+    "models/hourly.sql": """\
+MODEL (
+  name shapes.hourly,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ts),
+  interval_unit 'hour',
+  cron '@hourly'
+);
+SELECT ts::TIMESTAMP AS ts, hour(ts)::INT AS h
+FROM generate_series(@start_ts::TIMESTAMP, @end_ts::TIMESTAMP, INTERVAL 1 HOUR) AS t(ts)
+""",
+    # a string time column with a format, and a start in epoch milliseconds (2026-02-01)
+    "models/daily_str.sql": """\
+MODEL (
+  name shapes.daily_str,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column (ds, '%Y-%m-%d')),
+  start 1769904000000
+);
+SELECT strftime(ts, '%Y-%m-%d') AS ds, count(*)::BIGINT AS hours
+FROM shapes.hourly
+WHERE ts BETWEEN @start_ts AND @end_ts
+GROUP BY 1
+""",
+    "models/monthly.sql": """\
+MODEL (
+  name shapes.monthly,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column month_start),
+  interval_unit 'month',
+  cron '@monthly'
+);
+SELECT @start_date::DATE AS month_start, (@end_date::DATE - @start_date::DATE + 1)::BIGINT AS days
+""",
+    # a relative start, as SQLMesh accepts it
+    "models/recent.sql": """\
+MODEL (
+  name shapes.recent,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds),
+  start '1 week ago'
+);
+SELECT @start_date::DATE AS ds, 1 AS x
+""",
+    "seeds/items.csv": "id,name,price\n1,pen,2\n2,book,12\n3,mug,8\n",
+    "models/items.sql": """\
+MODEL (
+  name shapes.items,
+  kind SEED (path '../seeds/items.csv'),
+  columns (id INT, name TEXT, price INT)
+);
+""",
+    "models/cheap_items.sql": """\
+MODEL (name shapes.cheap_items, kind EMBEDDED);
+SELECT id, name, price FROM shapes.items WHERE price < 10
+""",
+    "models/cheap_count.sql": """\
+MODEL (name shapes.cheap_count, kind FULL);
+SELECT count(*)::BIGINT AS n FROM shapes.cheap_items
+""",
+    "models/items_history.sql": """\
+MODEL (
+  name shapes.items_history,
+  kind SCD_TYPE_2_BY_COLUMN (unique_key id, columns [price])
+);
+SELECT id, name, price FROM shapes.items
+""",
+    "models/items_latest.sql": """\
+MODEL (name shapes.items_latest, kind INCREMENTAL_BY_UNIQUE_KEY (unique_key id));
+SELECT id, name, price FROM shapes.items
+""",
+    "models/py_model.py": """\
+import typing as t
+
+import pandas as pd
+from sqlmesh import ExecutionContext, model
+
+
+@model("shapes.py_model", kind="FULL", columns={"id": "int", "doubled": "int"})
+def execute(context: ExecutionContext, **kwargs: t.Any) -> pd.DataFrame:
+    table = context.resolve_table("shapes.items")
+    return context.fetchdf(f"SELECT id, price * 2 AS doubled FROM {table} ORDER BY id")
+""",
+    "models/blueprint.sql": """\
+MODEL (
+  name shapes.bp_@{suffix},
+  kind FULL,
+  blueprints ((suffix := a, n := 1), (suffix := b, n := 2))
+);
+SELECT @n AS n
+""",
+    "signals/__init__.py": """\
+import typing as t
+
+from sqlmesh import DatetimeRanges, signal
+
+
+@signal()
+def always_ready(batch: DatetimeRanges) -> t.Union[bool, DatetimeRanges]:
+    return True
+""",
+    "models/gated.sql": """\
+MODEL (
+  name shapes.gated,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds),
+  signals (always_ready())
+);
+SELECT @start_date::DATE AS ds, 'ok' AS v
+""",
+    "materializations/replace_all.py": """\
+import typing as t
+
+from sqlmesh import CustomMaterialization
+
+
+class ReplaceAll(CustomMaterialization):
+    NAME = "replace_all"
+
+    def insert(self, table_name, query_or_df, model, is_first_insert, render_kwargs, **kwargs) -> None:
+        self.adapter.replace_query(table_name, query_or_df, model.columns_to_types)
+""",
+    "models/custom.sql": """\
+MODEL (name shapes.custom, kind CUSTOM (materialization 'replace_all'));
+SELECT id, id * 100 AS big FROM shapes.items
+""",
+    # src.events is defined nowhere in the project (created by before_all): an external asset
+    "models/from_src.sql": """\
+MODEL (name shapes.from_src, kind FULL);
+SELECT id FROM src.events
+""",
+}
+
+
+def write_files(project: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        path = project / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def write_shapes_project(root: Path, name: str = "project") -> Path:
+    """Every model shape SQLMesh supports, with its DuckDB files under ``root/<name>-db``."""
+    project = root / name
+    db = root / f"{name}-db"
+    db.mkdir(parents=True, exist_ok=True)
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "config.yaml").write_text(
+        SHAPES_CONFIG.format(db=db / "warehouse.duckdb", state=db / "state.duckdb")
+    )
+    write_files(project, SHAPES_FILES)
+    return project
+
+
+# -- a multi-repo project: two repositories, one gateway; repo a has its own raw.orders --------
+
+REPO_CONFIG = """\
+project: {name}
+gateways:
+  local:
+    connection:
+      type: duckdb
+      database: {db}
+    state_connection:
+      type: duckdb
+      database: {state}
+default_gateway: local
+model_defaults:
+  dialect: duckdb
+  start: '2026-02-01'
+"""
+
+
+def write_multi_repo(root: Path) -> list[Path]:
+    db = root / "multi-db"
+    db.mkdir(parents=True, exist_ok=True)
+    repos = []
+    for name in ("repo_a", "repo_b"):
+        repo = root / name
+        (repo / "models").mkdir(parents=True, exist_ok=True)
+        (repo / "config.yaml").write_text(
+            REPO_CONFIG.format(name=name, db=db / "warehouse.duckdb", state=db / "state.duckdb")
+        )
+        repos.append(repo)
+    write_files(
+        repos[0],
+        {
+            "models/orders.sql": """\
+MODEL (name raw.orders, kind INCREMENTAL_BY_TIME_RANGE (time_column ds));
+SELECT @start_date::DATE AS ds, 10 AS amount
+"""
+        },
+    )
+    write_files(
+        repos[1],
+        {
+            "models/totals.sql": """\
+MODEL (name b.totals, kind FULL);
+SELECT count(*)::BIGINT AS days, sum(amount)::BIGINT AS amount FROM raw.orders
+"""
+        },
+    )
+    return repos

@@ -41,10 +41,23 @@ def sqlmesh_assets(
     )
     def _sqlmesh_models(
         context: dg.AssetExecutionContext, config: SQLMeshRunConfig
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
         resource: SQLMeshResource = getattr(context.resources, resource_key)
         yield from resource.run(
             context, project, translator, restate=config.restate, metadata_hook=metadata_hook
         )
 
     return _sqlmesh_models
+
+
+def sqlmesh_external_specs(
+    project: ProjectInfo,
+    translator: SQLMeshTranslator | None = None,
+    exclude: set[dg.AssetKey] | frozenset[dg.AssetKey] = frozenset(),
+) -> list[dg.AssetSpec]:
+    """External assets for the tables the models read but SQLMesh does not build (declared
+    external models and tables referenced but defined nowhere), except keys in ``exclude``
+    (assets another part of the code location builds, e.g. ingestion)."""
+    translator = translator or SQLMeshTranslator()
+    specs = [translator.get_external_asset_spec(m, project) for m in project.external_models]
+    return [s for s in specs if s.key not in exclude]

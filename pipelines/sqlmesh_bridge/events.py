@@ -3,23 +3,67 @@
 SQLMesh's ``run`` returns one status for the whole DAG and never raises for a failing model,
 so per-model truth (evaluated, failed with which error, skipped after an upstream failure,
 audit failures) is recorded here as the scheduler reports it, from several worker threads.
+Each model is announced on ``RecordingConsole.finished`` (a queue) the moment its last batch
+is done, so the run can report it while SQLMesh goes on with the rest.
+
+``RecordingConsole`` implements every abstract method of SQLMesh's ``Console``: the ones that
+carry run outcomes are in ``HANDLED``, the display-only ones in ``IGNORED``; a test fails when
+SQLMesh adds an abstract method that is in neither.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from sqlmesh.core.console import NoopConsole
 from sqlmesh.core.notification_target import BaseNotificationTarget, NotificationEvent
 
+# Console methods whose calls change what the bridge reports.
+HANDLED = frozenset(
+    {
+        "start_evaluation_progress",
+        "update_snapshot_evaluation_progress",
+        "log_skipped_models",
+        "log_failed_models",
+        "log_warning",
+        "log_error",
+    }
+)
+# Console methods that only display progress or plans: NoopConsole's no-op is right for them.
+IGNORED = frozenset(
+    {
+        "loading_start", "loading_stop", "log_additive_change", "log_destructive_change",
+        "log_migration_status", "log_models_updated_during_restatement", "log_status_update",
+        "log_success", "log_test_results", "plan", "print_environments",
+        "show_environment_difference_summary", "show_intervals", "show_linter_violations",
+        "show_model_difference_summary", "show_row_diff", "show_schema_diff", "show_sql",
+        "show_table_diff", "show_table_diff_details", "show_table_diff_summary", "start_cleanup",
+        "start_creation_progress", "start_destroy", "start_env_migration_progress",
+        "start_plan_evaluation", "start_promotion_progress", "start_signal_progress",
+        "start_snapshot_evaluation_progress", "start_snapshot_migration_progress",
+        "start_state_export", "start_state_import", "start_table_diff_model_progress",
+        "start_table_diff_progress", "stop_cleanup", "stop_creation_progress", "stop_destroy",
+        "stop_env_migration_progress", "stop_evaluation_progress", "stop_plan_evaluation",
+        "stop_promotion_progress", "stop_signal_progress", "stop_snapshot_migration_progress",
+        "stop_state_export", "stop_state_import", "stop_table_diff_progress",
+        "update_cleanup_progress", "update_creation_progress", "update_env_migration_progress",
+        "update_promotion_progress", "update_signal_progress", "update_snapshot_migration_progress",
+        "update_state_export_progress", "update_state_import_progress", "update_table_diff_progress",
+    }
+)  # fmt: skip
+
 
 @dataclass
 class ModelOutcome:
     intervals: list[tuple[int, int]] = field(default_factory=list)
     batches_done: int = 0
+    batches_failed: int = 0
     batches_planned: int = 0
     duration_ms: int = 0
     rows: int | None = None
@@ -32,7 +76,8 @@ class ModelOutcome:
 class AuditFailure:
     model: str
     audit: str
-    args: str
+    # position of the audit in the model's ``audits_with_args`` (None: not found there)
+    index: int | None
     count: int
     sql: str
 
@@ -42,8 +87,8 @@ class RunRecord:
     outcomes: dict[str, ModelOutcome] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)
-    audit_failures: list[AuditFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    error_messages: list[str] = field(default_factory=list)
 
     def outcome(self, name: str) -> ModelOutcome:
         return self.outcomes.setdefault(name, ModelOutcome())
@@ -56,6 +101,11 @@ class RecordingConsole(NoopConsole):
         super().__init__()
         self.record = RunRecord()
         self._lock = threading.Lock()
+        # fqn of each model as soon as all its planned batches are done (or one failed)
+        self.finished: queue.Queue[str] = queue.Queue()
+        # called with that fqn first, in SQLMesh's worker thread: the one place where queries
+        # on SQLMesh's connection (row counts, profiles) are safe while the run goes on
+        self.on_finished: Callable[[str], None] | None = None
 
     def start_evaluation_progress(self, batched_intervals: Any, *args: Any, **kwargs: Any) -> None:
         with self._lock:
@@ -80,14 +130,23 @@ class RecordingConsole(NoopConsole):
             outcome.intervals.append((int(start), int(end)))
             if duration_ms is None:
                 outcome.failed = True
-                return
-            outcome.batches_done += 1
-            outcome.duration_ms += duration_ms
-            outcome.audits_passed += num_audits_passed
-            outcome.audits_failed += num_audits_failed
-            rows = getattr(execution_stats, "total_rows_processed", None)
-            if rows is not None:
-                outcome.rows = (outcome.rows or 0) + int(rows)
+                outcome.batches_failed += 1
+            else:
+                outcome.batches_done += 1
+                outcome.duration_ms += duration_ms
+                outcome.audits_passed += num_audits_passed
+                outcome.audits_failed += num_audits_failed
+                rows = getattr(execution_stats, "total_rows_processed", None)
+                if rows is not None:
+                    outcome.rows = (outcome.rows or 0) + int(rows)
+            finished = outcome.batches_done + outcome.batches_failed >= outcome.batches_planned
+        if finished:
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(snapshot.name)
+                except Exception:  # reporting must never break SQLMesh's run
+                    logging.getLogger(__name__).warning("reporting %s failed", snapshot.name, exc_info=True)
+            self.finished.put(snapshot.name)
 
     def log_skipped_models(self, snapshot_names: set[str]) -> None:
         with self._lock:
@@ -110,7 +169,20 @@ class RecordingConsole(NoopConsole):
 
     def log_error(self, message: str, *args: Any, **kwargs: Any) -> None:
         with self._lock:
-            self.record.warnings.append(message.strip())
+            self.record.error_messages.append(message.strip())
+
+
+def audit_index(model: Any, name: str, args: dict[str, Any]) -> int | None:
+    """Which of ``model.audits_with_args`` an audit failure belongs to: same audit name and the
+    same argument expressions (compared as SQL trees, not as rendered text)."""
+    if model is None:
+        return None
+    candidates = [i for i, (audit, _) in enumerate(model.audits_with_args) if audit.name == name]
+    for i in candidates:
+        expected = model.audits_with_args[i][1]
+        if all(args.get(key) == value for key, value in expected.items()):
+            return i
+    return candidates[0] if len(candidates) == 1 else None
 
 
 class AuditCollector(BaseNotificationTarget):
@@ -147,7 +219,7 @@ class AuditCollector(BaseNotificationTarget):
         failure = AuditFailure(
             model=getattr(model, "fqn", "") if model is not None else "",
             audit=audit_error.audit_name,
-            args=", ".join(f"{k} := {v.sql()}" for k, v in sorted((audit_error.audit_args or {}).items())),
+            index=audit_index(model, audit_error.audit_name, audit_error.audit_args or {}),
             count=int(audit_error.count),
             sql=audit_error.query.sql(getattr(audit_error, "adapter_dialect", None)),
         )

@@ -2,24 +2,48 @@
 
 Building asset specs needs names, kinds, columns, lineage and fingerprints: loading a Context
 (and rendering every model for column lineage) costs seconds to minutes on large projects, so
-the result is stored as JSON keyed by a hash of every project file, the gateway and the
-SQLMesh version. An unchanged project loads from the cache without importing the models.
+the result is stored as JSON keyed by what determines the models: the project files (not its
+databases, logs or caches), the local Python modules its Python files import (wherever they
+live), the gateway, SQLMesh's version and a caller's ``cache_salt``. An unchanged project loads
+from the cache without importing SQLMesh.
+
+Loading never opens the warehouse or the state database: fingerprints are computed from the
+models alone, remote state is not merged (``load_state=False``), and a DuckDB connection is
+replaced by in-memory catalogs of the same names (so the default catalog is the same).
 """
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import sys
+import sysconfig
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 3
-_SKIP_DIRS = {".cache", "logs", "__pycache__", "target", ".pytest_cache"}
+CACHE_FORMAT = 4
+_SKIP_DIRS = {".cache", "logs", "__pycache__", "target", ".pytest_cache", ".git", ".venv", "node_modules"}
+# what changes as data is written: never part of the key
+_SKIP_FILES = (
+    "*.duckdb",
+    "*.duckdb.*",
+    "*.duckdb-*",
+    "*.db",
+    "*.db-*",
+    "*.wal",
+    "*.sqlite*",
+    "*.log",
+    "*.lock",
+)
 
 
 @dataclass(frozen=True)
@@ -51,10 +75,21 @@ class ModelInfo:
     fingerprint: str
     path: str | None
     column_lineage: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # strftime format of a string time column (``time_column (ds, '%Y%m%d')``)
+    time_column_format: str | None = None
+    # no table of its own (EMBEDDED: inlined into its children), or not in the project at all
+    embedded: bool = False
+    # referenced by a model but defined nowhere in the project (nor as an external model)
+    missing: bool = False
 
     @property
     def time_partitioned(self) -> bool:
         return self.kind == "INCREMENTAL_BY_TIME_RANGE" and self.time_column is not None
+
+    @property
+    def is_asset(self) -> bool:
+        """A model that SQLMesh materializes (not external, not embedded)."""
+        return not self.external and not self.embedded
 
 
 @dataclass(frozen=True)
@@ -63,16 +98,43 @@ class ProjectInfo:
     gateway: str | None
     default_catalog: str | None
     models: dict[str, ModelInfo]
+    # every path of a multi-repo project (``project_dir`` is the first)
+    project_dirs: list[str] = field(default_factory=list)
+    # the gateway's engine (``duckdb``, ``athena``, ``trino``...)
+    engine: str = "duckdb"
 
     def model(self, fqn: str) -> ModelInfo:
         return self.models[fqn]
 
     @property
     def internal_models(self) -> list[ModelInfo]:
-        return [m for m in self.models.values() if not m.external]
+        """The models that are assets: SQLMesh builds a table or view for them."""
+        return [m for m in self.models.values() if m.is_asset]
+
+    @property
+    def external_models(self) -> list[ModelInfo]:
+        """Tables the project reads but does not build (declared external or just referenced)."""
+        return [m for m in self.models.values() if m.external]
+
+    def asset_parents(self, model: ModelInfo) -> list[str]:
+        """The fqns a model reads, looking through EMBEDDED models to what they read."""
+        out: list[str] = []
+        seen: set[str] = set()
+        stack = list(reversed(model.depends_on))
+        while stack:
+            fqn = stack.pop()
+            if fqn in seen:
+                continue
+            seen.add(fqn)
+            parent = self.models.get(fqn)
+            if parent is not None and parent.embedded:
+                stack.extend(reversed(parent.depends_on))
+            else:
+                out.append(fqn)
+        return sorted(out)
 
     def topological(self, fqns: set[str] | None = None) -> list[ModelInfo]:
-        """Models (all, or those named) upstream first, ties broken by name."""
+        """Asset models (all, or those named) upstream first, ties broken by name."""
         order: list[ModelInfo] = []
         seen: set[str] = set()
 
@@ -86,25 +148,127 @@ class ProjectInfo:
 
         for fqn in sorted(self.models):
             visit(fqn)
-        return [m for m in order if (fqns is None or m.fqn in fqns) and not m.external]
+        return [m for m in order if (fqns is None or m.fqn in fqns) and m.is_asset]
 
 
-def project_hash(project_dir: Path, gateway: str | None) -> str:
-    """Hash of every project file plus what else changes the graph (gateway, versions)."""
-    digest = hashlib.sha256()
-    digest.update(f"{CACHE_FORMAT}|{version('sqlmesh')}|{gateway}|".encode())
-    digest.update(os.environ.get("PIPELINES_ENV", "local").encode())
-    for path in sorted(project_dir.rglob("*")):
-        if not path.is_file() or _SKIP_DIRS.intersection(path.relative_to(project_dir).parts):
+def _skipped(relative: Path, excluded: Sequence[Path], absolute: Path) -> bool:
+    if _SKIP_DIRS.intersection(relative.parts[:-1]) or relative.name in _SKIP_DIRS:
+        return True
+    if any(fnmatch.fnmatch(relative.name, pattern) for pattern in _SKIP_FILES):
+        return True
+    return any(absolute.is_relative_to(e) for e in excluded)
+
+
+def project_files(project_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
+    """The files that define a project: everything but databases, logs, caches and ``exclude``."""
+    out = []
+    for root, dirs, files in os.walk(project_dir):
+        here = Path(root)
+        dirs[:] = sorted(
+            d for d in dirs if d not in _SKIP_DIRS and not any((here / d).is_relative_to(e) for e in exclude)
+        )
+        for name in sorted(files):
+            path = here / name
+            if not _skipped(path.relative_to(project_dir), exclude, path):
+                out.append(path)
+    return out
+
+
+def _library_roots() -> list[Path]:
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return sorted(roots)
+
+
+def _module_file(name: str, search: Sequence[Path]) -> Path | None:
+    """The source file of an importable module, found without importing anything new."""
+    parts = name.split(".")
+    for base in search:
+        candidate = base.joinpath(*parts)
+        for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+            if path.is_file():
+                return path
+    if parts[0] in sys.builtin_module_names or parts[0] in sys.stdlib_module_names:
+        return None
+    try:
+        spec = importlib.util.find_spec(parts[0])  # top level: never executes the module
+    except (ImportError, ValueError, AttributeError):
+        return None
+    if spec is None:
+        return None
+    if len(parts) == 1:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    for location in spec.submodule_search_locations or []:
+        candidate = Path(location).joinpath(*parts[1:])
+        for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+            if path.is_file():
+                return path
+    return None
+
+
+def imported_local_modules(python_files: Iterable[Path], search: Sequence[Path]) -> list[Path]:
+    """Source files of the non-library modules that ``python_files`` import, transitively.
+
+    A ``config.py`` or macro importing a helper package elsewhere on the path changes the
+    models when that helper changes, so its source belongs in the cache key.
+    """
+    libraries = _library_roots()
+    pending = list(python_files)
+    seen: set[Path] = {p.resolve() for p in pending}
+    found: list[Path] = []
+    while pending:
+        source = pending.pop()
+        try:
+            tree = ast.parse(source.read_bytes())
+        except (SyntaxError, OSError, ValueError):
             continue
-        digest.update(path.relative_to(project_dir).as_posix().encode())
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        for name in sorted(names):
+            path = _module_file(name, [source.parent, *search])
+            if path is None:
+                continue
+            path = path.resolve()
+            if path in seen or any(path.is_relative_to(root) for root in libraries):
+                continue
+            seen.add(path)
+            found.append(path)
+            pending.append(path)
+    return sorted(found)
+
+
+def project_hash(
+    project_dirs: Sequence[Path],
+    gateway: str | None,
+    exclude: Sequence[Path] = (),
+    salt: str = "",
+) -> str:
+    """Hash of what determines the models: project files, the local modules their Python files
+    import, the gateway, SQLMesh's version and ``salt``; never databases, logs or caches."""
+    digest = hashlib.sha256()
+    digest.update(f"{CACHE_FORMAT}|{version('sqlmesh')}|{gateway}|{salt}|".encode())
+    python_files: list[Path] = []
+    for index, project_dir in enumerate(project_dirs):
+        for path in project_files(project_dir, exclude):
+            digest.update(f"{index}:{path.relative_to(project_dir).as_posix()}".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            if path.suffix == ".py":
+                python_files.append(path)
+    for path in imported_local_modules(python_files, list(project_dirs)):
+        if any(path.is_relative_to(d) for d in project_dirs):
+            continue  # hashed above
+        digest.update(str(path).encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:32]
 
 
-def cache_dir(project_dir: Path) -> Path:
-    configured = os.environ.get("PIPELINES_BRIDGE_CACHE_DIR", "").strip()
-    return Path(configured) if configured else project_dir / ".cache" / "dagster-bridge"
+def default_cache_dir(project_dir: Path) -> Path:
+    return project_dir / ".cache" / "dagster-bridge"
 
 
 def _audits(model: Any) -> list[AuditInfo]:
@@ -129,20 +293,45 @@ def _column_lineage(context: Any, model: Any) -> dict[str, list[tuple[str, str]]
     return lineage
 
 
-def build_project_info(context: Any, project_dir: Path, gateway: str | None) -> ProjectInfo:
+def _split_fqn(fqn: str) -> tuple[str, str, str]:
+    from sqlglot import exp
+
+    table = exp.to_table(fqn)
+    return table.catalog, table.db, table.name
+
+
+def _time_column(model: Any) -> tuple[str | None, str | None]:
+    column = getattr(model.kind, "time_column", None)
+    if column is None:
+        return None, None
+    return column.column.name, getattr(column, "format", None)
+
+
+def _fingerprints(context: Any) -> dict[str, str]:
+    """Each node's fingerprint as SQLMesh computes it for a plan, without reading any state."""
+    from sqlmesh.core.snapshot.definition import fingerprint_from_node
+
+    nodes = {**context.models, **context.standalone_audits}
+    cache: dict[str, Any] = {}
+    return {
+        fqn: fingerprint_from_node(node, nodes=nodes, cache=cache).to_identifier()
+        for fqn, node in nodes.items()
+    }
+
+
+def build_project_info(context: Any, project_dirs: Sequence[Path], gateway: str | None) -> ProjectInfo:
     """Read everything the Dagster side needs from a loaded Context."""
-    snapshots = context.snapshots
+    fingerprints = _fingerprints(context)
     models: dict[str, ModelInfo] = {}
     for fqn, model in context.models.items():
-        parts = [p.strip('"') for p in fqn.split(".")]
-        catalog, schema, table = (["", *parts] if len(parts) == 2 else parts)[-3:]
+        catalog, schema, table = _split_fqn(fqn)
         kind = model.kind.name.value if hasattr(model.kind.name, "value") else str(model.kind.name)
         external = kind == "EXTERNAL"
-        snapshot = snapshots.get(fqn)
         columns = [
             (name, dtype.sql(dialect=model.dialect), (model.column_descriptions or {}).get(name))
             for name, dtype in (model.columns_to_types or {}).items()
         ]
+        time_column, time_format = _time_column(model)
         models[fqn] = ModelInfo(
             fqn=fqn,
             name=model.name,
@@ -151,10 +340,11 @@ def build_project_info(context: Any, project_dir: Path, gateway: str | None) -> 
             table=table,
             kind=kind,
             external=external,
-            time_column=getattr(getattr(model.kind, "time_column", None), "column", None)
-            and model.kind.time_column.column.name,
+            time_column=time_column,
+            time_column_format=time_format,
             interval_unit=model.interval_unit.value if not external else None,
-            start=str(model.start) if model.start else None,
+            # as written (``1 week ago``, epoch ms...): resolved with SQLMesh's date parsing on use
+            start=str(model.start) if model.start is not None else None,
             cron=str(model.cron),
             description=model.description,
             owner=model.owner,
@@ -162,11 +352,30 @@ def build_project_info(context: Any, project_dir: Path, gateway: str | None) -> 
             columns=columns,
             depends_on=sorted(model.depends_on),
             audits=[] if external else _audits(model),
-            fingerprint=snapshot.fingerprint.to_identifier() if snapshot else "",
+            fingerprint=fingerprints.get(fqn, ""),
             path=str(model._path) if getattr(model, "_path", None) else None,
             column_lineage={} if external else _column_lineage(context, model),
+            embedded=kind == "EMBEDDED",
         )
-    return ProjectInfo(str(project_dir), gateway, context.default_catalog, models)
+    for model in list(models.values()):
+        for parent in model.depends_on:
+            if parent not in models:
+                catalog, schema, table = _split_fqn(parent)
+                models[parent] = ModelInfo(
+                    fqn=parent, name=f"{schema}.{table}", catalog=catalog, schema=schema, table=table,
+                    kind="EXTERNAL", external=True, time_column=None, interval_unit=None, start=None,
+                    cron="", description=None, owner=None, tags=[], columns=[], depends_on=[],
+                    audits=[], fingerprint="", path=None, missing=True,
+                )  # fmt: skip
+    connection = context.config.get_connection(gateway)
+    return ProjectInfo(
+        str(project_dirs[0]),
+        gateway,
+        context.default_catalog,
+        models,
+        project_dirs=[str(p) for p in project_dirs],
+        engine=str(getattr(connection, "type_", "duckdb")),
+    )
 
 
 def _to_json(info: ProjectInfo) -> str:
@@ -181,14 +390,76 @@ def _from_json(text: str) -> ProjectInfo:
         m["columns"] = [tuple(c) for c in m["columns"]]
         m["column_lineage"] = {k: [tuple(x) for x in v] for k, v in m["column_lineage"].items()}
         models[fqn] = ModelInfo(**m)
-    return ProjectInfo(raw["project_dir"], raw["gateway"], raw["default_catalog"], models)
+    raw["models"] = models
+    return ProjectInfo(**raw)
 
 
-def load_project(project_dir: str | Path, gateway: str | None = None, use_cache: bool = True) -> ProjectInfo:
-    """The project's models as plain data, from the cache when no project file changed."""
-    project_dir = Path(project_dir).resolve()
-    key = project_hash(project_dir, gateway)
-    cache_file = cache_dir(project_dir) / f"project-{key}.json"
+def _offline_configs(project_dirs: Sequence[Path]) -> dict[Path, Any]:
+    """The projects' configs with every DuckDB file swapped for an in-memory catalog of the
+    same name: loading needs the default catalog, never the data (nor the file's lock)."""
+    from sqlmesh.core.config import Config
+    from sqlmesh.core.config.connection import DuckDBConnectionConfig
+    from sqlmesh.core.config.loader import load_configs
+
+    def offline(connection: Any) -> Any:
+        if type(connection) is not DuckDBConnectionConfig:
+            return connection
+        if connection.database and connection.database != ":memory:":
+            names = [Path(connection.database).stem]
+        elif connection.catalogs:
+            names = list(connection.catalogs)
+        else:
+            return connection.model_copy(update={"extensions": [], "secrets": [], "filesystems": []})
+        # named per catalog: SQLMesh shares adapters by data file, and keys its caches by config
+        catalogs = {
+            name: f":memory:bridge_{hashlib.sha256(name.encode()).hexdigest()[:12]}" for name in names
+        }
+        return connection.model_copy(
+            update={
+                "database": None,
+                "catalogs": catalogs,
+                "extensions": [],
+                "secrets": [],
+                "filesystems": [],
+            }
+        )
+
+    configs = load_configs(None, Config, list(project_dirs))
+    out = {}
+    for path, config in configs.items():
+        gateways = config.gateways
+        if isinstance(gateways, dict):
+            gateways = {
+                name: gw.model_copy(update={"connection": offline(gw.connection), "state_connection": None})
+                for name, gw in gateways.items()
+            }
+        update: dict[str, Any] = {"gateways": gateways}
+        if config.default_connection is not None:
+            update["default_connection"] = offline(config.default_connection)
+        out[path] = config.model_copy(update=update)
+    return out
+
+
+def load_project(
+    project_dir: str | Path | Sequence[str | Path],
+    gateway: str | None = None,
+    use_cache: bool = True,
+    cache_dir: str | Path | None = None,
+    exclude: Sequence[str | Path] = (),
+    cache_salt: str = "",
+) -> ProjectInfo:
+    """The project's models as plain data, from the cache when nothing that defines them changed.
+
+    ``project_dir``: one path, or several for a multi-repo project. ``cache_dir`` defaults to
+    ``<first project>/.cache/dagster-bridge``; ``exclude`` names folders that are not part of the
+    project (a data folder inside it); ``cache_salt`` is anything else the caller's config.py
+    depends on (an environment name).
+    """
+    dirs = [Path(project_dir)] if isinstance(project_dir, (str, Path)) else [Path(p) for p in project_dir]
+    dirs = [d.resolve() for d in dirs]
+    excluded = [Path(e).resolve() for e in exclude]
+    key = project_hash(dirs, gateway, excluded, cache_salt)
+    cache_file = Path(cache_dir or default_cache_dir(dirs[0])) / f"project-{key}.json"
     if use_cache and cache_file.exists():
         try:
             return _from_json(cache_file.read_text())
@@ -196,9 +467,15 @@ def load_project(project_dir: str | Path, gateway: str | None = None, use_cache:
             log.warning("ignoring unreadable bridge cache %s: %s", cache_file, exc)
     from sqlmesh import Context
 
-    context = Context(paths=str(project_dir), gateway=gateway, load=True)
+    context = Context(
+        paths=[str(d) for d in dirs],
+        gateway=gateway,
+        config=_offline_configs(dirs),
+        load=True,
+        load_state=False,
+    )
     try:
-        info = build_project_info(context, project_dir, gateway)
+        info = build_project_info(context, dirs, gateway)
     finally:
         context.close()
     if use_cache:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +36,8 @@ class SQLMeshPlanRequired(dg.Failure):
     """The project differs from the target environment: a plan must be applied first."""
 
 
-def _ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 # The PostgreSQL advisory lock every plan application of this bridge holds on the SQLMesh state
@@ -98,6 +100,8 @@ class SQLMeshResource(dg.ConfigurableResource):
     """A SQLMesh project, gateway and environment that Dagster runs."""
 
     project_dir: str
+    # the other paths of a multi-repo project
+    extra_project_dirs: list[str] = []
     gateway: str | None = None
     environment: str = "prod"
     lock_file: str | None = Field(
@@ -118,7 +122,7 @@ class SQLMeshResource(dg.ConfigurableResource):
 
         set_console(console or RecordingConsole())
         return Context(
-            paths=self.project_dir,
+            paths=[self.project_dir, *self.extra_project_dirs],
             gateway=self.gateway,
             notification_targets=[collector] if collector else None,
             load=True,
@@ -167,6 +171,10 @@ class SQLMeshResource(dg.ConfigurableResource):
                 name: s.fingerprint.to_identifier() for name, s in ctx.snapshots.items() if not s.is_external
             }
         changed = sorted(n for n, fp in local.items() if deployed.get(n) != fp)
+        if changed and project is not None:
+            # the cached fingerprints may be stale (e.g. a node restamped in state): ask SQLMesh
+            live = {name: s.fingerprint.to_identifier() for name, s in ctx.snapshots.items()}
+            changed = sorted(n for n in changed if deployed.get(n) != live.get(n))
         if changed:
             raise SQLMeshPlanRequired(
                 description=(
@@ -228,9 +236,14 @@ class SQLMeshResource(dg.ConfigurableResource):
         from sqlmesh.core.snapshot import SnapshotChangeCategory
 
         plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
+        previous = {s.name: s for s in env.snapshots}
         new = [s for s in plan.new_snapshots if not s.is_external]
         changed = sorted(s.name for s in new)
-        breaking = sorted(s.name for s in new if s.change_category == SnapshotChangeCategory.BREAKING)
+        # a brand-new model breaks nothing: only changes to deployed models can be breaking
+        added = sorted(s.name for s in new if s.name not in previous)
+        breaking = sorted(
+            s.name for s in new if s.name in previous and s.change_category == SnapshotChangeCategory.BREAKING
+        )
         for snapshot in new:
             category = snapshot.change_category.name if snapshot.change_category else "NEW"
             log.info(f"{category}: {snapshot.name}")
@@ -238,7 +251,6 @@ class SQLMeshResource(dg.ConfigurableResource):
                 log.info(plan.context_diff.text_diff(snapshot.name))
         if breaking and not allow_breaking:
             raise dg.Failure(description="breaking changes need allow_breaking=true: " + ", ".join(breaking))
-        previous = {s.name: s for s in env.snapshots}
         old_ids = [previous[n].snapshot_id for n in changed if n in previous]
         old = ctx.state_sync.get_snapshots(old_ids)
         spans = [
@@ -267,6 +279,21 @@ class SQLMeshResource(dg.ConfigurableResource):
                     + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items()),
                     metadata={PLAN_OUTCOME: dg.MetadataValue.json(outcome.as_dict())},
                 )
+        if added:
+            # new models are backfilled from their start to now: the range their partitions cover
+            log.info(f"backfilling {len(added)} new model(s): {', '.join(added)}")
+            ctx.run(
+                self.environment,
+                select_models=added,
+                no_auto_upstream=True,
+                ignore_cron=True,
+                skip_janitor=True,
+            )
+            if console.record.errors:
+                raise dg.Failure(
+                    description="plan applied, backfill of new models failed: "
+                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
+                )
         return outcome
 
     # -- runs ---------------------------------------------------------------------------------
@@ -278,20 +305,21 @@ class SQLMeshResource(dg.ConfigurableResource):
         translator: SQLMeshTranslator,
         restate: bool | None = None,
         metadata_hook: MetadataHook | None = None,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        """Run the selected models; yield one result per model that was really evaluated.
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
+        """Run the selected models; yield each model's results as soon as SQLMesh finished it.
 
-        With a partition range the intervals of exactly that range are computed; a range that
-        was computed before is restated (a backfill always means "recompute"). Without one,
-        SQLMesh computes what is due. Failures are raised after every success was reported.
+        A run a person launched recomputes: a partition range is restated (a backfill always
+        means "recompute") and so are unpartitioned models. Runs of schedules, sensors and
+        automation (told apart by their tags) compute only what is due. Failures are raised
+        after every success was reported.
         """
         from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole
 
         by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
         selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
         window = _partition_window(context)
-        restate = (window is not None) if restate is None else restate
-
+        if restate is None:
+            restate = not is_automated(context.run.tags)
         console = RecordingConsole()
         collector = AuditCollector.new()
         timer = _StageTimer(context.log)
@@ -335,50 +363,66 @@ class SQLMeshResource(dg.ConfigurableResource):
         project: ProjectInfo,
         translator: SQLMeshTranslator,
         selected: list[ModelInfo],
-        window: tuple[date, date] | None,
+        window: tuple[datetime, datetime] | None,
         restate: bool,
         metadata_hook: MetadataHook | None,
         timer: _StageTimer,
         console: RecordingConsole,
         collector: AuditCollector,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
         names = [m.fqn for m in selected]
         with timer("load SQLMesh context"):
             ctx = self.context(console, collector)
+        reported: set[str] = set()
         try:
             with timer("check environment"):
                 self.ensure_environment(ctx, context.log, project)
             kwargs: dict[str, Any] = {}
             if window is not None:
-                first, last = window
-                kwargs = {"start": first, "end": last, "execution_time": last + timedelta(days=1)}
+                # an exclusive datetime end: SQLMesh computes exactly the intervals inside it
+                kwargs = {"start": window[0], "end": window[1], "execution_time": window[1]}
             if restate:
                 with timer("restate intervals"):
                     self._remove_intervals(ctx, names, window, context.log)
+            partitions = list(context.partition_keys) if window is not None else None
+            reporter = _Reporter(context, project, translator, ctx, collector, partitions, metadata_hook)
+            console.on_finished = lambda fqn: reporter.prepare(fqn, console.record)
             with timer(f"sqlmesh run of {len(names)} model(s) {kwargs or ''}"):
-                status = ctx.run(
-                    self.environment,
-                    select_models=names,
-                    no_auto_upstream=True,
-                    ignore_cron=True,
-                    skip_janitor=True,
-                    **kwargs,
-                )
-            context.log.info(f"sqlmesh run status: {status.name}")
+                runner = _SQLMeshThread(ctx, self.environment, names, kwargs)
+                runner.start()
+                # report each model as SQLMesh finishes it, while the rest still run
+                while True:
+                    try:
+                        fqn = console.finished.get(timeout=0.2)
+                    except queue.Empty:
+                        if not runner.is_alive():
+                            break
+                        continue
+                    model = project.models.get(fqn)
+                    if model is None or fqn in reported or fqn not in names:
+                        continue
+                    reported.add(fqn)
+                    yield from reporter.model_results(model, console.record)
+                runner.join()
+            if runner.error is not None:
+                raise runner.error
+            status = runner.status
+            context.log.info(f"sqlmesh run status: {getattr(status, 'name', status)}")
             record = console.record
-            with timer("row counts and profiles"):
-                extra = self._materialization_metadata(
-                    ctx, record, selected, window, translator, metadata_hook, context.run_id
-                )
+            # models that never announced completion: failed midway, skipped or not due
+            for model in selected:
+                if model.fqn not in reported:
+                    yield from reporter.model_results(model, record)
+            computed = [n for n in names if (o := record.outcomes.get(n)) and o.batches_done]
+            if not computed and not record.errors and getattr(status, "name", "") != "FAILURE":
+                yield from _nothing_computed(context, selected, translator, window)
         finally:
             ctx.close()
-        failures = collector.failures()
-        collector.close()
-        yield from _results(context, project, translator, selected, record, extra, failures)
-        _raise_on_failure(context, selected, record)
+            collector.close()
+        _raise_on_failure(context, selected, record, status)
 
     def _remove_intervals(
-        self, ctx: Any, names: list[str], window: tuple[date, date] | None, log: Any
+        self, ctx: Any, names: list[str], window: tuple[datetime, datetime] | None, log: Any
     ) -> None:
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
@@ -388,60 +432,192 @@ class SQLMeshResource(dg.ConfigurableResource):
         if not targets:
             return
         if window is None:
-            start, end = 0, _ms(date.today() + timedelta(days=1))
+            start, end = 0, _ms(datetime.now(UTC) + timedelta(days=1))
         else:
-            start, end = _ms(window[0]), _ms(window[1] + timedelta(days=1))
+            start, end = _ms(window[0]), _ms(window[1])
         log.info(f"restating {len(targets)} model(s) for [{_iso(start)}, {_iso(end)})")
         ctx.state_sync.remove_intervals([(s, (start, end)) for s in targets], remove_shared_versions=True)
 
-    def _materialization_metadata(
+
+AUTOMATION_TAGS = (
+    "dagster/schedule_name",
+    "dagster/sensor_name",
+    "dagster/auto_materialize",
+    "dagster/from_automation_condition",
+    "dagster/asset_evaluation_id",
+)
+
+
+def is_automated(tags: Mapping[str, str]) -> bool:
+    """A run a schedule, sensor or automation condition launched (it computes what is due);
+    any other run was launched by a person (it recomputes what it names)."""
+    return any(tag in tags for tag in AUTOMATION_TAGS)
+
+
+class _SQLMeshThread(threading.Thread):
+    """``Context.run`` in a thread, so results stream out while SQLMesh goes on."""
+
+    def __init__(self, ctx: Any, environment: str, names: list[str], kwargs: dict[str, Any]) -> None:
+        super().__init__(name="sqlmesh-run", daemon=True)
+        self.ctx, self.environment, self.names, self.kwargs = ctx, environment, names, kwargs
+        self.status: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.status = self.ctx.run(
+                self.environment,
+                select_models=self.names,
+                no_auto_upstream=True,
+                ignore_cron=True,
+                skip_janitor=True,
+                **self.kwargs,
+            )
+        except BaseException as exc:  # re-raised in the step's thread
+            self.error = exc
+
+
+class _Reporter:
+    """Turns one model's recorded outcome into Dagster check results and a materialization."""
+
+    def __init__(
         self,
-        ctx: Any,
-        record: RunRecord,
-        selected: list[ModelInfo],
-        window: tuple[date, date] | None,
+        context: dg.AssetExecutionContext,
+        project: ProjectInfo,
         translator: SQLMeshTranslator,
+        ctx: Any,
+        collector: AuditCollector,
+        partitions: list[str] | None,
         hook: MetadataHook | None,
-        run_id: str,
-    ) -> dict[str, dict[str, Any]]:
-        """Per evaluated model: the hook's metadata (e.g. a profile), else a row count of the window."""
-        days = _days(window)
-        evaluated = [
-            m
-            for m in selected
-            if (o := record.outcomes.get(m.fqn)) is not None and not o.failed and o.batches_done
-        ]
-        if hook is not None:
-            try:
-                batch = [
-                    (m, translator.get_asset_key(m), days if m.time_partitioned else None) for m in evaluated
-                ]
-                return hook(ctx, batch, run_id)
-            except Exception as exc:  # metadata informs, it is never a reason to fail the run
-                log.warning("no metadata from the hook: %s", exc)
-                return {}
-        out: dict[str, dict[str, Any]] = {}
-        for model in evaluated:
-            where = ""
-            if window is not None and model.time_partitioned and model.time_column:
-                where = (
-                    f" WHERE \"{model.time_column}\" >= DATE '{window[0]}' "
-                    f"AND \"{model.time_column}\" < DATE '{window[1] + timedelta(days=1)}'"
+    ) -> None:
+        self.context, self.project, self.translator, self.ctx = context, project, translator, ctx
+        self.collector, self.partitions, self.hook = collector, partitions, hook
+        self.prepared: dict[str, dict[str, Any]] = {}
+
+    def prepare(self, fqn: str, record: RunRecord) -> None:
+        """Metadata of a model SQLMesh just finished, computed in SQLMesh's worker thread."""
+        model = self.project.models.get(fqn)
+        outcome = record.outcomes.get(fqn)
+        if model is None or outcome is None or outcome.failed or not outcome.batches_done:
+            return
+        self.prepared[fqn] = self._extra(model, sorted(set(outcome.intervals)))
+
+    def model_results(
+        self, model: ModelInfo, record: RunRecord
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        context, translator = self.context, self.translator
+        key = translator.get_asset_key(model)
+        outcome = record.outcomes.get(model.fqn)
+        if model.fqn in record.skipped or (outcome is None and model.fqn in record.errors):
+            upstream = _failed_upstream(self.project, model, record)
+            context.log.warning(f"{model.name}: skipped, upstream model failed: {', '.join(upstream) or '?'}")
+            return
+        if outcome is None or not outcome.intervals:
+            context.log.info(f"{model.name}: nothing was due, not materialized")
+            return
+        failures = [f for f in self.collector.failures() if f.model == model.fqn]
+        runtime_error = outcome.failed and not failures
+        if not runtime_error:
+            selected_checks = context.selected_asset_check_keys
+            for index, audit in enumerate(model.audits):
+                name = translator.get_check_name(model, audit, index)
+                if dg.AssetCheckKey(key, name) not in selected_checks:
+                    continue
+                failed = [f for f in failures if f.index == index]
+                yield dg.AssetCheckResult(
+                    asset_key=key,
+                    check_name=name,
+                    passed=not failed,
+                    severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "failing_rows": sum(f.count for f in failed),
+                        "audit": f"{audit.name}({audit.args})",
+                        **({"sql": dg.MetadataValue.md(f"```sql\n{failed[0].sql}\n```")} if failed else {}),
+                    },
                 )
+        if outcome.failed or not outcome.batches_done:
+            return
+        intervals = sorted(set(outcome.intervals))
+        metadata: dict[str, Any] = {
+            "sqlmesh/intervals": dg.MetadataValue.json([[_iso(s), _iso(e)] for s, e in intervals]),
+            "sqlmesh/batches": outcome.batches_done,
+            "sqlmesh/duration_ms": outcome.duration_ms,
+            "sqlmesh/fingerprint": model.fingerprint,
+            "sqlmesh/audits_passed": outcome.audits_passed,
+            "sqlmesh/audits_failed": outcome.audits_failed,
+        }
+        prepared = self.prepared.pop(model.fqn, None)
+        metadata.update(prepared if prepared is not None else self._extra(model, intervals))
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+
+    def _extra(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> dict[str, Any]:
+        """The hook's metadata (e.g. a profile), with a row count of what was computed when the
+        hook gave none."""
+        key = self.translator.get_asset_key(model)
+        extra: dict[str, Any] = {}
+        if self.hook is not None:
             try:
-                count = ctx.engine_adapter.fetchone(f"SELECT count(*) FROM {model.fqn}{where}")[0]
-            except Exception as exc:
-                log.warning("no row count for %s: %s", model.fqn, exc)
-                continue
-            out[model.fqn] = {"dagster/row_count": int(count)}
-        return out
+                parts = self.partitions if model.time_partitioned else None
+                extra = dict(
+                    self.hook(self.ctx, [(model, key, parts)], self.context.run_id).get(model.fqn, {})
+                )
+            except Exception as exc:  # metadata informs, it is never a reason to fail the run
+                log.warning("no metadata from the hook for %s: %s", model.fqn, exc)
+        if "dagster/row_count" in extra:
+            return extra
+        try:
+            sql = f"SELECT count(*) FROM {model.fqn}{self._where(model, intervals)}"
+            extra["dagster/row_count"] = int(self.ctx.engine_adapter.fetchone(sql)[0])
+        except Exception as exc:
+            log.warning("no row count for %s: %s", model.fqn, exc)
+        return extra
+
+    def _where(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> str:
+        """The computed range as SQLMesh's model would filter it (string time columns included)."""
+        if not (self.partitions and model.time_partitioned and model.time_column and intervals):
+            return ""
+        sqlmesh_model = self.ctx.get_model(model.fqn)
+        dialect = sqlmesh_model.dialect
+        low = sqlmesh_model.convert_to_time_column(intervals[0][0]).sql(dialect=dialect)
+        high = sqlmesh_model.convert_to_time_column(intervals[-1][1]).sql(dialect=dialect)
+        column = f'"{model.time_column}"'
+        return f" WHERE {column} >= {low} AND {column} < {high}"
 
 
-def _days(window: tuple[date, date] | None) -> list[str] | None:
-    if window is None:
-        return None
-    span = (window[1] - window[0]).days
-    return [(window[0] + timedelta(days=i)).isoformat() for i in range(span + 1)]
+def _failed_upstream(project: ProjectInfo, model: ModelInfo, record: RunRecord) -> list[str]:
+    """Names of the failed models upstream of ``model`` (transitively)."""
+    failed: list[str] = []
+    stack, seen = list(model.depends_on), set()
+    while stack:
+        fqn = stack.pop()
+        if fqn in seen:
+            continue
+        seen.add(fqn)
+        if fqn in record.errors or ((o := record.outcomes.get(fqn)) is not None and o.failed):
+            failed.append(project.models[fqn].name if fqn in project.models else fqn)
+        parent = project.models.get(fqn)
+        if parent is not None:
+            stack.extend(parent.depends_on)
+    return sorted(failed)
+
+
+def _nothing_computed(
+    context: dg.AssetExecutionContext,
+    selected: list[ModelInfo],
+    translator: SQLMeshTranslator,
+    window: tuple[datetime, datetime] | None,
+) -> Iterator[dg.AssetObservation]:
+    """Say so in the run when SQLMesh found nothing to compute: a warning in the run's log and
+    an observation per selected asset (shown on the asset) instead of a silent success."""
+    span = f" for [{window[0]:%Y-%m-%d %H:%M}, {window[1]:%Y-%m-%d %H:%M})" if window else ""
+    message = f"SQLMesh computed nothing{span}: every selected interval was already done or not due yet"
+    context.log.warning(message)
+    for model in selected:
+        if window is not None and model.time_partitioned:
+            continue  # an observation would need a partition: the warning says it
+        yield dg.AssetObservation(
+            asset_key=translator.get_asset_key(model), metadata={"sqlmesh/nothing_computed": message}
+        )
 
 
 class _StageTimer:
@@ -459,63 +635,12 @@ class _StageTimer:
             self.log.info(f"{stage}: {time.monotonic() - started:.2f}s")
 
 
-def _partition_window(context: dg.AssetExecutionContext) -> tuple[date, date] | None:
-    """The run's days: a range, or a single key (schedules, sensors, automation) as a 1-day range."""
+def _partition_window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime] | None:
+    """The run's time window [start, end): a range, or a single key (schedules, sensors)."""
     if not (context.has_partition_key_range or context.has_partition_key):
         return None
-    keys = context.partition_key_range
-    return date.fromisoformat(keys.start[:10]), date.fromisoformat(keys.end[:10])
-
-
-def _results(
-    context: dg.AssetExecutionContext,
-    project: ProjectInfo,
-    translator: SQLMeshTranslator,
-    selected: list[ModelInfo],
-    record: RunRecord,
-    extra: dict[str, dict[str, Any]],
-    failures: list[Any],
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    selected_checks = context.selected_asset_check_keys
-    for model in selected:
-        key = translator.get_asset_key(model)
-        outcome = record.outcomes.get(model.fqn)
-        if outcome is None or not outcome.intervals:
-            context.log.info(f"{model.name}: nothing was due, not materialized")
-            continue
-        evaluated = outcome.batches_done > 0
-        model_failures = [f for f in failures if f.model == model.fqn]
-        runtime_error = outcome.failed and not model_failures
-        if not runtime_error:
-            for index, audit in enumerate(model.audits):
-                name = translator.get_check_name(model, audit, index)
-                if dg.AssetCheckKey(key, name) not in selected_checks:
-                    continue
-                failed = [f for f in model_failures if f.audit == audit.name and f.args == audit.args]
-                yield dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=name,
-                    passed=not failed,
-                    severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
-                    metadata={
-                        "failing_rows": sum(f.count for f in failed),
-                        "audit": f"{audit.name}({audit.args})",
-                        **({"sql": dg.MetadataValue.md(f"```sql\n{failed[0].sql}\n```")} if failed else {}),
-                    },
-                )
-        if outcome.failed or not evaluated:
-            continue
-        intervals = sorted(set(outcome.intervals))
-        metadata: dict[str, Any] = {
-            "sqlmesh/intervals": dg.MetadataValue.json([[_iso(s), _iso(e)] for s, e in intervals]),
-            "sqlmesh/batches": outcome.batches_done,
-            "sqlmesh/duration_ms": outcome.duration_ms,
-            "sqlmesh/fingerprint": model.fingerprint,
-            "sqlmesh/audits_passed": outcome.audits_passed,
-            "sqlmesh/audits_failed": outcome.audits_failed,
-        }
-        metadata.update(extra.get(model.fqn, {}))
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+    window = context.partition_time_window
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
 
 def _iso(ms: int) -> str:
@@ -523,12 +648,20 @@ def _iso(ms: int) -> str:
 
 
 def _raise_on_failure(
-    context: dg.AssetExecutionContext, selected: list[ModelInfo], record: RunRecord
+    context: dg.AssetExecutionContext, selected: list[ModelInfo], record: RunRecord, status: Any
 ) -> None:
+    """Fail the step when a model failed, or when SQLMesh reported failure without naming one."""
     names = {m.fqn: m.name for m in selected}
     failed = {n: e for n, e in record.errors.items() if n in names}
     skipped = sorted(names[n] for n in record.skipped if n in names)
     if not failed:
+        if getattr(status, "name", "") == "FAILURE":
+            said = [f"{n}: {e}" for n, e in sorted(record.errors.items())]
+            said = said or record.error_messages or record.warnings or ["no message"]
+            raise dg.Failure(
+                description="SQLMesh reported the run as failed without a failing model: " + "\n".join(said),
+                metadata={"skipped_models": skipped},
+            )
         return
     lines = [f"{names[n]}: {err}" for n, err in sorted(failed.items())]
     if skipped:

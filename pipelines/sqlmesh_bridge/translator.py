@@ -1,7 +1,7 @@
 """How a SQLMesh model becomes a Dagster ``AssetSpec``; subclass to change any piece."""
 
 import re
-from datetime import date
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -29,8 +29,10 @@ class SQLMeshTranslator:
         owner = model.owner if _OWNER.match(model.owner) else f"team:{_TAG_SAFE.sub('_', model.owner)}"
         return [owner]
 
-    def get_kinds(self, model: ModelInfo) -> set[str]:
-        return {"sqlmesh", "duckdb"}
+    def get_kinds(self, model: ModelInfo, project: ProjectInfo | None = None) -> set[str]:
+        """``sqlmesh`` and the gateway's engine (``duckdb``, ``athena``, ``trino``...)."""
+        engine = project.engine if project is not None else "duckdb"
+        return {"sqlmesh", _TAG_SAFE.sub("_", engine)}
 
     def get_tags(self, model: ModelInfo) -> dict[str, str]:
         tags = {"sqlmesh/kind": model.kind.lower()}
@@ -39,23 +41,32 @@ class SQLMeshTranslator:
         return tags
 
     def get_partitions_def(self, model: ModelInfo, project: ProjectInfo) -> dg.PartitionsDefinition | None:
-        """Daily partitions for daily time-range models, starting at the earliest model start."""
-        if not model.time_partitioned or model.interval_unit != "day":
-            return None
-        return self._project_daily_partitions(project)
+        """Time partitions of the model's interval unit (hourly, daily, monthly...) from its start.
 
-    def _project_daily_partitions(self, project: ProjectInfo) -> dg.PartitionsDefinition:
-        """One definition per project, computed once (asked for once per model)."""
-        cache = self.__dict__.setdefault("_daily_partitions", {})
-        if id(project) not in cache:
+        Incremental-by-time models only; one definition object per (unit, start), so models that
+        share both share it. A model without a start begins at the earliest start of the
+        project's models of the same unit (SQLMesh's own default is relative: yesterday).
+        """
+        if not model.time_partitioned or not model.interval_unit:
+            return None
+        unit = model.interval_unit
+        start = model_start(model) or self._earliest_start(project, unit) or resolve_start("yesterday")
+        start = floor_to_unit(start, unit)
+        cache = self.__dict__.setdefault("_partitions", {})
+        if (unit, start) not in cache:
+            cache[(unit, start)] = partitions_for_unit(unit, start)
+        return cache[(unit, start)]
+
+    def _earliest_start(self, project: ProjectInfo, unit: str) -> datetime | None:
+        cache = self.__dict__.setdefault("_earliest", {})
+        if (id(project), unit) not in cache:
             starts = [
-                date.fromisoformat(m.start[:10])
+                s
                 for m in project.internal_models
-                if m.time_partitioned and m.interval_unit == "day" and m.start
+                if m.time_partitioned and m.interval_unit == unit and (s := model_start(m)) is not None
             ]
-            start = min(starts).isoformat() if starts else "2020-01-01"
-            cache[id(project)] = (project, dg.DailyPartitionsDefinition(start_date=start))
-        return cache[id(project)][1]
+            cache[(id(project), unit)] = (project, min(starts) if starts else None)
+        return cache[(id(project), unit)][1]
 
     def get_column_schema(self, model: ModelInfo) -> dg.TableSchema:
         return dg.TableSchema(
@@ -110,8 +121,26 @@ class SQLMeshTranslator:
             for i, audit in enumerate(model.audits)
         ]
 
+    def get_external_asset_spec(self, model: ModelInfo, project: ProjectInfo) -> dg.AssetSpec:
+        """A table the project reads but does not build: an external asset (no materialize button)."""
+        metadata: dict[str, object] = {"sqlmesh/model_name": model.name}
+        if model.columns:
+            metadata["dagster/column_schema"] = self.get_column_schema(model)
+        if model.missing:
+            metadata["sqlmesh/note"] = "referenced by a model, defined nowhere in the project"
+        return dg.AssetSpec(
+            key=self.get_asset_key(model),
+            description=model.description or f"External table {model.name} (read by SQLMesh models)",
+            group_name=self.get_group_name(model),
+            kinds=self.get_kinds(model, project),
+            metadata=metadata,
+        )
+
     def get_asset_spec(self, model: ModelInfo, project: ProjectInfo) -> dg.AssetSpec:
-        deps = [self.get_asset_key(project.models[d]) for d in model.depends_on if d in project.models]
+        # EMBEDDED models have no table (they are inlined): depend on what they read instead
+        deps = [
+            self.get_asset_key(project.models[d]) for d in project.asset_parents(model) if d in project.models
+        ]
         return dg.AssetSpec(
             key=self.get_asset_key(model),
             deps=deps,
@@ -119,10 +148,71 @@ class SQLMeshTranslator:
             group_name=self.get_group_name(model),
             owners=self.get_owners(model),
             tags=self.get_tags(model),
-            kinds=self.get_kinds(model),
+            kinds=self.get_kinds(model, project),
             code_version=model.fingerprint or None,
             metadata=self.get_metadata(model, project),
             partitions_def=self.get_partitions_def(model, project),
             automation_condition=self.get_automation_condition(model),
             skippable=True,
         )
+
+
+def resolve_start(start: str | int) -> datetime:
+    """A model start as SQLMesh reads it: ISO dates, ``1 week ago``, ``yesterday``, epoch ms.
+
+    Plain ISO dates are read here (importing SQLMesh costs seconds on the cached load path);
+    everything else goes through SQLMesh's own parser.
+    """
+    if isinstance(start, str) and not start.isdigit():
+        try:
+            parsed = datetime.fromisoformat(start)
+        except ValueError:
+            pass
+        else:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    from sqlmesh.utils.date import to_datetime
+
+    value: str | int = int(start) if isinstance(start, str) and start.isdigit() else start
+    return to_datetime(value).astimezone(UTC)
+
+
+def model_start(model: ModelInfo) -> datetime | None:
+    return resolve_start(model.start) if model.start else None
+
+
+def floor_to_unit(moment: datetime, unit: str) -> datetime:
+    """The start of the interval of ``unit`` that contains ``moment`` (SQLMesh's cron floor)."""
+    if unit == "year":
+        return moment.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "month":
+        return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    step = _MINUTES[unit]
+    return moment.replace(minute=moment.minute - moment.minute % step, second=0, microsecond=0)
+
+
+_MINUTES = {"half_hour": 30, "quarter_hour": 15, "five_minute": 5}
+
+
+def partitions_for_unit(unit: str, start: datetime) -> dg.TimeWindowPartitionsDefinition:
+    """Dagster time partitions whose windows are exactly SQLMesh's intervals of ``unit``."""
+    if unit == "day":
+        return dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"))
+    if unit == "hour":
+        return dg.HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:%M"))
+    if unit == "month":
+        return dg.MonthlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"))
+    if unit == "year":
+        return dg.TimeWindowPartitionsDefinition(
+            cron_schedule="0 0 1 1 *", start=start.strftime("%Y-%m-%d"), fmt="%Y-%m-%d"
+        )
+    if unit in _MINUTES:
+        return dg.TimeWindowPartitionsDefinition(
+            cron_schedule=f"*/{_MINUTES[unit]} * * * *",
+            start=start.strftime("%Y-%m-%d-%H:%M"),
+            fmt="%Y-%m-%d-%H:%M",
+        )
+    raise ValueError(f"unknown SQLMesh interval unit {unit!r}")
