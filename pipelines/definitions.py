@@ -8,6 +8,12 @@ from pipelines.resources import build_resources
 from pipelines.settings import Settings
 from pipelines.sqlmesh_bridge import load_project
 
+# Steps of a run share its process: launched from the UI, a mart's partition with its checks used
+# to start four processes that each loaded the code location and SQLMesh again (2/3 of the run's
+# time, docs/benchmarks.md, "Latency of one click"). A step that raises still fails alone (steps
+# that do not depend on it still run); in production each run is its own pod.
+EXECUTOR = dg.in_process_executor
+
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
@@ -20,7 +26,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         reporting.defs,
         governance.build_defs(project),
         automation.build_defs(project, translator),
-        dg.Definitions(resources=build_resources(settings)),
+        dg.Definitions(resources=build_resources(settings), executor=EXECUTOR),
     )
 
 
