@@ -20,6 +20,12 @@ from pipelines.resources import build_resources
 from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, SettingsError
 from pipelines.sqlmesh_bridge import SQLMeshResource, load_project, sqlmesh_external_specs
 
+# Steps of a run share its process: launched from the UI, a mart's partition with its checks used
+# to start four processes that each loaded the code location and SQLMesh again (2/3 of the run's
+# time, docs/benchmarks.md, "Latency of one click"). A step that raises still fails alone (steps
+# that do not depend on it still run); in production each run is its own pod.
+EXECUTOR = dg.in_process_executor
+
 
 def project_dirs_from_env(environ: Mapping[str, str] | None = None) -> list[Path]:
     """The paths in ``SQLMESH_PROJECT_DIR`` (one, or several separated by ``os.pathsep``)."""
@@ -84,7 +90,9 @@ def build_definitions(
         translator = transformation.PipelinesTranslator()
         return dg.Definitions.merge(
             transformation.build_defs(settings, project, translator),
-            dg.Definitions(assets=sqlmesh_external_specs(project, translator), resources=resources),
+            dg.Definitions(
+                assets=sqlmesh_external_specs(project, translator), resources=resources, executor=EXECUTOR
+            ),
         )
     # the bundled shop: imported only when used
     from pipelines.defs import automation, governance, ingestion, quality, reporting
@@ -102,7 +110,7 @@ def build_definitions(
         reporting.defs,
         governance.build_defs(project),
         automation.build_defs(project, translator),
-        dg.Definitions(resources=resources),
+        dg.Definitions(resources=resources, executor=EXECUTOR),
     )
 
 
