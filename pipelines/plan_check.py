@@ -319,7 +319,9 @@ def run_plan_check(
         try:
             if not keep:
                 ctx.invalidate_environment(environment, sync=True)
-                ctx.run_janitor(ignore_ttl=False)
+                # this environment only: the snapshots' tables follow with the scheduled janitor
+                # once their TTL passes (an ignore_ttl janitor could drop another check's tables)
+                ctx.run_janitor(ignore_ttl=False, environment=environment)
                 check.removed_environment = ctx.state_sync.get_environment(environment) is None
         finally:
             ctx.close()
