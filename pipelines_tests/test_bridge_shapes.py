@@ -182,3 +182,14 @@ def test_the_documented_example_is_a_working_code_location(tmp_path: Path) -> No
     with dg.instance_for_test() as instance:
         result = job_def.execute_in_process(instance=instance, partition_key="2026-02-01")
     assert result.success and materialized_keys(result) == {key("orders", "raw")}
+
+
+def test_the_bundled_shop_joins_only_its_own_project_or_when_asked(tmp_path: Path) -> None:
+    from pipelines.definitions import shop_enabled
+    from pipelines.settings import Settings
+
+    bundled = Settings.from_env({"PIPELINES_DATA_DIR": str(tmp_path)})
+    other = Settings.from_env({"SQLMESH_PROJECT_DIR": str(write_shapes_project(tmp_path))})
+    assert shop_enabled(bundled, {}) and not shop_enabled(other, {})
+    assert shop_enabled(other, {"PIPELINES_SHOP_DEFS": "1"})
+    assert not shop_enabled(bundled, {"PIPELINES_SHOP_DEFS": "0"})
