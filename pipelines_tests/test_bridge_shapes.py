@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ def key(table: str, schema: str = "shapes") -> dg.AssetKey:
 
 
 def rows(database: Path, table: str, skip: tuple[str, ...] = ()) -> list[tuple]:
+    gc.collect()  # a closed SQLMesh context's DuckDB handle goes with its reference cycles
     con = duckdb.connect(str(database), read_only=True)
     try:
         columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] not in skip]
@@ -128,6 +130,12 @@ def test_every_shape_loads_runs_and_matches_bare_sqlmesh(
     assert result.success and materialized_keys(result) == {key("recent")}
     assert rows(ours, "shapes.recent") == [(datetime.fromisoformat(yesterday).date(), 1)]
 
+    # a second click keeps SCD type 2 history (SQLMesh forbids restating it), recomputes the rest
+    history = rows(ours, "shapes.items_history")
+    again = deployment.run([key("items_history"), key("custom")], defs=defs)
+    assert again.success and key("custom") in materialized_keys(again)
+    assert rows(ours, "shapes.items_history") == history
+
 
 def test_multi_repo_project_by_argument_and_setting(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
@@ -174,3 +182,14 @@ def test_the_documented_example_is_a_working_code_location(tmp_path: Path) -> No
     with dg.instance_for_test() as instance:
         result = job_def.execute_in_process(instance=instance, partition_key="2026-02-01")
     assert result.success and materialized_keys(result) == {key("orders", "raw")}
+
+
+def test_the_bundled_shop_joins_only_its_own_project_or_when_asked(tmp_path: Path) -> None:
+    from pipelines.definitions import shop_enabled
+    from pipelines.settings import Settings
+
+    bundled = Settings.from_env({"PIPELINES_DATA_DIR": str(tmp_path)})
+    other = Settings.from_env({"SQLMESH_PROJECT_DIR": str(write_shapes_project(tmp_path))})
+    assert shop_enabled(bundled, {}) and not shop_enabled(other, {})
+    assert shop_enabled(other, {"PIPELINES_SHOP_DEFS": "1"})
+    assert not shop_enabled(bundled, {"PIPELINES_SHOP_DEFS": "0"})

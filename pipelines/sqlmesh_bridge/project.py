@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 _SKIP_DIRS = {".cache", "logs", "__pycache__", "target", ".pytest_cache", ".git", ".venv", "node_modules"}
 # what changes as data is written: never part of the key
 _SKIP_FILES = (
@@ -81,6 +81,9 @@ class ModelInfo:
     embedded: bool = False
     # referenced by a model but defined nowhere in the project (nor as an external model)
     missing: bool = False
+    # SQLMesh forbids restating it (``disable_restatement``, the default of SCD type 2): a
+    # recompute would rewrite its history, so explicit runs never restate it
+    restatable: bool = True
 
     @property
     def time_partitioned(self) -> bool:
@@ -356,6 +359,7 @@ def build_project_info(context: Any, project_dirs: Sequence[Path], gateway: str 
             path=str(model._path) if getattr(model, "_path", None) else None,
             column_lineage={} if external else _column_lineage(context, model),
             embedded=kind == "EMBEDDED",
+            restatable=not getattr(model, "disable_restatement", False),
         )
     for model in list(models.values()):
         for parent in model.depends_on:
@@ -405,14 +409,16 @@ def _offline_configs(project_dirs: Sequence[Path]) -> dict[Path, Any]:
         if type(connection) is not DuckDBConnectionConfig:
             return connection
         if connection.database and connection.database != ":memory:":
-            names = [Path(connection.database).stem]
+            sources = {Path(connection.database).stem: str(Path(connection.database).resolve())}
         elif connection.catalogs:
-            names = list(connection.catalogs)
+            sources = {name: repr(target) for name, target in connection.catalogs.items()}
         else:
             return connection.model_copy(update={"extensions": [], "secrets": [], "filesystems": []})
-        # named per catalog: SQLMesh shares adapters by data file, and keys its caches by config
+        # one in-memory database per real one, named after it: SQLMesh shares adapters by data
+        # file (distinct files must stay distinct) and keys its caches by config (stable names)
         catalogs = {
-            name: f":memory:bridge_{hashlib.sha256(name.encode()).hexdigest()[:12]}" for name in names
+            name: f":memory:bridge_{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+            for name, source in sources.items()
         }
         return connection.model_copy(
             update={

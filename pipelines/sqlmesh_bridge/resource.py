@@ -381,9 +381,10 @@ class SQLMeshResource(dg.ConfigurableResource):
             if window is not None:
                 # an exclusive datetime end: SQLMesh computes exactly the intervals inside it
                 kwargs = {"start": window[0], "end": window[1], "execution_time": window[1]}
-            if restate:
+            restated = [m.fqn for m in selected if m.restatable]
+            if restate and restated:
                 with timer("restate intervals"):
-                    self._remove_intervals(ctx, names, window, context.log)
+                    self._remove_intervals(ctx, restated, window, context.log)
             partitions = list(context.partition_keys) if window is not None else None
             reporter = _Reporter(context, project, translator, ctx, collector, partitions, metadata_hook)
             console.on_finished = lambda fqn: reporter.prepare(fqn, console.record)
@@ -417,7 +418,13 @@ class SQLMeshResource(dg.ConfigurableResource):
             if not computed and not record.errors and getattr(status, "name", "") != "FAILURE":
                 yield from _nothing_computed(context, selected, translator, window)
         finally:
+            # the console stays SQLMesh's global console: drop its link to this run's context
+            console.on_finished = None
             ctx.close()
+            try:  # the adapter row counts and hooks used, if not the evaluator's own
+                ctx.engine_adapter.close()
+            except Exception as exc:
+                log.debug("closing the engine adapter: %s", exc)
             collector.close()
         _raise_on_failure(context, selected, record, status)
 
