@@ -5,11 +5,12 @@ import dagster as dg
 from pipelines.defs import automation, governance, ingestion, quality, reporting, transformation
 from pipelines.governance import column_classifications
 from pipelines.resources import build_resources
-from pipelines.settings import Settings
+from pipelines.settings import Settings, require_production_settings
 from pipelines.sqlmesh_bridge import load_project
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    require_production_settings()  # prod: one error naming every missing variable
     settings = settings or Settings.from_env()
     project = load_project(settings.sqlmesh_project_dir, settings.sqlmesh_gateway)
     translator = transformation.PipelinesTranslator(column_classifications(project))
