@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.defs import automation, governance, ingestion, quality, reporting, transformation
+from pipelines.defs import automation, governance, ingestion, maintenance, quality, reporting, transformation
 from pipelines.governance import column_classifications
 from pipelines.resources import build_resources
 from pipelines.settings import Settings, require_production_settings
@@ -19,6 +19,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         transformation.build_defs(settings, project, translator),
         quality.build_defs(project, translator),
         reporting.defs,
+        maintenance.defs,
         governance.build_defs(project),
         automation.build_defs(project, translator),
         dg.Definitions(resources=build_resources(settings)),
