@@ -100,3 +100,37 @@ def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(prod:
     failure = next(e for e in check.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data.error.message)
     assert "marts.daily_revenue" in message and DAYS[1] in message and DAYS[0] not in message
+
+
+def test_maintenance_jobs_are_scheduled_stopped_and_harmless_locally(deployment: Deployment) -> None:
+    defs = deployment.definitions()
+    for name in ("warehouse_maintenance_daily", "warehouse_file_check_daily"):
+        assert defs.resolve_schedule_def(name).default_status == dg.DefaultScheduleStatus.STOPPED
+    for job in ("warehouse_maintenance", "warehouse_file_check"):  # the local DuckDB file: nothing to do
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=deployment.instance, raise_on_error=False
+        )
+        assert result.success
+
+
+def test_retention_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from pipelines.settings import SettingsError
+
+    monkeypatch.delenv(maintenance.RETENTION_ENV, raising=False)
+    assert maintenance.retention_from_env() == timedelta(days=7)
+    monkeypatch.setenv(maintenance.RETENTION_ENV, "0.5")
+    assert maintenance.retention_from_env() == timedelta(hours=12)
+    for bad in ("-1", "seven", "nan"):
+        monkeypatch.setenv(maintenance.RETENTION_ENV, bad)
+        with pytest.raises(SettingsError, match=maintenance.RETENTION_ENV):
+            maintenance.retention_from_env()
+
+
+def test_physical_tables_map_back_to_models() -> None:
+    assert (
+        maintenance.model_of_table("sqlmesh__marts.marts__daily_revenue__1256577675") == "marts.daily_revenue"
+    )
+    assert maintenance.model_of_table("sqlmesh__marts.marts__daily_revenue__1256577675__dev") is None
+    assert maintenance.model_of_table("main.something") is None
