@@ -157,52 +157,6 @@ def model_of_table(table: str) -> str | None:
     return f"{match['schema']}.{match['name']}" if match else None
 
 
-def write_placeholder(con: duckdb.DuckDBPyConnection, lost: MissingFile) -> int:
-    """Put a stand-in where a lost file was, so the restatement of its days can run.
-
-    DuckLake reads a file to delete rows from it, so restating a day whose file is gone fails
-    with HTTP 404 forever. The stand-in has the lost file's row count and column ids, every row
-    dated the lost file's first day and every other column NULL: the restatement's DELETE of
-    those days removes all of it, and its INSERT writes the recomputed rows. Returns its rows.
-    """
-    if not lost.days:
-        raise ValueError(f"the days of {lost.path} are unknown: restate {lost.table} whole instead")
-    schema, name = lost.table.split(".", 1)
-    meta = _metadata_schema()
-    row = con.execute(
-        f"SELECT f.table_id, f.record_count FROM {meta}.ducklake_data_file f "
-        "WHERE f.end_snapshot IS NULL AND ? LIKE '%' || f.path",
-        [lost.path],
-    ).fetchone()
-    if row is None:
-        raise ValueError(f"{lost.path} is not a live data file of the catalog")
-    table_id, rows = row
-    ids = dict(
-        con.execute(
-            f"SELECT column_name, column_id FROM {meta}.ducklake_column "
-            "WHERE table_id = ? AND end_snapshot IS NULL AND parent_column IS NULL",
-            [table_id],
-        ).fetchall()
-    )
-    columns = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? "
-        "AND schema_name = ? AND table_name = ? ORDER BY column_index",
-        [CATALOG, schema, name],
-    ).fetchall()
-    date_col = next(col for col, kind in columns if kind == "DATE")
-    select = ", ".join(
-        (f"DATE '{lost.days[0]}'" if col == date_col else f"CAST(NULL AS {kind})") + f' AS "{col}"'
-        for col, kind in columns
-    )
-    field_ids = ", ".join(f"'{col}': {ids[col]}" for col, _ in columns)
-    target = lost.path.replace("'", "''")
-    con.execute(
-        f"COPY (SELECT {select} FROM range({int(rows)})) TO '{target}' "
-        f"(FORMAT parquet, FIELD_IDS {{{field_ids}}})"
-    )
-    return int(rows)
-
-
 def _metadata_schema() -> str:
     schema_env = os.environ.get("PIPELINES_DUCKLAKE_SCHEMA", "").strip() or "main"
     return f'__ducklake_metadata_{CATALOG}."{safe_identifier(schema_env, "DuckLake metadata schema")}"'
