@@ -22,6 +22,8 @@ from pipelines.identifiers import safe_partition_key
 if TYPE_CHECKING:
     import dagster as dg
 
+    from pipelines.settings import Settings
+
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -125,15 +127,69 @@ def _run_range(
         )
 
 
-def demo(args: argparse.Namespace) -> int:
-    home = _dagster_home()
+def data_locations(settings: Settings) -> list[tuple[str, str]]:
+    """Where a run's results are, for the stack the environment names: the lake (S3 or a
+    folder) and the warehouse (DuckLake's catalog and data files in prod, a DuckDB file locally)."""
+    lake = ("lake (raw Parquet, quarantine)", settings.lake_uri)
+    report = ("report", f"{settings.lake_uri}/reports/shop_report.html")
+    if settings.env == "prod":
+        from pipelines.postgres import ducklake_catalog_params
+
+        catalog = ducklake_catalog_params().describe()
+        data = settings.lake_uri.rstrip("/") + "/warehouse/"
+        return [lake, ("warehouse (DuckLake catalog)", catalog), ("warehouse data files", data), report]
+    from pipelines import warehouse
+
+    return [lake, ("warehouse (DuckDB)", warehouse.warehouse_path(settings)), report]
+
+
+def _day_range(args: argparse.Namespace) -> tuple[str, str] | None:
     end = safe_partition_key(args.end or (date.today() - timedelta(days=1)).isoformat())
     start = safe_partition_key(
         args.start or (date.fromisoformat(end) - timedelta(days=args.days - 1)).isoformat()
     )
     if start > end:
         print(f"start {start} is after end {end}", file=sys.stderr)
+        return None
+    return start, end
+
+
+def run(args: argparse.Namespace) -> int:
+    """An operator's range run on whatever stack the environment names: one Dagster run on the
+    instance of DAGSTER_HOME (visible in the UI), the selection's partition range as one
+    single-run backfill, exactly as ``demo`` and the UI's backfill of a range run it."""
+    home = _dagster_home()
+    days = _day_range(args)
+    if days is None:
         return 2
+    start, end = days
+    from pipelines.settings import Settings
+
+    settings = Settings.from_env()
+    print(f"Running {args.select!r} for {start} .. {end} on {settings.env} (DAGSTER_HOME={home})")
+    result = _run_range(start, end, args.select, include_checks=not args.no_checks)
+    checks = [
+        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    failed = sorted(f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed)
+    assets = {e.asset_key for e in result.get_asset_materialization_events()}
+    print(
+        f"\nRun {result.run_id}: " + ("succeeded" if result.success else "FAILED (read its logs in the UI)")
+    )
+    print(f"  assets materialized: {len(assets)}; checks run: {len(checks)}, failed: {len(failed)}")
+    for name in failed:
+        print(f"    failed check: {name}")
+    for label, where in data_locations(settings):
+        print(f"  {label + ':':<32}{where}")
+    return 0 if result.success else 1
+
+
+def demo(args: argparse.Namespace) -> int:
+    home = _dagster_home()
+    days = _day_range(args)
+    if days is None:
+        return 2
+    start, end = days
     from pipelines.settings import Settings
 
     settings = Settings.from_env()
@@ -149,8 +205,8 @@ def demo(args: argparse.Namespace) -> int:
     assets = {e.asset_key for e in result.get_asset_materialization_events()}
 
     print("\nResults")
-    print(f"  lake (raw Parquet, quarantine): {settings.lake_uri}")
-    print(f"  warehouse (DuckDB):             {warehouse.warehouse_path(settings)}")
+    for label, where in data_locations(settings):
+        print(f"  {label + ':':<32}{where}")
     if ok:
         with warehouse.warehouse(settings) as con:
             rows = con.execute(
@@ -160,7 +216,6 @@ def demo(args: argparse.Namespace) -> int:
             ).fetchall()
         for day, orders, revenue in rows:
             print(f"    {day}: {orders} orders, {revenue:,.2f} USD")
-    print(f"  report:                         {settings.lake_uri}/reports/shop_report.html")
     print(f"  assets materialized: {len(assets)}; checks run: {len(checks)}, failed: {len(failed)}")
     for name in failed:
         print(f"    failed check: {name}")
@@ -213,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--end", help="last day (YYYY-MM-DD), default yesterday")
     p_demo.add_argument("--days", type=int, default=3, help="days to run when --start is not given")
     p_demo.set_defaults(func=demo)
+    p_run = sub.add_parser(
+        "run", help="run a date range of a selection on the stack the environment names (local or prod)"
+    )
+    p_run.add_argument("--start", help="first day (YYYY-MM-DD)")
+    p_run.add_argument("--end", help="last day (YYYY-MM-DD), default yesterday")
+    p_run.add_argument("--days", type=int, default=1, help="days to run when --start is not given")
+    p_run.add_argument(
+        "--select", default="*", help="Dagster asset selection, e.g. 'key:marts/*' or '+marts/daily_revenue'"
+    )
+    p_run.add_argument("--no-checks", action="store_true", help="materialize without the asset checks")
+    p_run.set_defaults(func=run)
     p_ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     p_ui.add_argument("--host", default="127.0.0.1")
     p_ui.add_argument("--port", type=int, default=3000)

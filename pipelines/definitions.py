@@ -15,9 +15,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.defs import transformation
+from pipelines.defs import maintenance, transformation
 from pipelines.resources import build_resources
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, SettingsError
+from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, SettingsError, require_production_settings
 from pipelines.sqlmesh_bridge import SQLMeshResource, load_project, sqlmesh_external_specs
 
 # Steps of a run share its process: launched from the UI, a mart's partition with its checks used
@@ -64,6 +64,7 @@ def shop_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -
 def build_definitions(
     settings: Settings | None = None, project_dirs: Sequence[str | Path] | None = None
 ) -> dg.Definitions:
+    require_production_settings()  # prod: one error naming every missing variable
     if settings is None:
         settings, dirs = settings_from_env()
     else:
@@ -90,6 +91,7 @@ def build_definitions(
         translator = transformation.PipelinesTranslator()
         return dg.Definitions.merge(
             transformation.build_defs(settings, project, translator),
+            maintenance.defs,
             dg.Definitions(
                 assets=sqlmesh_external_specs(project, translator), resources=resources, executor=EXECUTOR
             ),
@@ -108,6 +110,7 @@ def build_definitions(
         dg.Definitions(assets=sqlmesh_external_specs(project, translator, exclude=ingested)),
         quality.build_defs(project, translator),
         reporting.defs,
+        maintenance.defs,
         governance.build_defs(project),
         automation.build_defs(project, translator),
         dg.Definitions(resources=resources, executor=EXECUTOR),

@@ -1,7 +1,7 @@
 """DuckDB's view of S3: one secret built from the standard AWS environment variables.
 
-With no static keys in the environment (an EKS pod with an IAM role), the ``credential_chain``
-provider of the aws extension picks up the role. Values are passed as parameters and never logged.
+The secret names where credentials come from (``credential_chain``), never the credentials
+themselves, and refreshes them when S3 refuses a request. Values are never logged.
 """
 
 from __future__ import annotations
@@ -15,25 +15,21 @@ from pipelines.duckdb_extensions import install_extensions
 
 
 def s3_secret_options(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The ``CREATE SECRET`` options for S3 (also used for SQLMesh's gateway secrets)."""
+    """The ``CREATE SECRET`` options for S3 (also used for SQLMesh's gateway secrets).
+
+    Credentials are never copied into the secret: DuckDB's ``credential_chain`` resolves them
+    and, with ``REFRESH auto``, resolves them again when S3 refuses a request, so a run longer
+    than an STS session (IRSA: one hour) picks up the rotated credentials instead of failing.
+    With keys in the environment the chain is ``env`` (read again at each refresh); without,
+    the AWS SDK's default chain (web identity token of IRSA, profile, instance role).
+    """
     env = os.environ if environ is None else environ
-    options: dict[str, str] = {"type": "s3"}
+    options: dict[str, str] = {"type": "s3", "provider": "credential_chain", "refresh": "auto"}
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         options["region"] = region
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        options["key_id"] = env["AWS_ACCESS_KEY_ID"]
-        options["secret"] = env["AWS_SECRET_ACCESS_KEY"]
-        if env.get("AWS_SESSION_TOKEN"):
-            options["session_token"] = env["AWS_SESSION_TOKEN"]
-    else:
-        frozen = _role_credentials()
-        if frozen is not None:  # IRSA / instance role, resolved by boto3 at connection time
-            options["key_id"], options["secret"] = frozen.access_key, frozen.secret_key
-            if frozen.token:
-                options["session_token"] = frozen.token
-        else:
-            options["provider"] = "credential_chain"
+        options["chain"] = "env"
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         parsed = urlparse(endpoint)
@@ -41,18 +37,6 @@ def s3_secret_options(environ: dict[str, str] | None = None) -> dict[str, str]:
         options["url_style"] = "path"
         options["use_ssl"] = "true" if parsed.scheme == "https" else "false"
     return options
-
-
-def _role_credentials() -> object | None:
-    """Temporary credentials of the pod's IAM role (IRSA) via boto3's provider chain.
-
-    DuckDB's own credential_chain has been seen to ignore web-identity tokens, so boto3
-    resolves them and DuckDB gets short-lived keys for this connection only.
-    """
-    import boto3
-
-    credentials = boto3.Session().get_credentials()
-    return credentials.get_frozen_credentials() if credentials is not None else None
 
 
 def configure_s3(con: duckdb.DuckDBPyConnection) -> None:
@@ -68,6 +52,6 @@ def configure_s3(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _quote(value: str) -> str:
-    if value in ("true", "false"):
+    if value in ("true", "false", "auto"):
         return value
     return "'" + value.replace("'", "''") + "'"

@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 
 from pipelines.lake import Lake
+from pipelines.postgres import pg_sslmode
 from pipelines.settings import Settings
 from pipelines.sources import demo
 from pipelines.sources.readers import attach_shop_database, embedded_rates_api_url
@@ -32,6 +33,7 @@ class ShopDatabaseResource(dg.ConfigurableResource):
     database: str | None = None
     user: str | None = None
     password: str | None = None
+    sslmode: str = "prefer"
 
     def attach_options(self) -> dict[str, object]:
         if self.host:
@@ -42,20 +44,30 @@ class ShopDatabaseResource(dg.ConfigurableResource):
                     "database": self.database or "shop",
                     "user": self.user or "",
                     "password": self.password or "",
+                    "sslmode": self.sslmode,
                 }
             }
         return {"sqlite_path": self.sqlite_path}
 
 
 class RatesApiResource(dg.ConfigurableResource):
-    """The exchange-rates HTTP API; an empty URL serves the demo API on 127.0.0.1."""
+    """The exchange-rates HTTP API; an empty URL serves the demo API on 127.0.0.1, locally only."""
 
     base_url: str = ""
     timeout_seconds: float = 10.0
     attempts: int = 4
+    # None: only outside prod (PIPELINES_ENV), so a resource built without settings fails closed
+    demo_fallback: bool | None = None
 
     def url(self) -> str:
-        return self.base_url or embedded_rates_api_url()
+        if self.base_url:
+            return self.base_url
+        allowed = self.demo_fallback
+        if allowed is None:
+            allowed = os.environ.get("PIPELINES_ENV", "local").strip() != "prod"
+        if not allowed:  # prod: fake exchange rates must never land silently
+            raise dg.Failure("PIPELINES_RATES_API_URL is not set, and the demo API is for local use only")
+        return embedded_rates_api_url()
 
 
 class DemoDataResource(dg.ConfigurableResource):
@@ -98,7 +110,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
     demo_data = DemoDataResource(
         enabled=settings.demo_seed, scale=float(os.environ.get("PIPELINES_DEMO_SCALE", "1"))
     )
-    rates = RatesApiResource(base_url=os.environ.get("PIPELINES_RATES_API_URL", ""))
+    rates = RatesApiResource(
+        base_url=os.environ.get("PIPELINES_RATES_API_URL", "").strip(),
+        demo_fallback=settings.env == "local",
+    )
     sqlmesh = SQLMeshResource(
         project_dir=str(settings.sqlmesh_project_dir),
         gateway=settings.sqlmesh_gateway,
@@ -115,6 +130,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             database=dg.EnvVar("SHOP_DB_NAME"),
             user=dg.EnvVar("SHOP_DB_USER"),
             password=dg.EnvVar("SHOP_DB_PASSWORD"),
+            sslmode=pg_sslmode(),
         )
     else:
         shop = ShopDatabaseResource(sqlite_path=str(settings.data_dir / "shop.sqlite"))

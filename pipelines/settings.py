@@ -7,6 +7,7 @@ in CI and on EKS. Secrets are never read here: they stay in ``dg.EnvVar`` resour
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,48 @@ Environment = Literal["local", "prod"]
 
 class SettingsError(ValueError):
     """A setting has a value the platform cannot use."""
+
+
+# Settings with no safe production value: locally each falls back to a demo (embedded rates API,
+# development salt, SQLite shop, ./.lake, localhost PostgreSQL, the project's local gateway); in
+# prod a fallback would be silently wrong, so every one must be set. Name -> what it is.
+PROD_REQUIRED: dict[str, str] = {
+    "PIPELINES_LAKE_URI": "the lake root, s3://bucket/prefix",
+    "SQLMESH_GATEWAY": "the SQLMesh gateway (prod for the bundled project)",
+    "PIPELINES_RATES_API_URL": "the exchange-rates API",
+    "PIPELINES_PII_SALT": "the PII hashing salt (secret)",
+    "SHOP_DB_HOST": "the shop database host",
+    "SHOP_DB_NAME": "the shop database name",
+    "SHOP_DB_USER": "the shop database user",
+    "SHOP_DB_PASSWORD": "the shop database password (secret)",
+    "PIPELINES_PG_HOST": "the metadata PostgreSQL host (SQLMesh state, DuckLake catalog)",
+    "PIPELINES_PG_USER": "the metadata PostgreSQL user",
+    "PIPELINES_PG_PASSWORD": "the metadata PostgreSQL password (secret)",
+}
+
+
+def missing_production_settings(
+    environ: Mapping[str, str] | None = None, names: Iterable[str] = PROD_REQUIRED
+) -> list[str]:
+    """The variables (of ``names``) prod needs that are unset or blank; none outside prod."""
+    env = os.environ if environ is None else environ
+    if env.get("PIPELINES_ENV", "local").strip() != "prod":
+        return []
+    return [name for name in names if not env.get(name, "").strip()]
+
+
+def require_production_settings(
+    environ: Mapping[str, str] | None = None, names: Iterable[str] = PROD_REQUIRED
+) -> None:
+    """Fail closed: in prod, one error naming every missing variable (never a demo fallback).
+    The code location needs all of ``PROD_REQUIRED``; a reader (data API) only its subset."""
+    missing = missing_production_settings(environ, names)
+    if missing:
+        lines = "".join(f"\n  {name}: {PROD_REQUIRED[name]}" for name in missing)
+        raise SettingsError(
+            f"PIPELINES_ENV=prod but {len(missing)} required setting(s) are unset "
+            f"(see docs/production.md):{lines}"
+        )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from sqlmesh.core.config.connection import (
 )
 
 from pipelines.duckdb_s3 import s3_secret_options
+from pipelines.postgres import ducklake_catalog_params, sqlmesh_state_params
 
 
 def _env(name: str, default: str = "") -> str:
@@ -20,25 +21,12 @@ def _env(name: str, default: str = "") -> str:
 
 
 def prod_gateway() -> GatewayConfig:
-    """DuckDB with a DuckLake catalog in PostgreSQL and data on S3; SQLMesh state in PostgreSQL."""
-    host, port, user = (
-        _env("PIPELINES_PG_HOST", "localhost"),
-        _env("PIPELINES_PG_PORT", "5432"),
-        _env("PIPELINES_PG_USER", "pipelines"),
-    )
-    password = _env("PIPELINES_PG_PASSWORD")
+    """DuckDB with a DuckLake catalog in PostgreSQL and data on S3; SQLMesh state in PostgreSQL.
+
+    Both PostgreSQL connections come from ``pipelines.postgres`` (one ``sslmode`` setting)."""
+    catalog, state = ducklake_catalog_params(), sqlmesh_state_params()
     lake = _env("PIPELINES_LAKE_URI", "s3://lake").rstrip("/")
-    catalog_db = _env("PIPELINES_DUCKLAKE_DB", "ducklake")
-    secrets: list[dict[str, str]] = [
-        {
-            "type": "postgres",
-            "host": host,
-            "port": port,
-            "user": user,
-            "password": password,
-            "database": catalog_db,
-        }
-    ]
+    secrets: list[dict[str, str]] = [{"type": "postgres", **catalog.secret_options()}]
     extensions = ["httpfs", "ducklake", "postgres"]
     if lake.startswith("s3://"):
         s3 = s3_secret_options()
@@ -50,7 +38,7 @@ def prod_gateway() -> GatewayConfig:
             catalogs={
                 "lake": {
                     "type": "ducklake",
-                    "path": f"postgres:dbname={catalog_db}",
+                    "path": f"postgres:{catalog.libpq()}",
                     "data_path": f"{lake}/warehouse/",
                     "metadata_schema": _env("PIPELINES_DUCKLAKE_SCHEMA", "main"),
                     # small writes would otherwise be inlined into PostgreSQL, not written to S3
@@ -63,11 +51,12 @@ def prod_gateway() -> GatewayConfig:
             register_comments=False,
         ),
         state_connection=PostgresConnectionConfig(
-            host=host,
-            port=int(port or 5432),
-            user=user,
-            password=password,
-            database=_env("PIPELINES_SQLMESH_STATE_DB", "sqlmesh"),
+            host=state.host,
+            port=int(state.port),
+            user=state.user,
+            password=state.password,
+            database=state.dbname,
+            sslmode=state.sslmode,  # the plan lock reuses it (postgres_plan_lock)
         ),
         state_schema=_env("PIPELINES_SQLMESH_STATE_SCHEMA", "sqlmesh"),
     )

@@ -15,7 +15,11 @@ import duckdb
 
 from pipelines.duckdb_extensions import install_extensions
 from pipelines.duckdb_s3 import configure_s3
-from pipelines.settings import Settings
+from pipelines.postgres import ducklake_catalog_params
+from pipelines.settings import Settings, require_production_settings
+
+# what a reader of the prod warehouse needs (the data API pod has no shop or rates settings)
+READER_REQUIRED = ("PIPELINES_LAKE_URI", "PIPELINES_PG_HOST", "PIPELINES_PG_USER", "PIPELINES_PG_PASSWORD")
 
 
 def warehouse_path(settings: Settings) -> str:
@@ -28,32 +32,29 @@ def _connect_ducklake(settings: Settings, read_only: bool) -> duckdb.DuckDBPyCon
     con.execute("LOAD ducklake; LOAD postgres_scanner")
     if settings.lake_is_s3:
         configure_s3(con)
-    env = os.environ
-    fields = {
-        "HOST": env.get("PIPELINES_PG_HOST", "localhost"),
-        "PORT": env.get("PIPELINES_PG_PORT", "5432"),
-        "USER": env.get("PIPELINES_PG_USER", "pipelines"),
-        "PASSWORD": env.get("PIPELINES_PG_PASSWORD", ""),
-        "DATABASE": env.get("PIPELINES_DUCKLAKE_DB", "ducklake"),
-    }
-    literal = ", ".join(f"{k} '{v.replace(chr(39), chr(39) * 2)}'" for k, v in fields.items() if v)
+    catalog = ducklake_catalog_params()
     # unnamed: the default postgres secret, which DuckLake uses for its metadata connection
-    con.execute(f"CREATE TEMPORARY SECRET (TYPE postgres, {literal})")
+    con.execute(catalog.create_secret_sql())
     mode = ", READ_ONLY" if read_only else ""
     data_path = settings.lake_uri.rstrip("/") + "/warehouse/"
+    schema = os.environ.get("PIPELINES_DUCKLAKE_SCHEMA", "main")
     con.execute(
-        f"ATTACH 'ducklake:postgres:dbname={fields['DATABASE']}' AS lake "
-        f"(DATA_PATH '{data_path}', METADATA_SCHEMA '{env.get('PIPELINES_DUCKLAKE_SCHEMA', 'main')}'"
-        f"{mode})"
+        f"ATTACH {_quote('ducklake:postgres:' + catalog.libpq())} AS lake "
+        f"(DATA_PATH {_quote(data_path)}, METADATA_SCHEMA {_quote(schema)}{mode})"
     )
     con.execute("USE lake")
     return con
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def connect(settings: Settings | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A connection whose default catalog holds the SQLMesh schemas (``marts.daily_revenue``…)."""
     settings = settings or Settings.from_env()
     if settings.env == "prod":
+        require_production_settings(names=READER_REQUIRED)
         return _connect_ducklake(settings, read_only)
     path = warehouse_path(settings)
     # A run may hold the file's write lock for a moment: wait briefly instead of failing.

@@ -52,6 +52,9 @@ def build_prod_env(
         "PIPELINES_PG_PORT": str(server.port),
         "PIPELINES_PG_USER": warehouse_user or server.user,
         "PIPELINES_PG_PASSWORD": warehouse_password or server.password,
+        # the test server speaks no TLS; prod's default (require) is tested in test_prod_config
+        "PIPELINES_PG_SSLMODE": "prefer",
+        "PIPELINES_PII_SALT": "test-salt-not-a-secret",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -230,7 +231,10 @@ _embedded_lock = threading.Lock()
 
 
 def embedded_rates_api_url() -> str:
+    """The demo API's URL (started on first use); refused in prod, where rates must be real."""
     global _embedded
+    if os.environ.get("PIPELINES_ENV", "local").strip() == "prod":
+        raise RuntimeError("the demo rates API is for local use only: set PIPELINES_RATES_API_URL")
     with _embedded_lock:
         if _embedded is None:
             _embedded = start_demo_rates_api()

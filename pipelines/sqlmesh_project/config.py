@@ -23,9 +23,12 @@ from sqlmesh.core.config.connection import DuckDBConnectionConfig
 
 from pipelines.duckdb_extensions import install_extensions
 from pipelines.partitions import PROJECT_START
+from pipelines.settings import require_production_settings
 from pipelines.sqlmesh_gateways import athena_gateway, prod_gateway, trino_gateway
 
 install_extensions()
+# prod never hashes PII with the development salt of @mask_pii, even from the plain sqlmesh CLI
+require_production_settings(names=("PIPELINES_PII_SALT",))
 
 
 

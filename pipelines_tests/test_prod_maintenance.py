@@ -1,0 +1,136 @@
+"""The warehouse stays bounded and whole on the prod stack (embedded PostgreSQL + S3 server).
+
+Every restatement leaves DuckLake's old files on S3 (time travel); the ``warehouse_maintenance``
+job expires snapshots past the retention and deletes what no live snapshot reads, after which
+the objects under ``warehouse/`` are exactly the files the catalog references. The
+``warehouse_file_check`` job names the model and days of a data file lost from S3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines import maintenance, warehouse
+from pipelines.lake import Lake
+from pipelines.settings import Settings
+from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
+from pipelines_tests.services import PostgresServer, S3Env
+
+DAYS = ["2026-04-06", "2026-04-07"]
+MARTS = ("daily_revenue", "fct_orders", "category_sales", "web_funnel", "dim_customers")
+
+
+@pytest.fixture
+def prod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
+) -> Iterator[Deployment]:
+    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
+    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
+    with (
+        prod_environment(monkeypatch, env),
+        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
+    ):
+        yield Deployment(tmp_path, Settings.from_env(), instance)
+
+
+def _marts() -> dict[str, tuple[int, int]]:
+    """Row count and an order-independent checksum of every mart."""
+    with warehouse.warehouse() as con:
+        return {
+            name: con.execute(
+                f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM marts.{name} t"
+            ).fetchone()
+            for name in MARTS
+        }
+
+
+def _storage() -> tuple[set[str], set[str], int]:
+    """(keys under warehouse/ on S3, keys the catalog references, snapshots)."""
+    lake = Lake(os.environ["PIPELINES_LAKE_URI"])
+    with warehouse.warehouse() as con:
+        referenced = {p.removeprefix(lake.uri + "/") for p in maintenance.referenced_files(con)}
+        snapshots = con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchone()[0]
+    objects = {o.key for o in lake.list("warehouse", hidden=True)}
+    return objects, referenced, snapshots
+
+
+def _job(prod: Deployment, name: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = prod.definitions().resolve_job_def(name)
+    return job.execute_in_process(instance=prod.instance, run_config=run_config, raise_on_error=False)
+
+
+@pytest.mark.slow
+def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(prod: Deployment) -> None:
+    first = prod.run("*", start=DAYS[0], end=DAYS[-1])
+    assert first.success
+    reference = _marts()
+    for _ in range(2):  # two restatements of the marts: each leaves the old files behind
+        assert prod.run("key:marts/*", start=DAYS[0], end=DAYS[-1]).success
+    assert _marts() == reference
+    objects, referenced, snapshots = _storage()
+    print(f"before maintenance: {len(objects)} objects, {len(referenced)} referenced, {snapshots} snapshots")
+    assert referenced < objects  # the restatements' old files are still there
+
+    # the default retention (7 days) keeps everything this young
+    kept = _job(prod, "warehouse_maintenance")
+    assert kept.success
+    assert _storage()[0] == objects
+
+    config = {"ops": {"expire_warehouse_snapshots": {"config": {"retention_days": 0}}}}
+    cleaned = _job(prod, "warehouse_maintenance", config)
+    assert cleaned.success
+    objects, referenced, snapshots_after = _storage()
+    print(f"after maintenance: {len(objects)} objects, {len(referenced)} referenced, {snapshots_after} snap.")
+    assert objects == referenced
+    assert snapshots_after < snapshots
+    assert _marts() == reference  # nothing live was deleted
+
+    assert _job(prod, "warehouse_file_check").success
+    lost = sorted(k for k in objects if "marts__daily_revenue__" in k and f"order_date={DAYS[1]}" in k)
+    assert lost, objects
+    Lake(os.environ["PIPELINES_LAKE_URI"]).delete(lost[0])
+    check = _job(prod, "warehouse_file_check")
+    assert not check.success
+    failure = next(e for e in check.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error.message)
+    assert "marts.daily_revenue" in message and DAYS[1] in message and DAYS[0] not in message
+
+
+def test_maintenance_jobs_are_scheduled_stopped_and_harmless_locally(deployment: Deployment) -> None:
+    defs = deployment.definitions()
+    for name in ("warehouse_maintenance_daily", "warehouse_file_check_daily"):
+        assert defs.resolve_schedule_def(name).default_status == dg.DefaultScheduleStatus.STOPPED
+    for job in ("warehouse_maintenance", "warehouse_file_check"):  # the local DuckDB file: nothing to do
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=deployment.instance, raise_on_error=False
+        )
+        assert result.success
+
+
+def test_retention_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from pipelines.settings import SettingsError
+
+    monkeypatch.delenv(maintenance.RETENTION_ENV, raising=False)
+    assert maintenance.retention_from_env() == timedelta(days=7)
+    monkeypatch.setenv(maintenance.RETENTION_ENV, "0.5")
+    assert maintenance.retention_from_env() == timedelta(hours=12)
+    for bad in ("-1", "seven", "nan"):
+        monkeypatch.setenv(maintenance.RETENTION_ENV, bad)
+        with pytest.raises(SettingsError, match=maintenance.RETENTION_ENV):
+            maintenance.retention_from_env()
+
+
+def test_physical_tables_map_back_to_models() -> None:
+    assert (
+        maintenance.model_of_table("sqlmesh__marts.marts__daily_revenue__1256577675") == "marts.daily_revenue"
+    )
+    assert maintenance.model_of_table("sqlmesh__marts.marts__daily_revenue__1256577675__dev") is None
+    assert maintenance.model_of_table("main.something") is None
