@@ -212,6 +212,7 @@ class PipelinesStack(cdk.Stack):
             "RdsProxyEndpoint": proxy.endpoint,
             "DatabaseSecurityGroupId": db_sg.security_group_id,
             "DagsterRoleArn": role.role_arn,
+            "DagsterRoleName": role.role_name,
             "BootstrapRoleArn": bootstrap_role.role_arn,
             "EcrRepositoryUri": repo.repository_uri,
             "VpcCidr": ctx.vpc_cidr,
