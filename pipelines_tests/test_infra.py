@@ -26,6 +26,10 @@ CONTEXT = json.loads((REPO / "infra" / "cdk.json").read_text())["context"]
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run docs/production.md's synth command into a temporary cdk.out."""
+    docs = (REPO / "docs" / "production.md").read_text()
+    assert "uv run python -m infra.app\n" in docs
+    assert "uv run cfn-lint infra/cdk.out/PipelinesStack.template.json" in docs
+    assert f"uvx --from {CHECKOV} checkov -d infra/cdk.out --framework cloudformation --skip-download" in docs
     out = tmp_path_factory.mktemp("cdk.out")
     env = {**os.environ, "CDK_OUTDIR": str(out), "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1"}
     proc = subprocess.run(
@@ -344,3 +348,272 @@ def test_ecr_backup_and_no_account_ids(template: dict[str, Any]) -> None:
     for path in [*sorted((REPO / "infra").glob("*.py")), REPO / "infra" / "cdk.json"]:
         assert not re.search(r"\b\d{12}\b", path.read_text()), f"{path} holds an account id"
     assert not re.search(r"\b\d{12}\b", json.dumps(template))
+
+
+# --------------------------------------------------------------- Helm values, deploy/, stack agree
+
+HELM_VALUES = REPO / "helm-values.yaml"
+DEPLOY = REPO / "deploy"
+
+
+def _yaml_docs(path: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _stack_secrets(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        s["Properties"]["Name"]: s["Properties"]
+        for s in _of_type(template, "AWS::SecretsManager::Secret").values()
+    }
+
+
+def test_secret_names_and_keys_agree_with_the_stack_values_and_code(template: dict[str, Any]) -> None:
+    import yaml
+
+    values = yaml.safe_load(HELM_VALUES.read_text())
+    stack = _stack_secrets(template)
+    externals = {
+        d["metadata"]["name"]: d
+        for d in _yaml_docs(DEPLOY / "external-secrets.yaml")
+        if d["kind"] == "ExternalSecret"
+    }
+    remote = {ref["remoteRef"]["key"] for d in externals.values() for ref in d["spec"]["data"]}
+    assert remote == set(stack), (
+        "every ExternalSecret reads a secret the stack creates, and every one is read"
+    )
+    for ext in externals.values():
+        assert ext["spec"]["target"]["name"] == ext["metadata"]["name"]
+    assert values["global"]["postgresqlSecretName"] in externals
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    env_secrets = {s["name"] for s in deployment["envSecrets"]}
+    env_secrets |= {s["name"] for s in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]}
+    assert env_secrets == {"pipelines-secrets"} and env_secrets <= set(externals)
+    pipeline_keys = {ref["secretKey"] for ref in externals["pipelines-secrets"]["spec"]["data"]}
+    code = "\n".join(p.read_text() for p in (REPO / "pipelines").rglob("*.py"))
+    for key in pipeline_keys:
+        assert f'"{key}"' in code, f"{key} is in pipelines-secrets but no code reads it"
+    # Dagster's storage user: the chart's username, the secret's username, the bootstrap role.
+    dagster_user = json.loads(
+        stack[f"pipelines/{CONTEXT['deployment']}/db-dagster"]["GenerateSecretString"]["SecretStringTemplate"]
+    )["username"]
+    assert values["postgresql"]["postgresqlUsername"] == dagster_user
+    pipelines_user = json.loads(
+        stack[f"pipelines/{CONTEXT['deployment']}/db-pipelines"]["GenerateSecretString"][
+            "SecretStringTemplate"
+        ]
+    )["username"]
+    shop_user = json.loads(
+        stack[f"pipelines/{CONTEXT['deployment']}/shop-db-reader"]["GenerateSecretString"][
+            "SecretStringTemplate"
+        ]
+    )["username"]
+    assert deployment["env"]["PIPELINES_PG_USER"] == pipelines_user
+    assert deployment["env"]["SHOP_DB_USER"] == shop_user
+
+
+def test_service_accounts_buckets_and_databases_agree(template: dict[str, Any]) -> None:
+    import yaml
+
+    from pipelines.bootstrap import BootstrapPlan
+
+    values = yaml.safe_load(HELM_VALUES.read_text())
+    namespace, sa = CONTEXT["k8s_namespace"], CONTEXT["service_account"]
+    assert values["serviceAccount"]["name"] == values["global"]["serviceAccountName"] == sa
+    stores = {
+        d["metadata"]["name"]: d
+        for d in _yaml_docs(DEPLOY / "external-secrets.yaml")
+        if d["kind"] == "SecretStore"
+    }
+    accounts = {
+        s["spec"]["provider"]["aws"]["auth"]["jwt"]["serviceAccountRef"]["name"] for s in stores.values()
+    }
+    job_docs = _yaml_docs(DEPLOY / "bootstrap-db-job.yaml")
+    bootstrap_sa = next(d for d in job_docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    assert accounts == {sa, bootstrap_sa}
+    every = [
+        *_yaml_docs(DEPLOY / "external-secrets.yaml"),
+        *job_docs,
+        *_yaml_docs(DEPLOY / "networkpolicies.yaml"),
+    ]
+    assert {d["metadata"]["namespace"] for d in every} == {namespace}
+    for role_id, account in (("DagsterRole", sa), ("BootstrapRole", bootstrap_sa)):
+        role = next(
+            r["Properties"] for k, r in _of_type(template, "AWS::IAM::Role").items() if k.startswith(role_id)
+        )
+        cond = role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"]
+        assert f"system:serviceaccount:{namespace}:{account}" in cond.values()
+
+    env = values["dagster-user-deployments"]["deployments"][0]["env"]
+    assert env["PIPELINES_LAKE_URI"] == f"s3://<LAKE_BUCKET>/{CONTEXT['deployment']}"
+    assert values["computeLogManager"]["config"]["s3ComputeLogManager"]["prefix"].startswith(
+        CONTEXT["deployment"] + "/"
+    )
+    outputs = template["Outputs"]
+    assert outputs["LakeUri"]["Value"] == f"s3://{CONTEXT['lake_bucket']}/{CONTEXT['deployment']}"
+    plan = BootstrapPlan.from_env(
+        {
+            "BOOTSTRAP_PG_HOST": "h",
+            "BOOTSTRAP_PG_ADMIN_USER": "a",
+            "BOOTSTRAP_PG_ADMIN_PASSWORD": "p",
+            "DAGSTER_PG_PASSWORD": "p",
+            "PIPELINES_PG_PASSWORD": "p",
+            "DATA_API_PG_PASSWORD": "p",
+        }
+    )
+    assert values["postgresql"]["postgresqlDatabase"] == plan.dagster_db
+    assert (
+        env["PIPELINES_DUCKLAKE_DB"] == plan.ducklake_db
+        and env["PIPELINES_SQLMESH_STATE_DB"] == plan.sqlmesh_db
+    )
+    assert (
+        env["PIPELINES_PG_USER"] == plan.pipelines.name
+        and values["postgresql"]["postgresqlUsername"] == plan.dagster.name
+    )
+    stack_users = {
+        json.loads(s["GenerateSecretString"]["SecretStringTemplate"])["username"]
+        for name, s in _stack_secrets(template).items()
+        if "/db-" in name and not name.endswith("/db-admin")
+    }
+    assert stack_users == {plan.dagster.name, plan.pipelines.name, plan.data_api.name}
+
+
+def _example_outputs(template: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """What `cdk deploy --outputs-file` writes, with example values for every output."""
+    from pipelines.helm_fill import FROM_OUTPUTS
+
+    assert set(FROM_OUTPUTS.values()) <= set(template["Outputs"]), "fill-values reads outputs the stack has"
+    example = {
+        "Region": "eu-west-1",
+        "AccountId": "123456789012",
+        "LakeBucketName": CONTEXT["lake_bucket"],
+        "AuroraEndpoint": "pipelines.cluster-abc.eu-west-1.rds.amazonaws.com",
+        "RdsProxyEndpoint": "pipelines-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
+        "DagsterRoleName": "PipelinesStack-DagsterRole-ABC",
+        "DagsterRoleArn": "arn:aws:iam::123456789012:role/PipelinesStack-DagsterRole-ABC",
+        "BootstrapRoleArn": "arn:aws:iam::123456789012:role/PipelinesStack-BootstrapRole-DEF",
+        "VpcCidr": CONTEXT["vpc_cidr"],
+        "LakeUri": template["Outputs"]["LakeUri"]["Value"],
+    }
+    return {"PipelinesStack": {k: example.get(k, f"example-{k}") for k in template["Outputs"]}}
+
+
+def test_fill_values_fills_every_placeholder_from_the_outputs(
+    template: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import kubernetes_validate
+    import yaml
+
+    from pipelines.cli import main
+
+    outputs = tmp_path / "cdk-outputs.json"
+    outputs.write_text(json.dumps(_example_outputs(template)))
+    filled = tmp_path / "values.prod.yaml"
+    # docs/production.md, step 2 (the same arguments).
+    docs = (REPO / "docs" / "production.md").read_text()
+    assert 'uv run pipelines fill-values --outputs cdk-outputs.json --image-tag "$TAG"' in docs
+    assert "--set SHOP_DB_HOST=shop-replica.internal --out /tmp/values.prod.yaml" in docs
+    args = [
+        "fill-values",
+        "--outputs",
+        str(outputs),
+        "--image-tag",
+        "3f2c1ab",
+        "--set",
+        "SHOP_DB_HOST=shop-replica.internal",
+        "--out",
+        str(filled),
+    ]
+    assert main(args) == 0
+    text = filled.read_text()
+    assert not re.search(r"<[A-Z_]+>", text)
+    values = yaml.safe_load(text)
+    example = _example_outputs(template)["PipelinesStack"]
+    assert values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == example["DagsterRoleArn"]
+    assert values["postgresql"]["postgresqlHost"] == example["RdsProxyEndpoint"]
+    env = values["dagster-user-deployments"]["deployments"][0]["env"]
+    assert env["PIPELINES_PG_HOST"] == example["AuroraEndpoint"]
+    assert (
+        env["PIPELINES_LAKE_URI"]
+        == example["LakeUri"]
+        == f"s3://{CONTEXT['lake_bucket']}/{CONTEXT['deployment']}"
+    )
+    assert values["dagsterWebserver"]["image"]["repository"] == (
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pipelines"
+    )
+    assert HELM_VALUES.read_text().count("<") > 5, "the template in git keeps its placeholders"
+
+    # The deploy/ manifests fill the same way and then validate against the Kubernetes schemas.
+    version = kubernetes_validate.latest_version()
+    for name in ("networkpolicies.yaml", "bootstrap-db-job.yaml", "external-secrets.yaml"):
+        out = tmp_path / name
+        assert (
+            main(
+                [
+                    "fill-values",
+                    "--outputs",
+                    str(outputs),
+                    "--values",
+                    str(DEPLOY / name),
+                    "--out",
+                    str(out),
+                    "--image-tag",
+                    "3f2c1ab",
+                    "--set",
+                    "SHOP_DB_CIDR=10.20.0.15/32",
+                ]
+            )
+            == 0
+        )
+        if name == "external-secrets.yaml":
+            continue  # a CRD: no schema in kubernetes-validate; its names are cross-checked above
+        for doc in _yaml_docs(out):
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_fill_values_refuses_unfilled_or_unsafe_values(
+    template: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.cli import main
+
+    outputs = tmp_path / "cdk-outputs.json"
+    outputs.write_text(json.dumps(_example_outputs(template)))
+    out = tmp_path / "values.yaml"
+    assert main(["fill-values", "--outputs", str(outputs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "<IMAGE_TAG>" in err and "<SHOP_DB_HOST>" in err and not out.exists()
+    assert (
+        main(
+            [
+                "fill-values",
+                "--outputs",
+                str(outputs),
+                "--out",
+                str(out),
+                "--image-tag",
+                "x",
+                "--set",
+                "SHOP_DB_HOST=evil\n  injected: true",
+            ]
+        )
+        == 2
+    )
+    assert "not a plain host name" in capsys.readouterr().err and not out.exists()
+    assert (
+        main(
+            [
+                "fill-values",
+                "--outputs",
+                str(outputs),
+                "--out",
+                str(HELM_VALUES),
+                "--image-tag",
+                "x",
+                "--set",
+                "SHOP_DB_HOST=h",
+            ]
+        )
+        == 2
+    )
+    assert "new file" in capsys.readouterr().err
