@@ -265,9 +265,6 @@ class PipelinesStack(cdk.Stack):
             lifecycle_rules=lifecycle_rules(self.ctx.lake_prefix),
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        _checkov(
-            bucket, ("CKV_AWS_144", "one region by design; the lake is versioned and rebuilt from sources")
-        )
         return bucket
 
     # ------------------------------------------------------------------------------- secrets
@@ -406,9 +403,6 @@ class PipelinesStack(cdk.Stack):
                 "AmazonRDSEnhancedMonitoringRole is the policy AWS documents for "
                 "the enhanced monitoring role",
             ),
-        )
-        _checkov(
-            cluster, ("CKV_AWS_162", "IAM auth is enabled; password users are kept for DuckLake/SQLMesh")
         )
         secrets["db-admin"].add_rotation_schedule(
             "AdminRotation",
