@@ -1,9 +1,11 @@
 """CDK entry point: ``cd infra && npx aws-cdk@2 synth`` (cdk.json runs this) or
 ``uv run python -m infra.app`` (offline, into infra/cdk.out).
 
-Context comes from ``cdk.json``'s ``context`` (example values), ``cdk.context.json`` or
-``-c key=value``. cdk-nag's AwsSolutions checks run on every synth; a finding without a
-suppression (reason next to the resource, in ``stack.py``) is an error annotation.
+Under the CDK CLI, context comes from ``cdk.json``, ``cdk.context.json`` (``python -m
+infra.lookup``) and ``-c key=value``, and nothing else: a missing key fails the synth. Run
+directly, the app uses ``cdk.context.json`` or, without one, ``example-context.json``.
+cdk-nag's AwsSolutions checks run on every synth; a finding without a suppression (reason next
+to the resource, in ``stack.py``) is an error annotation.
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ INFRA_DIR = Path(__file__).resolve().parent
 
 
 def cdk_json_context() -> dict:
-    """The example context in cdk.json (the CLI passes it itself; plain ``python -m`` needs this)."""
-    return dict(json.loads((INFRA_DIR / "cdk.json").read_text())["context"])
+    """cdk.json's context plus the deployment's: $PIPELINES_INFRA_CONTEXT, else cdk.context.json
+    (written by ``python -m infra.lookup``), else example-context.json. The CDK CLI passes its own."""
+    context = dict(json.loads((INFRA_DIR / "cdk.json").read_text())["context"])
+    chosen = os.environ.get("PIPELINES_INFRA_CONTEXT", "").strip()
+    path = Path(chosen) if chosen else INFRA_DIR / "cdk.context.json"
+    if not path.exists():
+        path = INFRA_DIR / "example-context.json"
+    context.update(json.loads(path.read_text()))
+    return context
 
 
 def build_app(context: dict | None = None, outdir: str | None = None) -> tuple[cdk.App, PipelinesStack]:
@@ -50,9 +59,11 @@ def build_app(context: dict | None = None, outdir: str | None = None) -> tuple[c
 
 
 def main() -> None:
-    """Synthesize into $CDK_OUTDIR (set by the CLI) or infra/cdk.out, with cdk.json's context."""
+    """Synthesize into $CDK_OUTDIR (set by the CLI) or infra/cdk.out."""
     outdir = os.environ.get("CDK_OUTDIR") or str(INFRA_DIR / "cdk.out")
-    app, _ = build_app(cdk_json_context(), outdir=outdir)
+    # The CLI passes its context (CDK_CONTEXT_JSON): never fill its gaps with example values.
+    under_cli = "CDK_CONTEXT_JSON" in os.environ or "CONTEXT_OVERFLOW_LOCATION_ENV" in os.environ
+    app, _ = build_app(None if under_cli else cdk_json_context(), outdir=outdir)
     app.synth()
     print(f"synthesized {STACK_NAME} into {outdir}")
 

@@ -1,8 +1,8 @@
 """The AWS foundation of one deployment: lake bucket, Aurora Serverless v2 + RDS Proxy, secrets,
 the IRSA role of the ``dagster`` service account, ECR and backups.
 
-The EKS cluster and its VPC already exist: they come in through context (``infra/README`` in the
-main README lists the keys; ``docs/production.md`` shows how to read them from the cluster's name).
+The EKS cluster and its VPC already exist: they come in through context, looked up by the
+cluster's name (``python -m infra.lookup``; keys in ``example-context.json`` and docs/production.md).
 Names that the Helm values, the ExternalSecrets and the bootstrap read are module constants here,
 so ``pipelines_tests/test_infra_crosscheck.py`` can compare them with those files.
 """
@@ -37,7 +37,7 @@ SECRET_SUFFIXES = ("db-admin", "db-dagster", "db-pipelines", "db-data-api", "sho
 
 @dataclass(frozen=True)
 class DeploymentContext:
-    """Everything that differs per deployment, from ``cdk.json``/``-c key=value`` (no account ids)."""
+    """Everything that differs per deployment, from context (no account ids)."""
 
     deployment: str
     lake_bucket: str

@@ -20,7 +20,8 @@ from pipelines_tests.services import S3Env
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKOV = "checkov==3.3.30"  # isolated (uvx): its pins would downgrade boto3 in the project
-CONTEXT = json.loads((REPO / "infra" / "cdk.json").read_text())["context"]
+EXAMPLE_CONTEXT = REPO / "infra" / "example-context.json"
+CONTEXT = json.loads(EXAMPLE_CONTEXT.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,12 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "uv run cfn-lint infra/cdk.out/PipelinesStack.template.json" in docs
     assert f"uvx --from {CHECKOV} checkov -d infra/cdk.out --framework cloudformation --skip-download" in docs
     out = tmp_path_factory.mktemp("cdk.out")
-    env = {**os.environ, "CDK_OUTDIR": str(out), "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1"}
+    env = {
+        **os.environ,
+        "CDK_OUTDIR": str(out),
+        "PIPELINES_INFRA_CONTEXT": str(EXAMPLE_CONTEXT),
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "infra.app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
@@ -345,7 +351,7 @@ def test_ecr_backup_and_no_account_ids(template: dict[str, Any]) -> None:
     selection = _one(template, "AWS::Backup::BackupSelection")["BackupSelection"]
     assert "cluster:" in json.dumps(selection["Resources"])
     assert not _of_type(template, "AWS::EC2::VPC") and not _of_type(template, "AWS::EKS::Cluster")
-    for path in [*sorted((REPO / "infra").glob("*.py")), REPO / "infra" / "cdk.json"]:
+    for path in [*sorted((REPO / "infra").glob("*.py")), REPO / "infra" / "cdk.json", EXAMPLE_CONTEXT]:
         assert not re.search(r"\b\d{12}\b", path.read_text()), f"{path} holds an account id"
     assert not re.search(r"\b\d{12}\b", json.dumps(template))
 
