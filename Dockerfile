@@ -44,6 +44,18 @@ COPY --from=build --chown=app:app /app /app
 USER app
 # DuckDB extensions from the pinned wheels into ~/.duckdb now, so pods never download them.
 RUN python -c "from pipelines.duckdb_extensions import install_extensions; install_extensions()"
+# The code location's caches, built once here so no pod renders the SQLMesh project again: the
+# bridge's project cache for the `prod` gateway the Helm values set
+# (pipelines/sqlmesh_project/.cache/dagster-bridge, keyed by the project files, the gateway and
+# PIPELINES_ENV, so both are set as in the pods)
+# and SQLMesh's own model cache next to it. Reading the project needs a SQLMesh state, not its
+# contents: a throwaway DuckDB file stands in for the PostgreSQL state during the build only.
+# pipelines_tests/test_dockerfile.py repeats this step and times a load from the result.
+RUN PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
+    SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__TYPE=duckdb \
+    SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__DATABASE=/tmp/build-state.duckdb \
+    python -c "from pipelines.settings import BUNDLED_SQLMESH_PROJECT as p; from pipelines.sqlmesh_bridge import load_project; load_project(p, 'prod')" \
+    && rm -f /tmp/build-state.duckdb*
 
 EXPOSE 4000
 CMD ["dagster", "api", "grpc", "--module-name", "pipelines.definitions", "--host", "0.0.0.0", "--port", "4000"]

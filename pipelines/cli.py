@@ -259,6 +259,36 @@ def plan_check(args: argparse.Namespace) -> int:
 
     return plan_check_main(args)
 
+def bootstrap_db(args: argparse.Namespace) -> int:
+    """Create the metadata databases and roles (pipelines/bootstrap.py); names only are printed."""
+    import json
+
+    from pipelines.bootstrap import BootstrapError, BootstrapPlan, bootstrap
+
+    try:
+        report = bootstrap(BootstrapPlan.from_env())
+    except BootstrapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def fill_values(args: argparse.Namespace) -> int:
+    """Fill helm-values.yaml's <PLACEHOLDER>s from the CDK stack's outputs (pipelines/helm_fill.py)."""
+    from pipelines.helm_fill import FillError, fill_file, parse_sets
+
+    try:
+        extra = parse_sets(args.set)
+        if args.image_tag:
+            extra["IMAGE_TAG"] = args.image_tag
+        out = fill_file(Path(args.outputs), Path(args.out), Path(args.values), extra, args.stack)
+    except FillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipelines", description=__doc__)
@@ -294,6 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(p_check)
     p_check.set_defaults(func=plan_check)
+
+    p_boot = sub.add_parser("bootstrap-db", help="create the metadata databases and roles (idempotent)")
+    p_boot.set_defaults(func=bootstrap_db)
+    p_fill = sub.add_parser("fill-values", help="fill helm-values.yaml placeholders from the stack outputs")
+    p_fill.add_argument("--outputs", required=True, help="cdk deploy --outputs-file JSON")
+    p_fill.add_argument("--values", default="helm-values.yaml", help="file with <PLACEHOLDER>s")
+    p_fill.add_argument("--out", default="values.prod.yaml", help="new file to write (keep it out of git)")
+    p_fill.add_argument("--image-tag", default="", help="fills <IMAGE_TAG>")
+    p_fill.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="fills <NAME>")
+    p_fill.add_argument("--stack", default=None, help="stack name in the outputs file (if several)")
+    p_fill.set_defaults(func=fill_values)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -30,7 +30,18 @@ STORAGE_CLASSES = frozenset(
 # DuckLake reads any of its data files at any time; tiering or expiring them breaks queries.
 PROTECTED_PREFIXES = ("warehouse/",)
 _RULE_KEYS = frozenset(
-    {"id", "prefix", "transitions", "expiration_days", "abort_incomplete_multipart_upload_days"}
+    {
+        "id",
+        "prefix",
+        "transitions",
+        "expiration_days",
+        "noncurrent_expiration_days",
+        "abort_incomplete_multipart_upload_days",
+    }
+)
+# What a rule on a protected prefix may do: act on versions no reader sees any more.
+_NONCURRENT_ONLY_KEYS = frozenset(
+    {"id", "prefix", "noncurrent_expiration_days", "abort_incomplete_multipart_upload_days"}
 )
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_=-]+)*/$")
@@ -65,9 +76,10 @@ def load_rules(path: Path | None = None) -> list[dict[str, Any]]:
         prefix = rule.get("prefix")
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise LifecycleError(f"{path}: rule {rid}: prefix {prefix!r} must look like 'zone/'")
-        if prefix.startswith(PROTECTED_PREFIXES):
+        if prefix.startswith(PROTECTED_PREFIXES) and not set(rule) <= _NONCURRENT_ONLY_KEYS:
             raise LifecycleError(
-                f"{path}: rule {rid}: {prefix!r} holds DuckLake data files, which must stay readable"
+                f"{path}: rule {rid}: {prefix!r} holds DuckLake data files, which must stay readable "
+                "(only noncurrent_expiration_days and abort_incomplete_multipart_upload_days may apply)"
             )
         last_days = 0
         for step in rule.get("transitions", []):
@@ -86,8 +98,12 @@ def load_rules(path: Path | None = None) -> list[dict[str, Any]]:
                 raise LifecycleError(f"{path}: rule {rid}: expiry must come after every transition")
         if "abort_incomplete_multipart_upload_days" in rule:
             _positive_int(rule["abort_incomplete_multipart_upload_days"], f"rule {rid}: abort days")
-        if not rule.get("transitions") and "expiration_days" not in rule:
-            raise LifecycleError(f"{path}: rule {rid}: needs transitions or expiration_days")
+        if "noncurrent_expiration_days" in rule:
+            _positive_int(rule["noncurrent_expiration_days"], f"rule {rid}: noncurrent_expiration_days")
+        if not rule.get("transitions") and not {"expiration_days", "noncurrent_expiration_days"} & set(rule):
+            raise LifecycleError(
+                f"{path}: rule {rid}: needs transitions, expiration_days or noncurrent_expiration_days"
+            )
     return rules
 
 
@@ -111,6 +127,8 @@ def to_s3_rules(rules: list[dict[str, Any]], lake_prefix: str) -> list[dict[str,
             ]
         if "expiration_days" in rule:
             s3_rule["Expiration"] = {"Days": rule["expiration_days"]}
+        if "noncurrent_expiration_days" in rule:
+            s3_rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": rule["noncurrent_expiration_days"]}
         if "abort_incomplete_multipart_upload_days" in rule:
             s3_rule["AbortIncompleteMultipartUpload"] = {
                 "DaysAfterInitiation": rule["abort_incomplete_multipart_upload_days"]
@@ -129,6 +147,7 @@ def _canonical(rule: dict[str, Any]) -> dict[str, Any]:
             (int(t.get("Days", 0)), t.get("StorageClass")) for t in rule.get("Transitions", [])
         ),
         "expiration": rule.get("Expiration", {}).get("Days"),
+        "noncurrent": rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays"),
         "abort": rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation"),
     }
 

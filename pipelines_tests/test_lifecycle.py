@@ -30,11 +30,8 @@ def _bucket_rules(env: S3Env) -> dict[str, dict]:
 def test_apply_twice_changes_nothing_the_second_time(s3_env: S3Env) -> None:
     first = apply_lifecycle(s3_env.uri("prod"))
     assert first["changed"] is True
-    assert first["added"] == [
-        "pipelines:prod:compute-logs-expiry",
-        "pipelines:prod:quarantine-expiry",
-        "pipelines:prod:raw-tiering",
-    ]
+    assert first["added"] == sorted(f"pipelines:prod:{r['id']}" for r in load_rules())
+    assert "pipelines:prod:raw-tiering" in first["added"]
 
     second = apply_lifecycle(s3_env.uri("prod"))
     assert second["changed"] is False
@@ -55,9 +52,16 @@ def test_bucket_rules_match_the_yaml_under_the_lake_prefix(s3_env: S3Env) -> Non
             (t["days"], t["storage_class"]) for t in rule.get("transitions", [])
         ]
         assert s3_rule.get("Expiration", {}).get("Days") == rule.get("expiration_days")
+        assert s3_rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == rule.get(
+            "noncurrent_expiration_days"
+        )
     prefixes = {r["Filter"]["Prefix"] for r in on_bucket.values()}
     assert "prod/lake/raw/" in prefixes and "prod/lake/quarantine/" in prefixes
-    assert not any(p.startswith(("prod/lake/reports/", "prod/lake/warehouse/")) for p in prefixes)
+    # reports/ and warehouse/ only lose old versions: nothing current expires or changes class.
+    for s3_rule in on_bucket.values():
+        if s3_rule["Filter"]["Prefix"].startswith(("prod/lake/reports/", "prod/lake/warehouse/")):
+            assert "Expiration" not in s3_rule and "Transitions" not in s3_rule
+            assert s3_rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
 
 
 def test_edits_replace_only_this_lakes_rules(s3_env: S3Env, tmp_path: Path) -> None:
@@ -73,14 +77,16 @@ def test_edits_replace_only_this_lakes_rules(s3_env: S3Env, tmp_path: Path) -> N
     )
     apply_lifecycle(s3_env.uri("prod"))
     apply_lifecycle(s3_env.uri("staging"))
-    assert len(_bucket_rules(s3_env)) == 7
+    assert len(_bucket_rules(s3_env)) == 1 + 2 * len(load_rules())
 
     edited = tmp_path / "rules.yaml"
     edited.write_text("rules:\n  - id: quarantine-expiry\n    prefix: quarantine/\n    expiration_days: 30\n")
     report = apply_lifecycle(s3_env.uri("prod"), rules_path=edited)
     assert report["changed"] is True
     assert report["updated"] == ["pipelines:prod:quarantine-expiry"]
-    assert report["removed"] == ["pipelines:prod:compute-logs-expiry", "pipelines:prod:raw-tiering"]
+    assert report["removed"] == sorted(
+        f"pipelines:prod:{r['id']}" for r in load_rules() if r["id"] != "quarantine-expiry"
+    )
 
     rules = _bucket_rules(s3_env)
     assert rules["other-team-tmp"]["Expiration"]["Days"] == 1
@@ -92,11 +98,7 @@ def test_edits_replace_only_this_lakes_rules(s3_env: S3Env, tmp_path: Path) -> N
 def test_dry_run_reports_without_writing(s3_env: S3Env) -> None:
     report = apply_lifecycle(s3_env.uri(), dry_run=True)
     assert report["changed"] is True and report["prefix"] == ""
-    assert report["added"] == [
-        "pipelines::compute-logs-expiry",
-        "pipelines::quarantine-expiry",
-        "pipelines::raw-tiering",
-    ]
+    assert report["added"] == sorted(f"pipelines::{r['id']}" for r in load_rules())
     with pytest.raises(s3_env.client().exceptions.ClientError, match="NoSuchLifecycle"):
         s3_env.client().get_bucket_lifecycle_configuration(Bucket=s3_env.bucket)
 
@@ -129,10 +131,12 @@ def test_a_local_lake_is_rejected_with_a_clear_message(
     ("rule", "message"),
     [
         ("prefix: warehouse/\n    expiration_days: 5", "DuckLake data files"),
+        ("prefix: warehouse/\n    transitions: [{days: 5, storage_class: GLACIER}]", "DuckLake data files"),
         ("prefix: raw/\n    transitions: [{days: 5, storage_class: COLD}]", "storage_class"),
         ("prefix: ../raw/\n    expiration_days: 5", "prefix"),
         ("prefix: raw/\n    expiration_days: 0", "days >= 1"),
-        ("prefix: raw/", "needs transitions or expiration_days"),
+        ("prefix: raw/", "needs transitions, expiration_days or noncurrent"),
+        ("prefix: raw/\n    noncurrent_expiration_days: 0", "days >= 1"),
     ],
 )
 def test_bad_rules_are_refused(tmp_path: Path, rule: str, message: str) -> None:
@@ -144,7 +148,18 @@ def test_bad_rules_are_refused(tmp_path: Path, rule: str, message: str) -> None:
 
 def test_shipped_rules_file_is_valid() -> None:
     ids = [r["id"] for r in load_rules(DEFAULT_RULES_PATH)]
-    assert ids == ["raw-tiering", "quarantine-expiry", "compute-logs-expiry"]
+    assert ids[:3] == ["raw-tiering", "quarantine-expiry", "compute-logs-expiry"]
+    # DuckLake's cleaned-up files (noncurrent versions under warehouse/) do not stay forever.
+    warehouse = [r for r in load_rules(DEFAULT_RULES_PATH) if r["prefix"] == "warehouse/"]
+    assert [set(r) for r in warehouse] == [
+        {"id", "prefix", "noncurrent_expiration_days", "abort_incomplete_multipart_upload_days"}
+    ]
+
+
+def test_a_noncurrent_only_rule_may_cover_the_warehouse(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - id: wh\n    prefix: warehouse/\n    noncurrent_expiration_days: 3\n")
+    assert load_rules(path)[0]["noncurrent_expiration_days"] == 3
 
 
 def test_duckdb_httpfs_reads_parquet_from_the_s3_server(s3_env: S3Env) -> None:
