@@ -49,12 +49,15 @@ RUN python -c "from pipelines.duckdb_extensions import install_extensions; insta
 # (pipelines/sqlmesh_project/.cache/dagster-bridge, keyed by the project files, the gateway and
 # PIPELINES_ENV, so both are set as in the pods)
 # and SQLMesh's own model cache next to it. Reading the project needs a SQLMesh state, not its
-# contents: a throwaway DuckDB file stands in for the PostgreSQL state during the build only.
-# pipelines_tests/test_dockerfile.py repeats this step and times a load from the result.
+# contents: a throwaway DuckDB file stands in for the PostgreSQL state during the build only, and
+# a placeholder salt satisfies config.py's fail-closed check (no data is hashed here; the pods'
+# secret salt applies at run time). load_configured_project keys the cache as the pods do.
+# pipelines_tests/test_image_caches.py repeats this step and times a load from the result.
 RUN PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__TYPE=duckdb \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__DATABASE=/tmp/build-state.duckdb \
-    python -c "from pipelines.settings import BUNDLED_SQLMESH_PROJECT as p; from pipelines.sqlmesh_bridge import load_project; load_project(p, 'prod')" \
+    PIPELINES_PII_SALT=read-the-project-only \
+    python -c "from pipelines.configured_project import load_configured_project; load_configured_project()" \
     && rm -f /tmp/build-state.duckdb*
 
 EXPOSE 4000

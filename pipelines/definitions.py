@@ -15,39 +15,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.configured_project import load_configured_project, settings_from_env
 from pipelines.defs import maintenance, transformation
 from pipelines.resources import build_resources
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, SettingsError, require_production_settings
-from pipelines.sqlmesh_bridge import SQLMeshResource, load_project, sqlmesh_external_specs
+from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, require_production_settings
+from pipelines.sqlmesh_bridge import SQLMeshResource, sqlmesh_external_specs
 
 # Steps of a run share its process: launched from the UI, a mart's partition with its checks used
 # to start four processes that each loaded the code location and SQLMesh again (2/3 of the run's
 # time, docs/benchmarks.md, "Latency of one click"). A step that raises still fails alone (steps
 # that do not depend on it still run); in production each run is its own pod.
 EXECUTOR = dg.in_process_executor
-
-
-def project_dirs_from_env(environ: Mapping[str, str] | None = None) -> list[Path]:
-    """The paths in ``SQLMESH_PROJECT_DIR`` (one, or several separated by ``os.pathsep``)."""
-    environ = os.environ if environ is None else environ
-    raw = environ.get("SQLMESH_PROJECT_DIR", "").strip()
-    dirs = [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
-    for path in dirs:
-        if not (path / "config.yaml").exists() and not (path / "config.py").exists():
-            raise SettingsError(
-                f"SQLMESH_PROJECT_DIR: {path} is not a SQLMesh project (no config.yaml or config.py)"
-            )
-    return dirs
-
-
-def settings_from_env(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[Path]]:
-    """The settings, with the first project path as ``sqlmesh_project_dir``, and every path."""
-    environ = dict(os.environ if environ is None else environ)
-    dirs = project_dirs_from_env(environ)
-    if len(dirs) > 1:
-        environ["SQLMESH_PROJECT_DIR"] = str(dirs[0])
-    settings = Settings.from_env(environ)
-    return settings, dirs or [settings.sqlmesh_project_dir]
 
 
 def shop_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
@@ -69,14 +47,7 @@ def build_definitions(
         settings, dirs = settings_from_env()
     else:
         dirs = [Path(p).resolve() for p in project_dirs] if project_dirs else [settings.sqlmesh_project_dir]
-    cache_dir = os.environ.get("PIPELINES_BRIDGE_CACHE_DIR", "").strip() or None
-    project = load_project(
-        dirs,
-        settings.sqlmesh_gateway,
-        cache_dir=cache_dir,
-        exclude=[settings.data_dir],
-        cache_salt=settings.env,
-    )
+    project = load_configured_project(settings, dirs)
     resources = build_resources(settings)
     if len(dirs) > 1:
         base: SQLMeshResource = resources["sqlmesh"]  # type: ignore[assignment]

@@ -51,7 +51,7 @@ def _copy_build_context(app: Path) -> None:
 
 
 def _cache_step() -> str:
-    (step,) = [args for kw, args in instructions() if kw == "RUN" and "load_project" in args]
+    (step,) = [args for kw, args in instructions() if kw == "RUN" and "load_configured_project" in args]
     return step
 
 
@@ -64,7 +64,7 @@ def test_the_cache_step_keys_the_cache_as_the_pods_do() -> None:
         f"PIPELINES_ENV={env['PIPELINES_ENV']}" in step
         and f"SQLMESH_GATEWAY={env['SQLMESH_GATEWAY']}" in step
     )
-    assert f"load_project(p, '{env['SQLMESH_GATEWAY']}')" in step
+    assert "load_configured_project()" in step, "the cache is keyed exactly as the definitions load it"
     assert "rm -f /tmp/build-state.duckdb" in step, "the stand-in state does not stay in the image"
     run_lines = [args for kw, args in instructions() if kw == "RUN"]
     assert run_lines.index(step) == len(run_lines) - 1, "baked after everything it reads is in place"
@@ -98,6 +98,14 @@ def test_the_built_layout_loads_definitions_from_the_baked_cache(tmp_path: Path)
         "PIPELINES_LAKE_URI": "s3://acme-data-lake/prod",
         "PIPELINES_PG_HOST": "127.0.0.1",
         "PIPELINES_PG_PORT": "9",
+        "PIPELINES_PG_USER": "pipelines",
+        "PIPELINES_PG_PASSWORD": "unused-here",
+        "PIPELINES_RATES_API_URL": "https://rates.invalid",
+        "PIPELINES_PII_SALT": "pod-secret-salt",
+        "SHOP_DB_HOST": "127.0.0.1",
+        "SHOP_DB_NAME": "shop",
+        "SHOP_DB_USER": "reader",
+        "SHOP_DB_PASSWORD": "unused-here",
         "PIPELINES_DATA_DIR": str(tmp_path / "data"),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
     }
