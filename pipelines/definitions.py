@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.configured_project import load_configured_project, settings_from_env
-from pipelines.defs import maintenance, transformation
+from pipelines.defs import automation, maintenance, quality, transformation
 from pipelines.resources import build_resources
 from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, require_production_settings
 from pipelines.sqlmesh_bridge import SQLMeshResource, sqlmesh_external_specs
@@ -59,16 +59,19 @@ def build_definitions(
             lock_file=base.lock_file,
         )
     if not shop_enabled(settings):
+        # any project: its models, quality checks and automation; none of the shop's sources
         translator = transformation.PipelinesTranslator()
         return dg.Definitions.merge(
             transformation.build_defs(settings, project, translator),
+            quality.build_defs(project, translator),
+            automation.build_defs(project, translator, landing=False),
             maintenance.defs,
             dg.Definitions(
                 assets=sqlmesh_external_specs(project, translator), resources=resources, executor=EXECUTOR
             ),
         )
     # the bundled shop: imported only when used
-    from pipelines.defs import automation, governance, ingestion, quality, reporting
+    from pipelines.defs import governance, ingestion, reporting
     from pipelines.governance import column_classifications
 
     translator = transformation.PipelinesTranslator(column_classifications(project))

@@ -3,7 +3,8 @@ manifest) from the CDK stack's outputs, into a new file kept out of git.
 
     cd infra && npx aws-cdk@2 deploy --outputs-file ../cdk-outputs.json
     uv run pipelines fill-values --outputs cdk-outputs.json --image-tag "$(git rev-parse --short HEAD)" \\
-        --set SHOP_DB_HOST=shop-replica.internal --out /tmp/values.prod.yaml
+        --set SHOP_DB_HOST=shop-replica.internal --set RATES_API_URL=https://rates.example.com/v1 \
+        --out /tmp/values.prod.yaml
 
 Every placeholder must be filled, or nothing is written. Values are checked to be plain tokens
 (host names, ARNs, tags), so a stack output cannot inject YAML.

@@ -519,7 +519,7 @@ def test_fill_values_fills_every_placeholder_from_the_outputs(
     # docs/production.md, step 2 (the same arguments).
     docs = (REPO / "docs" / "production.md").read_text()
     assert 'uv run pipelines fill-values --outputs cdk-outputs.json --image-tag "$TAG"' in docs
-    assert "--set SHOP_DB_HOST=shop-replica.internal --out /tmp/values.prod.yaml" in docs
+    assert "--set SHOP_DB_HOST=shop-replica.internal --set RATES_API_URL=https://rates.example.com/v1" in docs
     args = [
         "fill-values",
         "--outputs",
@@ -528,6 +528,8 @@ def test_fill_values_fills_every_placeholder_from_the_outputs(
         "3f2c1ab",
         "--set",
         "SHOP_DB_HOST=shop-replica.internal",
+        "--set",
+        "RATES_API_URL=https://rates.example.com/v1",
         "--out",
         str(filled),
     ]
@@ -540,6 +542,7 @@ def test_fill_values_fills_every_placeholder_from_the_outputs(
     assert values["postgresql"]["postgresqlHost"] == example["RdsProxyEndpoint"]
     env = values["dagster-user-deployments"]["deployments"][0]["env"]
     assert env["PIPELINES_PG_HOST"] == example["AuroraEndpoint"]
+    assert env["PIPELINES_RATES_API_URL"] == "https://rates.example.com/v1"
     assert (
         env["PIPELINES_LAKE_URI"]
         == example["LakeUri"]

@@ -20,7 +20,9 @@ from pipelines.partitions import DAILY
 from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshTranslator
 
 
-def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
+def build_defs(project: ProjectInfo, translator: SQLMeshTranslator, landing: bool = True) -> dg.Definitions:
+    """Schedules per model cron, catch-up, alerts and declarative automation for any project;
+    ``landing``: the bundled shop's file-drop sensor and its ingestion job too."""
     groups = cron_groups(project, translator)
     jobs = {group.job_name: group.job() for group in groups}
     schedules = [build_schedule(group, jobs[group.job_name]) for group in groups]
@@ -29,8 +31,12 @@ def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Defini
         for group in groups
         if group.partitioned
     ]
-    landing = landing_job()
-    sensors: list[dg.SensorDefinition] = [build_landing_sensor(landing), build_failure_alert_sensor()]
+    sensors: list[dg.SensorDefinition] = [build_failure_alert_sensor()]
+    extra_jobs = []
+    if landing:
+        ingest_landed = landing_job()
+        sensors.append(build_landing_sensor(ingest_landed))
+        extra_jobs.append(ingest_landed)
     if partitioned:
         sensors.append(build_catch_up_sensor(partitioned, DAILY))
     model_keys = [translator.get_asset_key(m) for m in project.internal_models]
@@ -42,4 +48,4 @@ def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Defini
             description="Declarative automation of the SQLMesh models (off by default: schedules run them).",
         )
     )
-    return dg.Definitions(jobs=[*jobs.values(), landing], schedules=schedules, sensors=sensors)
+    return dg.Definitions(jobs=[*jobs.values(), *extra_jobs], schedules=schedules, sensors=sensors)
