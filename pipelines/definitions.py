@@ -17,7 +17,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ingestion.defs,
         transformation.build_defs(settings, project, translator),
         quality.build_defs(project, translator),
-        reporting.defs,
+        reporting.build_defs(),
         governance.build_defs(project),
         automation.build_defs(project, translator),
         dg.Definitions(resources=build_resources(settings)),

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.api.auth import Grant, KeyRing, load_keys
-from pipelines.api.connection import catalog_login, connect_readonly
+from pipelines.api.connection import CatalogConnections, catalog_login
 from pipelines.identifiers import safe_identifier
 from pipelines.settings import Settings
 from pipelines.sources.contracts import CONTRACTS
@@ -412,13 +412,19 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         ]
         return _error(422, "invalid request parameters", errors)
 
+    connections = CatalogConnections(settings)
+
     def warehouse_connection() -> Iterator[duckdb.DuckDBPyConnection]:
         try:
-            con = connect_readonly(settings)
+            con = connections.get()
         except (duckdb.Error, OSError) as exc:
+            connections.discard()
             raise HTTPException(503, f"warehouse unavailable: {type(exc).__name__}") from exc
         try:
             yield con
+        except duckdb.Error:
+            connections.discard()  # a broken catalog login or S3 credential: attach anew
+            raise
         finally:
             con.close()
 

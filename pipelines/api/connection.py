@@ -3,14 +3,20 @@
 Locally it is the DuckDB file opened read-only. In prod it is the DuckLake catalog attached
 ``READ_ONLY`` with the API's own PostgreSQL role (``PIPELINES_API_PG_USER`` /
 ``PIPELINES_API_PG_PASSWORD``, a role with ``SELECT`` only on the catalog database), so a bug in
-the API cannot write to the catalog whatever DuckDB does. Every request opens a fresh in-memory
-DuckDB that attaches the catalog: nothing is shared between requests or replicas, each request
-sees the latest committed snapshot, and S3 credentials (IRSA) are resolved anew each time.
+the API cannot write to the catalog whatever DuckDB does. Attaching costs about a second (the
+catalog login, the S3 credentials), so each process keeps one attached in-memory DuckDB and gives
+every request its own cursor on it (each DuckLake transaction reads the latest committed
+snapshot); the attachment is renewed after ``PIPELINES_API_CONNECTION_TTL`` seconds (default
+300, shorter than IRSA credentials live) and after any error. Replicas share nothing but the
+catalog. Locally each request opens the DuckDB file read-only and closes it, so the API never
+holds the file while a run writes it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Mapping
 
 import duckdb
@@ -76,3 +82,42 @@ def connect_readonly(
         con.close()
         raise
     return con
+
+
+class CatalogConnections:
+    """Per-process read-only connections: a shared attachment in prod, a fresh file locally."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        env = os.environ if environ is None else environ
+        self.environ = dict(env)
+        ttl_text = env.get("PIPELINES_API_CONNECTION_TTL", "").strip() or "300"
+        try:
+            self.ttl = float(ttl_text)
+        except ValueError:
+            raise ApiConfigError(f"PIPELINES_API_CONNECTION_TTL must be seconds, got {ttl_text!r}") from None
+        self._lock = threading.Lock()
+        self._base: duckdb.DuckDBPyConnection | None = None
+        self._opened = 0.0
+
+    def get(self) -> duckdb.DuckDBPyConnection:
+        """A connection for one request; the caller closes it."""
+        if self.settings.env != "prod":
+            return connect_readonly(self.settings, self.environ)
+        with self._lock:
+            if self._base is None or time.monotonic() - self._opened > self.ttl:
+                # the old attachment is dropped, not closed: requests may still use its cursors
+                self._base = connect_readonly(self.settings, self.environ)
+                self._opened = time.monotonic()
+            cursor = self._base.cursor()
+        try:
+            cursor.execute("USE lake")  # a cursor starts in the in-memory database, not in USE's
+        except BaseException:
+            cursor.close()
+            raise
+        return cursor
+
+    def discard(self) -> None:
+        """Forget the shared attachment (after an error): the next request attaches again."""
+        with self._lock:
+            self._base = None
