@@ -43,6 +43,13 @@ def test_project_files_are_valid_and_pinned() -> None:
     assert EVIDENCE_PEERS.items() <= deps.items()
     assert all(v[0].isdigit() for v in deps.values()), "exact versions only"
     assert {"sources", "build"} <= set(package["scripts"])
+    lock = json.loads((PROJECT / "package-lock.json").read_text())  # what `npm ci` installs
+    assert lock["packages"][""]["dependencies"] == deps
+    for name, version in deps.items():
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version, name
+    config = yaml.safe_load((PROJECT / "evidence.config.yaml").read_text())
+    assert config["plugins"]["datasources"]["duckdb"]["package"] == "@evidence-dev/duckdb"
+    assert "@evidence-dev/core-components" in config["plugins"]["components"]
     assert json.loads((PROJECT / "evidence.settings.json").read_text())["send_anonymous_usage_stats"] == "no"
     connection = yaml.safe_load((PROJECT / "sources" / "marts" / "connection.yaml").read_text())
     assert connection["type"] == "duckdb" and connection["name"] == "marts"
