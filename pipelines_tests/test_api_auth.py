@@ -180,3 +180,14 @@ def test_served_process_never_logs_a_token(tmp_path: Path, built_warehouse: Sett
     for token in (FULL, REVENUE_ONLY, WRONG):
         assert token not in logs
         assert token[:12] not in logs
+
+
+def test_connection_settings_are_checked(built_warehouse: Settings) -> None:
+    from pipelines.api.connection import ApiConfigError, CatalogConnections, catalog_login
+
+    with pytest.raises(ApiConfigError, match="PIPELINES_API_CONNECTION_TTL must be seconds"):
+        CatalogConnections(built_warehouse, {"PIPELINES_API_CONNECTION_TTL": "soon"})
+    with pytest.raises(ApiConfigError, match="PIPELINES_API_PG_USER is not set"):
+        catalog_login({"PIPELINES_PG_USER": "pipelines", "PIPELINES_PG_PASSWORD": "x"})
+    login = catalog_login({"PIPELINES_API_PG_USER": "api", "PIPELINES_API_PG_PASSWORD": "pw"})
+    assert (login["USER"], login["PASSWORD"]) == ("api", "pw")
