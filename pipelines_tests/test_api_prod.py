@@ -111,7 +111,13 @@ def test_api_serves_the_marts_a_prod_run_wrote(
     )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with ExitStack() as stack:
-        replicas = [stack.enter_context(api_process(env, tmp_path / f"api-{i}.log")) for i in range(2)]
+        # replica 1 re-attaches the catalog on every request (TTL 0), replica 0 keeps its attachment
+        replicas = [
+            stack.enter_context(
+                api_process({**env, "PIPELINES_API_CONNECTION_TTL": ttl}, tmp_path / f"api-{i}.log")
+            )
+            for i, ttl in enumerate(("300", "0"))
+        ]
         for api in replicas:
             ready = httpx.get(f"{api.url}/ready", timeout=60)
             assert ready.status_code == 200, ready.text
