@@ -83,7 +83,7 @@ def build_definitions(
         transformation.build_defs(settings, project, translator),
         dg.Definitions(assets=sqlmesh_external_specs(project, translator, exclude=ingested)),
         quality.build_defs(project, translator),
-        reporting.defs,
+        reporting.build_defs(),
         maintenance.defs,
         governance.build_defs(project),
         automation.build_defs(project, translator),

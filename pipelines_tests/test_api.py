@@ -3,35 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
-import subprocess
-import sys
-import time
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 import schemathesis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
 from pipelines.api import create_app
+from pipelines.api.auth import KeyRing, parse_keys, token_hash
 from pipelines.settings import Settings
 from pipelines.warehouse import connect
 
-# Until conftest.py registers it for the whole suite (harmless once it does).
-
 REPO = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-full-access-0123456789"  # noqa: S105 - a test credential
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+KEYS: KeyRing = parse_keys(json.dumps({token_hash(TOKEN): "*"}), "test keys")
+
+
+def make_app(settings: Settings) -> FastAPI:
+    return create_app(settings, keys=KEYS)
 
 
 @pytest.fixture(scope="module")
 def client(built_warehouse: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(built_warehouse)) as test_client:
+    with TestClient(make_app(built_warehouse), headers=AUTH) as test_client:
         yield test_client
 
 
@@ -51,10 +53,13 @@ def sql_rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | No
     ]
 
 
-def test_health(client: TestClient) -> None:
-    response = client.get("/health")
+def test_health_and_ready(client: TestClient) -> None:
+    response = client.get("/health", headers={"Authorization": ""})
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "env": "local", "datasets": 5}
+    assert response.json() == {"status": "ok", "env": "local"}
+    response = client.get("/ready", headers={"Authorization": ""})
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "env": "local", "datasets": 5}
 
 
 def test_lists_every_mart_with_row_counts(client: TestClient, con: duckdb.DuckDBPyConnection) -> None:
@@ -193,7 +198,7 @@ def odd_warehouse(tmp_path: Path, built_warehouse: Settings) -> Settings:
 
 
 def test_pii_columns_are_never_served(odd_warehouse: Settings) -> None:
-    client = TestClient(create_app(odd_warehouse))
+    client = TestClient(make_app(odd_warehouse), headers=AUTH)
     columns = client.get("/datasets/crm_export").json()["columns"]
     assert [(c["name"], c["classification"]) for c in columns] == [
         ("customer_id", "internal"),
@@ -207,7 +212,7 @@ def test_pii_columns_are_never_served(odd_warehouse: Settings) -> None:
 
 
 def test_descriptions_fall_back_to_the_model_files(odd_warehouse: Settings) -> None:
-    client = TestClient(create_app(odd_warehouse))
+    client = TestClient(make_app(odd_warehouse), headers=AUTH)
     body = client.get("/datasets/daily_revenue").json()
     assert body["description"].startswith("Revenue KPIs per day")
     assert {c["name"]: c["description"] for c in body["columns"]} == {
@@ -216,17 +221,20 @@ def test_descriptions_fall_back_to_the_model_files(odd_warehouse: Settings) -> N
     }
 
 
-def test_missing_warehouse_is_503(tmp_path: Path, built_warehouse: Settings) -> None:
-    client = TestClient(create_app(dataclasses.replace(built_warehouse, data_dir=tmp_path)))
-    response = client.get("/health")
-    assert response.status_code == 503
-    assert response.json()["detail"].startswith("warehouse unavailable")
+def test_missing_warehouse_is_503_but_alive(tmp_path: Path, built_warehouse: Settings) -> None:
+    client = TestClient(make_app(dataclasses.replace(built_warehouse, data_dir=tmp_path)), headers=AUTH)
+    for url in ("/ready", "/datasets"):
+        response = client.get(url)
+        assert response.status_code == 503
+        assert response.json()["detail"].startswith("warehouse unavailable")
+    assert client.get("/health").status_code == 200
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {
         "/health",
+        "/ready",
         "/datasets",
         "/datasets/{name}",
         "/datasets/{name}/rows",
@@ -251,9 +259,9 @@ def test_fuzzing_finds_no_server_errors(built_warehouse: Settings, mode: Generat
 
     Drives hypothesis directly: schemathesis' lazy pytest fixture does not support pytest 9.
     """
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(built_warehouse))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(built_warehouse))
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 4
+    assert len(operations) == 5
     seen: dict[str, set[int]] = {}
 
     real_names = ["daily_revenue", "fct_orders", "dim_customers", "web_funnel", "category_sales"]
@@ -272,53 +280,13 @@ def test_fuzzing_finds_no_server_errors(built_warehouse: Settings, mode: Generat
     def fuzz(case: schemathesis.Case, real_name: str | None) -> None:
         if real_name and case.path_parameters and "name" in case.path_parameters:
             case.path_parameters["name"] = real_name  # reach the queries, not only the 404s
-        response = case.call_and_validate()
+        response = case.call_and_validate(headers=AUTH)
         seen.setdefault(case.operation.label, set()).add(response.status_code)
         assert response.status_code < 500, (case.path, case.query, response.text)
 
     fuzz()
     assert all(status < 500 for statuses in seen.values() for status in statuses)
-    expected = 4 if mode is GenerationMode.POSITIVE else 1  # only /rows takes negatable input
+    expected = 5 if mode is GenerationMode.POSITIVE else 1  # only /rows takes negatable input
     assert len(seen) >= expected, seen
     if mode is GenerationMode.POSITIVE:
         assert 200 in seen["GET /datasets/{name}/rows"], seen
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_module_entry_point_serves(built_warehouse: Settings) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PIPELINES_ENV": "local",
-        "PIPELINES_DATA_DIR": str(built_warehouse.data_dir),
-        "PIPELINES_LAKE_URI": built_warehouse.lake_uri,
-        "PIPELINES_API_HOST": "127.0.0.1",
-        "PIPELINES_API_PORT": str(port),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.api"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/datasets", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.monotonic() < deadline, "API did not start in 30 s"
-                time.sleep(0.2)
-        assert response.status_code == 200
-        assert len(response.json()["datasets"]) == 5
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

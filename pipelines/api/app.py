@@ -3,6 +3,8 @@
 Names in a URL are only ever matched against DuckDB's own catalog of the ``marts`` schema, so a
 request can name nothing else; values travel as bound parameters. Columns classified ``pii`` are
 never listed, returned, filtered or sorted on. Each request opens its own read-only connection.
+Every ``/datasets`` endpoint needs a bearer token (``pipelines.api.auth``) and serves only the
+datasets that token is granted; ``/health``, ``/ready`` and the OpenAPI document are open.
 """
 
 import functools
@@ -21,13 +23,15 @@ from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines.api.auth import Grant, KeyRing, load_keys
+from pipelines.api.connection import CatalogConnections, catalog_login
 from pipelines.identifiers import safe_identifier
 from pipelines.settings import Settings
 from pipelines.sources.contracts import CONTRACTS
-from pipelines.warehouse import connect
 
 # ---------------------------------------------------------------------------------------------
 # The catalog: what may be served
@@ -242,7 +246,12 @@ class RowsPage(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     env: str
-    datasets: int
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    env: str
+    datasets: int = Field(description="Marts datasets the warehouse holds")
 
 
 ERRORS_404: dict[int | str, dict[str, Any]] = {
@@ -250,6 +259,10 @@ ERRORS_404: dict[int | str, dict[str, Any]] = {
 }
 ERRORS_422: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid parameter value"},
+}
+ERRORS_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or unknown bearer token"},
+    403: {"model": ErrorResponse, "description": "The token may not read this dataset"},
 }
 ERRORS_503: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Warehouse unavailable"},
@@ -345,9 +358,15 @@ def _error(status: int, detail: str, errors: list[dict[str, Any]] | None = None)
     return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API over ``settings``' warehouse (read from the environment when not given)."""
+def create_app(settings: Settings | None = None, keys: KeyRing | None = None) -> FastAPI:
+    """The API over ``settings``' warehouse (read from the environment when not given).
+
+    ``keys`` default to ``load_keys``: raises ``AuthConfigError`` in prod when none are set.
+    """
     settings = settings or Settings.from_env()
+    keys = keys or load_keys(settings)
+    if settings.env == "prod":
+        catalog_login()  # fail at startup, not on the first request, without the read-only role
     project_dir = str(settings.sqlmesh_project_dir)
     app = FastAPI(
         title="Shop marts API",
@@ -358,10 +377,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     )
     app.state.settings = settings
+    app.state.key_source = keys.source
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="bearerToken",
+        description="An API token; ask the data platform team for one (only its hash is configured).",
+    )
+
+    def grant(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Grant:
+        found = keys.grant_for(credentials.credentials) if credentials else None
+        if found is None:
+            raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+        return found
+
+    Access = Annotated[Grant, Depends(grant)]
+
+    def allowed(access: Grant, name: str) -> None:
+        if not access.allows(name):
+            raise HTTPException(403, f"this token may not read dataset {name!r}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -371,13 +412,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ]
         return _error(422, "invalid request parameters", errors)
 
+    connections = CatalogConnections(settings)
+
     def warehouse_connection() -> Iterator[duckdb.DuckDBPyConnection]:
         try:
-            con = connect(settings, read_only=True)
+            con = connections.get()
         except (duckdb.Error, OSError) as exc:
+            connections.discard()
             raise HTTPException(503, f"warehouse unavailable: {type(exc).__name__}") from exc
         try:
             yield con
+        except duckdb.Error:
+            connections.discard()  # a broken catalog login or S3 credential: attach anew
+            raise
         finally:
             con.close()
 
@@ -390,14 +437,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"unknown dataset {name!r}")
         return dataset
 
-    @app.get("/health", response_model=Health, responses=ERRORS_503, tags=["service"])
-    def health(con: Connection) -> Health:
-        """Whether the warehouse answers, and how many datasets it serves."""
-        return Health(status="ok", env=settings.env, datasets=len(list_datasets(con)))
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        """Liveness: the process answers (the warehouse is not touched, so an outage of the
+        catalog does not restart every replica)."""
+        return Health(status="ok", env=settings.env)
 
-    @app.get("/datasets", response_model=DatasetList, responses=ERRORS_503, tags=["datasets"])
-    def datasets(con: Connection) -> DatasetList:
-        """Every marts dataset with its description and row count."""
+    @app.get("/ready", response_model=Ready, responses=ERRORS_503, tags=["service"])
+    def ready(con: Connection) -> Ready:
+        """Readiness: the warehouse catalog answers, and how many datasets it holds."""
+        return Ready(status="ready", env=settings.env, datasets=len(list_datasets(con)))
+
+    @app.get(
+        "/datasets", response_model=DatasetList, responses={**ERRORS_AUTH, **ERRORS_503}, tags=["datasets"]
+    )
+    def datasets(access: Access, con: Connection) -> DatasetList:
+        """Every marts dataset this token may read, with its description and row count."""
         return DatasetList(
             datasets=[
                 DatasetSummary(
@@ -407,17 +462,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     column_count=len(d.columns),
                 )
                 for d in list_datasets(con, project_dir)
+                if access.allows(d.name)
             ]
         )
 
     @app.get(
         "/datasets/{name}",
         response_model=DatasetSchema,
-        responses={**ERRORS_404, **ERRORS_422, **ERRORS_503},
+        responses={**ERRORS_AUTH, **ERRORS_404, **ERRORS_422, **ERRORS_503},
         tags=["datasets"],
     )
-    def dataset_schema(name: DatasetName, con: Connection) -> DatasetSchema:
+    def dataset_schema(name: DatasetName, access: Access, con: Connection) -> DatasetSchema:
         """A dataset's columns with their types, descriptions and classifications."""
+        allowed(access, name)
         dataset = dataset_or_404(con, name)
         return DatasetSchema(
             name=dataset.name,
@@ -438,12 +495,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/datasets/{name}/rows",
         response_model=RowsPage,
-        responses={**ERRORS_404, **ERRORS_422, **ERRORS_503},
+        responses={**ERRORS_AUTH, **ERRORS_404, **ERRORS_422, **ERRORS_503},
         tags=["datasets"],
     )
     def dataset_rows(
         request: Request,
         name: DatasetName,
+        access: Access,
         con: Connection,
         limit: Annotated[int, Query(ge=1, le=1000, description="Rows per page")] = 100,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip")] = 0,
@@ -459,6 +517,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """One page of rows. Any other query parameter `<column>=<value>` keeps only rows whose
         column equals the value (repeat a column to accept several values); unknown columns
         are a 404, values that do not fit the column's type a 422."""
+        allowed(access, name)
         dataset = dataset_or_404(con, name)
         where, params = _filters(con, dataset, list(request.query_params.multi_items()))
         order = _order(dataset, order_by)

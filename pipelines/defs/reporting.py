@@ -1,10 +1,18 @@
-"""Reporting: the static shop report, re-rendered whenever the marts it reads change."""
+"""Reporting: the static shop report, re-rendered whenever the marts it reads change.
+
+With ``PIPELINES_EVIDENCE=1`` an Evidence site (``reports/evidence/``) is built and published
+to ``reports/site/`` as well (``pipelines/reporting/evidence.py`` says why it is optional).
+"""
 
 import contextlib
+import tempfile
+import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import dagster as dg
 
+from pipelines.reporting import evidence
 from pipelines.reporting.report import render_report, write_report
 from pipelines.resources import LakeResource
 from pipelines.settings import Settings
@@ -84,4 +92,49 @@ def shop_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     )
 
 
-defs = dg.Definitions(assets=[shop_report])
+EVIDENCE_ASSET_KEY = dg.AssetKey(["reports", "evidence_site"])
+
+
+@dg.asset(
+    key=EVIDENCE_ASSET_KEY,
+    group_name="reports",
+    kinds={"evidence", "html"},
+    deps=[dg.AssetKey(["marts", name]) for name in evidence.MARTS_READ],
+    # eager: runs when one of the marts it reads was updated, not on every run
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Evidence site (Markdown + SQL pages over the marts) published to reports/site/.",
+    owners=["team:analytics"],
+)
+def evidence_site(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="evidence-") as work:
+        with warehouse(Settings.from_env(), read_only=True) as con:
+            site, timings = evidence.build_site(con, Path(work))
+        the_lake = lake.get()
+        published = evidence.publish_site(the_lake, site, evidence.new_version(context.run_id))
+    location = the_lake.url(evidence.INDEX_KEY)
+    link = dg.MetadataValue.url(location) if the_lake.is_s3 else dg.MetadataValue.path(location)
+    context.log.info(f"Evidence site {published.version} published under {published.prefix}")
+    return dg.MaterializeResult(
+        metadata={
+            "site": link,
+            "version": published.version,
+            "prefix": published.prefix,
+            "files": dg.MetadataValue.int(published.files),
+            "size_bytes": dg.MetadataValue.int(published.bytes),
+            "build_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 1)),
+            **{f"{step}_seconds": dg.MetadataValue.float(round(s, 1)) for step, s in timings.items()},
+        }
+    )
+
+
+def reporting_assets() -> list[dg.AssetsDefinition]:
+    """The Plotly report always; the Evidence site only when ``PIPELINES_EVIDENCE=1``."""
+    return [shop_report, evidence_site] if evidence.enabled() else [shop_report]
+
+
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(assets=reporting_assets())
+
+
+defs = build_defs()

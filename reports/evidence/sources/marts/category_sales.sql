@@ -1,0 +1,1 @@
+select * from marts.category_sales
