@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
+from pipelines.sqlmesh_bridge.locks import model_locks, postgres_state
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
@@ -343,6 +344,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         names = [m.fqn for m in selected]
         with timer("load SQLMesh context"):
             ctx = self.context(console, collector)
+        locks = ExitStack()  # per-model locks (locks.py): from restatement to the end of the run
         try:
             with timer("check environment"):
                 self.ensure_environment(ctx, context.log, project)
@@ -350,6 +352,11 @@ class SQLMeshResource(dg.ConfigurableResource):
             if window is not None:
                 first, last = window
                 kwargs = {"start": first, "end": last, "execution_time": last + timedelta(days=1)}
+            state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
+            with timer("wait for model locks"):
+                parents = {d for m in selected for d in m.depends_on}
+                parents &= {m.fqn for m in project.internal_models}
+                locks.enter_context(model_locks(state, names, context.log, reads=parents - set(names)))
             if restate:
                 with timer("restate intervals"):
                     self._remove_intervals(ctx, names, window, context.log)
@@ -369,6 +376,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                     ctx, record, selected, window, translator, metadata_hook, context.run_id
                 )
         finally:
+            locks.close()
             ctx.close()
         failures = collector.failures()
         collector.close()
