@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,29 @@ def test_transaction_pooling_breaks_advisory_locks(
         second.close()
 
 
+@contextmanager
+def prod_through(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: PostgresServer,
+    s3_env: S3Env,
+    host: str,
+    port: int,
+) -> Iterator[tuple[Deployment, dict[str, str]]]:
+    """The prod stack with every PostgreSQL connection going to ``host:port``."""
+    dbs = {name: server.create_database() for name in DBS}
+    env = build_prod_env(server, s3_env, tmp_path, dbs)
+    env.update(PIPELINES_PG_HOST=host, PIPELINES_PG_PORT=str(port), SHOP_DB_HOST=host, SHOP_DB_PORT=str(port))
+    url = f"postgresql+psycopg2://{server.user}:{server.password}@{host}:{port}/{dbs['dagster']}"
+    with (
+        prod_environment(monkeypatch, env),
+        dg.instance_for_test(
+            temp_dir=str(tmp_path), overrides={"storage": {"postgres": {"postgres_url": url}}}
+        ) as instance,
+    ):
+        yield Deployment(tmp_path, Settings.from_env(), instance), dbs
+
+
 @pytest.fixture
 def pooled_prod(
     tmp_path: Path,
@@ -130,21 +154,31 @@ def pooled_prod(
     s3_env: S3Env,
     pgbouncer: PgBouncer,
 ) -> Iterator[tuple[Deployment, dict[str, str]]]:
-    dbs = {name: postgres_server.create_database() for name in DBS}
-    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
-    env.update(PIPELINES_PG_HOST=pgbouncer.host, PIPELINES_PG_PORT=str(pgbouncer.port))
-    env.update(SHOP_DB_HOST=pgbouncer.host, SHOP_DB_PORT=str(pgbouncer.port))
-    url = (
-        f"postgresql+psycopg2://{postgres_server.user}:{postgres_server.password}"
-        f"@{pgbouncer.host}:{pgbouncer.port}/{dbs['dagster']}"
-    )
-    with (
-        prod_environment(monkeypatch, env),
-        dg.instance_for_test(
-            temp_dir=str(tmp_path), overrides={"storage": {"postgres": {"postgres_url": url}}}
-        ) as instance,
-    ):
-        yield Deployment(tmp_path, Settings.from_env(), instance), dbs
+    with prod_through(tmp_path, monkeypatch, postgres_server, s3_env, pgbouncer.host, pgbouncer.port) as out:
+        yield out
+
+
+def test_server_sessions_per_run_without_a_pooler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
+) -> None:
+    """The baseline: every client connection is a PostgreSQL session."""
+    with prod_through(
+        tmp_path, monkeypatch, postgres_server, s3_env, postgres_server.host, postgres_server.port
+    ) as (prod, dbs):
+        assert (
+            prod.definitions()
+            .resolve_job_def("sqlmesh_plan")
+            .execute_in_process(instance=prod.instance)
+            .success
+        )
+        figures = []
+        for day in DAYS:
+            before = sessions(postgres_server, dbs)
+            assert prod.run(SELECTION, start=day, end=day).success
+            after = sessions(postgres_server, dbs)
+            figures.append({k: after[k] - before[k] for k in dbs})
+        print("server sessions per run without a pooler:", figures)
+        assert all(sum(f.values()) > 20 for f in figures), figures
 
 
 def test_runs_checks_and_plan_work_behind_pgbouncer(
