@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.settings import Settings
 
-pytest_plugins = ["pipelines_tests.services", "pipelines_tests.warehouse_fixture"]
+pytest_plugins = ["pipelines_tests.services", "pipelines_tests.warehouse_fixture", "pipelines_tests.pooler"]
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 

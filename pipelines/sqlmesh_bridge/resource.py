@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
+from pipelines.sqlmesh_bridge.locks import model_locks, postgres_state
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
@@ -374,6 +375,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         with timer("load SQLMesh context"):
             ctx = self.context(console, collector)
         reported: set[str] = set()
+        locks = ExitStack()  # per-model locks (locks.py): from restatement to the end of the run
         try:
             with timer("check environment"):
                 self.ensure_environment(ctx, context.log, project)
@@ -381,6 +383,11 @@ class SQLMeshResource(dg.ConfigurableResource):
             if window is not None:
                 # an exclusive datetime end: SQLMesh computes exactly the intervals inside it
                 kwargs = {"start": window[0], "end": window[1], "execution_time": window[1]}
+            state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
+            with timer("wait for model locks"):
+                parents = {d for m in selected for d in m.depends_on}
+                parents &= {m.fqn for m in project.internal_models}
+                locks.enter_context(model_locks(state, names, context.log, reads=parents - set(names)))
             restated = [m.fqn for m in selected if m.restatable]
             if restate and restated:
                 with timer("restate intervals"):
@@ -420,6 +427,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         finally:
             # the console stays SQLMesh's global console: drop its link to this run's context
             console.on_finished = None
+            locks.close()
             ctx.close()
             try:  # the adapter row counts and hooks used, if not the evaluator's own
                 ctx.engine_adapter.close()
