@@ -101,7 +101,11 @@ def test_probe_paths_are_open_endpoints_of_the_app(built_warehouse: Settings) ->
 def test_manifests_match_the_kubernetes_schema() -> None:
     import kubernetes_validate
 
+    validated = []
     for path in sorted(DEPLOY.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
-        kubernetes_validate.validate(yaml.safe_load(path.read_text()), "1.30", strict=True)
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, "1.30", strict=True)  # raises on any schema error
+            validated.append(doc["kind"])
+    assert {"Deployment", "Service"} <= set(validated)

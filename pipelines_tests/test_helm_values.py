@@ -269,6 +269,13 @@ OPTIONAL_ENV = {
     "PIPELINES_SNAPSHOT_RETENTION_DAYS",  # 7
     "PIPELINES_SHOP_DEFS",  # on with the bundled project
     "PIPELINES_GIT_COMMIT",  # set in the image at build time (release records)
+    # the data API's own Deployment (deploy/api/), not the code location's
+    "PIPELINES_API_CONNECTION_TTL",
+    "PIPELINES_API_KEYS",
+    "PIPELINES_API_KEYS_FILE",
+    "PIPELINES_API_PG_USER",
+    "PIPELINES_API_PG_PASSWORD",
+    "PIPELINES_EVIDENCE",  # the optional Evidence site asset (off by default)
 }
 
 

@@ -140,9 +140,20 @@ def _column_stats(name: str, type_name: str) -> list[tuple[str, str]]:
     return stats
 
 
-def partition_filter(partition_column: str, first: str, last: str, grain: Grain = DAY) -> str:
-    """A range predicate on the partition column (range, so DuckDB can skip row groups)."""
+def partition_expr(partition_column: str, type_name: str | None = None) -> str:
+    """The partition column as SQL; a string time column (``time_column (ds, '%Y-%m-%d')``) is
+    read as a timestamp, so it compares with the partition bounds."""
     col = quote(safe_identifier(partition_column, "partition column"))
+    if type_name and type_name.upper().split("(")[0] in ("VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"):
+        return f"TRY_CAST({col} AS TIMESTAMP)"
+    return col
+
+
+def partition_filter(
+    partition_column: str, first: str, last: str, grain: Grain = DAY, type_name: str | None = None
+) -> str:
+    """A range predicate on the partition column (range, so DuckDB can skip row groups)."""
+    col = partition_expr(partition_column, type_name)
     start, end = grain.parse(first), grain.next(grain.parse(last))
     return f"{col} >= {grain.literal(start)} AND {col} < {grain.literal(end)}"
 
@@ -165,9 +176,11 @@ def profile_sql(
     where = ""
     if partition_column and partitions:
         keys = sorted(partitions, key=grain.parse)
-        column = quote(safe_identifier(partition_column, "partition column"))
+        type_name = dict(columns).get(partition_column)
+        column = partition_expr(partition_column, type_name)
         group = f"{grain.bucket_sql(column)} AS partition_start,\n  "
-        where = f"\nWHERE {partition_filter(partition_column, keys[0], keys[-1], grain)}\nGROUP BY 1"
+        bounds = partition_filter(partition_column, keys[0], keys[-1], grain, type_name)
+        where = f"\nWHERE {bounds}\nGROUP BY 1"
     body = ",\n  ".join(selects)
     sql = f"SELECT\n  {group}{body}\nFROM {table_sql(table)}{where}"
     return sql, layout
