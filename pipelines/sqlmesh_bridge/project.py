@@ -324,6 +324,8 @@ def _fingerprints(context: Any) -> dict[str, str]:
 
 def build_project_info(context: Any, project_dirs: Sequence[Path], gateway: str | None) -> ProjectInfo:
     """Read everything the Dagster side needs from a loaded Context."""
+    from pipelines.sqlmesh_bridge.sqlmesh_private import model_source_path
+
     fingerprints = _fingerprints(context)
     models: dict[str, ModelInfo] = {}
     for fqn, model in context.models.items():
@@ -356,7 +358,7 @@ def build_project_info(context: Any, project_dirs: Sequence[Path], gateway: str 
             depends_on=sorted(model.depends_on),
             audits=[] if external else _audits(model),
             fingerprint=fingerprints.get(fqn, ""),
-            path=str(model._path) if getattr(model, "_path", None) else None,
+            path=model_source_path(model),
             column_lineage={} if external else _column_lineage(context, model),
             embedded=kind == "EMBEDDED",
             restatable=not getattr(model, "disable_restatement", False),
