@@ -10,6 +10,8 @@ import dagster as dg
 import pytest
 
 from pipelines.settings import Settings
+from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
+from pipelines_tests.services import PostgresServer, S3Env
 
 pytest_plugins = ["pipelines_tests.services", "pipelines_tests.warehouse_fixture", "pipelines_tests.pooler"]
 
@@ -78,3 +80,17 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg
             evaluation = event.event_specific_data
             out[(evaluation.asset_key.to_user_string(), evaluation.check_name)] = evaluation
     return out
+
+
+@pytest.fixture
+def prod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
+) -> Iterator[Deployment]:
+    """The production stack (PostgreSQL for Dagster, SQLMesh state and DuckLake; S3 for data)."""
+    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
+    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
+    with (
+        prod_environment(monkeypatch, env),
+        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
+    ):
+        yield Deployment(tmp_path, Settings.from_env(), instance)

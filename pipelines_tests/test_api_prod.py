@@ -11,7 +11,6 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import date
@@ -22,13 +21,11 @@ import psycopg2
 import pytest
 
 from pipelines.api.auth import token_hash
-from pipelines.settings import Settings
 from pipelines.sources import demo
 from pipelines.warehouse import connect
 from pipelines_tests.api_server import api_process
 from pipelines_tests.conftest import Deployment
-from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
-from pipelines_tests.services import PostgresServer, S3Env
+from pipelines_tests.services import PostgresServer
 
 DAY, NEXT_DAY = "2026-04-06", "2026-04-07"
 TOKEN = secrets.token_urlsafe(24)
@@ -58,19 +55,6 @@ def create_read_only_role(server: PostgresServer, database: str, schema: str = "
         finally:
             con.close()
     return role, password
-
-
-@pytest.fixture
-def prod(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
-) -> Iterator[Deployment]:
-    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
-    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
-    with (
-        prod_environment(monkeypatch, env),
-        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
-    ):
-        yield Deployment(tmp_path, Settings.from_env(), instance)
 
 
 @pytest.mark.slow

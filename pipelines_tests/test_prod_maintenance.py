@@ -9,34 +9,16 @@ the objects under ``warehouse/`` are exactly the files the catalog references. T
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from pipelines import maintenance, warehouse
 from pipelines.lake import Lake
-from pipelines.settings import Settings
 from pipelines_tests.conftest import Deployment
-from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
-from pipelines_tests.services import PostgresServer, S3Env
 
 DAYS = ["2026-04-06", "2026-04-07"]
 MARTS = ("daily_revenue", "fct_orders", "category_sales", "web_funnel", "dim_customers")
-
-
-@pytest.fixture
-def prod(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
-) -> Iterator[Deployment]:
-    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
-    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
-    with (
-        prod_environment(monkeypatch, env),
-        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
-    ):
-        yield Deployment(tmp_path, Settings.from_env(), instance)
 
 
 def _marts() -> dict[str, tuple[int, int]]:

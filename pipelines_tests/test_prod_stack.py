@@ -10,32 +10,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
-import pytest
-
-from pipelines.settings import Settings
 from pipelines.sources import demo
 from pipelines_tests.conftest import Deployment
-from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 
 DAYS = ["2026-04-06", "2026-04-07"]
-
-
-@pytest.fixture
-def prod(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, s3_env: S3Env
-) -> Iterator[Deployment]:
-    dbs = {name: postgres_server.create_database() for name in ("dagster", "sqlmesh", "ducklake", "shop")}
-    env = build_prod_env(postgres_server, s3_env, tmp_path, dbs)
-    with (
-        prod_environment(monkeypatch, env),
-        postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
-    ):
-        yield Deployment(tmp_path, Settings.from_env(), instance)
 
 
 def test_prod_pipeline_keeps_metadata_in_postgres_and_data_on_s3(

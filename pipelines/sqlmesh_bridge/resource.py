@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from pipelines.sqlmesh_bridge.locks import model_locks, postgres_state
+from pipelines.sqlmesh_bridge.locks import connect_state, model_locks, postgres_state
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
@@ -59,22 +59,10 @@ def postgres_plan_lock(state: Any, log: Any) -> Iterator[None]:
     connection releases it, and PostgreSQL does so too when the holding process dies. The
     password comes from ``state`` (built from the environment) and is never logged.
     """
-    import psycopg2
     from psycopg2 import errors
 
-    con = psycopg2.connect(
-        host=state.host,
-        port=state.port,
-        user=state.user,
-        password=state.password,
-        dbname=state.database,
-        sslmode=state.sslmode,
-        connect_timeout=state.connect_timeout,
-        keepalives_idle=state.keepalives_idle,
-        application_name="pipelines sqlmesh plan lock",
-    )
+    con = connect_state(state, "pipelines sqlmesh plan lock")
     try:
-        con.autocommit = True
         with con.cursor() as cur:
             cur.execute("SELECT pg_try_advisory_lock(%s)", (PLAN_LOCK_KEY,))
             if not cur.fetchone()[0]:
