@@ -14,21 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-CONFIG = """\
-gateways:
-  local:
-    connection:
-      type: duckdb
-      database: {db}
-    state_connection:
-      type: duckdb
-      database: {state}
-default_gateway: local
-model_defaults:
-  dialect: duckdb
-  start: '2026-01-01'
-  cron: '@daily'
-"""
+from pipelines_tests.sqlmesh_projects import CONFIG
 
 EXTERNAL = """\
 - name: src.events
