@@ -16,8 +16,8 @@ from datetime import timedelta
 
 import duckdb
 
-from pipelines.identifiers import safe_identifier
 from pipelines.lake import Lake
+from pipelines.postgres import ducklake_metadata_schema
 from pipelines.settings import SettingsError
 
 RETENTION_ENV = "PIPELINES_SNAPSHOT_RETENTION_DAYS"
@@ -158,5 +158,4 @@ def model_of_table(table: str) -> str | None:
 
 
 def _metadata_schema() -> str:
-    schema_env = os.environ.get("PIPELINES_DUCKLAKE_SCHEMA", "").strip() or "main"
-    return f'__ducklake_metadata_{CATALOG}."{safe_identifier(schema_env, "DuckLake metadata schema")}"'
+    return f'__ducklake_metadata_{CATALOG}."{ducklake_metadata_schema()}"'

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pipelines.identifiers import safe_identifier, sql_string
 from pipelines.settings import SettingsError
 
 SSLMODE_ENV = "PIPELINES_PG_SSLMODE"
@@ -27,10 +28,6 @@ def pg_sslmode(environ: Mapping[str, str] | None = None) -> str:
     if mode not in SSLMODES:
         raise SettingsError(f"{SSLMODE_ENV} must be one of {', '.join(SSLMODES)}, got {mode!r}")
     return mode
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class PostgresParams:
     def create_secret_sql(self, name: str = "", replace: bool = False) -> str:
         """``CREATE TEMPORARY SECRET`` for DuckDB (values quoted: CREATE SECRET takes no
         parameters). Unnamed, it is the default postgres secret DuckLake's catalog uses."""
-        fields = ", ".join(f"{k.upper()} {_quote(v)}" for k, v in self.secret_options().items())
+        fields = ", ".join(f"{k.upper()} {sql_string(v)}" for k, v in self.secret_options().items())
         verb = "CREATE OR REPLACE" if replace else "CREATE"
         return f"{verb} TEMPORARY SECRET {name} (TYPE postgres, {fields})"
 
@@ -94,3 +91,12 @@ def ducklake_catalog_params(environ: Mapping[str, str] | None = None) -> Postgre
 
 def sqlmesh_state_params(environ: Mapping[str, str] | None = None) -> PostgresParams:
     return metadata_params("PIPELINES_SQLMESH_STATE_DB", "sqlmesh", environ)
+
+
+def ducklake_metadata_schema(environ: Mapping[str, str] | None = None) -> str:
+    """The PostgreSQL schema of DuckLake's catalog tables (``PIPELINES_DUCKLAKE_SCHEMA``), validated
+    once here because every reader, writer and maintenance job puts it into SQL."""
+    env = os.environ if environ is None else environ
+    return safe_identifier(
+        env.get("PIPELINES_DUCKLAKE_SCHEMA", "").strip() or "main", "PIPELINES_DUCKLAKE_SCHEMA"
+    )

@@ -13,7 +13,7 @@ from sqlmesh.core.config.connection import (
 )
 
 from pipelines.duckdb_s3 import s3_secret_options
-from pipelines.postgres import ducklake_catalog_params, sqlmesh_state_params
+from pipelines.postgres import ducklake_catalog_params, ducklake_metadata_schema, sqlmesh_state_params
 
 
 def _env(name: str, default: str = "") -> str:
@@ -40,7 +40,7 @@ def prod_gateway() -> GatewayConfig:
                     "type": "ducklake",
                     "path": f"postgres:{catalog.libpq()}",
                     "data_path": f"{lake}/warehouse/",
-                    "metadata_schema": _env("PIPELINES_DUCKLAKE_SCHEMA", "main"),
+                    "metadata_schema": ducklake_metadata_schema(),
                     # small writes would otherwise be inlined into PostgreSQL, not written to S3
                     "data_inlining_row_limit": int(_env("PIPELINES_DUCKLAKE_INLINE_ROWS", "0")),
                 }

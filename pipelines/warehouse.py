@@ -6,7 +6,6 @@ Readers (checks, reports, the data API) use this instead of opening files themse
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,8 @@ import duckdb
 
 from pipelines.duckdb_extensions import install_extensions
 from pipelines.duckdb_s3 import configure_s3
-from pipelines.postgres import ducklake_catalog_params
+from pipelines.identifiers import sql_string
+from pipelines.postgres import ducklake_catalog_params, ducklake_metadata_schema
 from pipelines.settings import Settings, require_production_settings
 
 # what a reader of the prod warehouse needs (the data API pod has no shop or rates settings)
@@ -27,6 +27,7 @@ def warehouse_path(settings: Settings) -> str:
 
 
 def _connect_ducklake(settings: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:
+    schema = ducklake_metadata_schema()  # refused before any connection is opened
     install_extensions()
     con = duckdb.connect()
     con.execute("LOAD ducklake; LOAD postgres_scanner")
@@ -37,17 +38,12 @@ def _connect_ducklake(settings: Settings, read_only: bool) -> duckdb.DuckDBPyCon
     con.execute(catalog.create_secret_sql())
     mode = ", READ_ONLY" if read_only else ""
     data_path = settings.lake_uri.rstrip("/") + "/warehouse/"
-    schema = os.environ.get("PIPELINES_DUCKLAKE_SCHEMA", "main")
     con.execute(
-        f"ATTACH {_quote('ducklake:postgres:' + catalog.libpq())} AS lake "
-        f"(DATA_PATH {_quote(data_path)}, METADATA_SCHEMA {_quote(schema)}{mode})"
+        f"ATTACH {sql_string('ducklake:postgres:' + catalog.libpq())} AS lake "
+        f"(DATA_PATH {sql_string(data_path)}, METADATA_SCHEMA {sql_string(schema)}{mode})"
     )
     con.execute("USE lake")
     return con
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def connect(settings: Settings | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:

@@ -291,6 +291,26 @@ def test_valid_names_pass_unchanged() -> None:
     assert safe_file_name("events-000.jsonl") == "events-000.jsonl"
 
 
+@pytest.mark.parametrize("schema", ['main"; DROP SCHEMA public CASCADE; --', "main.x", "../x"])
+def test_every_ducklake_reader_and_writer_refuses_a_bad_metadata_schema(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schema name goes into ATTACH options and catalog queries: it is refused before any SQL."""
+    from pipelines import maintenance, sqlmesh_gateways, warehouse
+    from pipelines.postgres import ducklake_metadata_schema
+
+    with pytest.raises(InvalidIdentifierError, match="PIPELINES_DUCKLAKE_SCHEMA"):
+        ducklake_metadata_schema({"PIPELINES_DUCKLAKE_SCHEMA": schema})
+    monkeypatch.setenv("PIPELINES_DUCKLAKE_SCHEMA", schema)
+    with pytest.raises(InvalidIdentifierError):
+        sqlmesh_gateways.prod_gateway()
+    with pytest.raises(InvalidIdentifierError):
+        maintenance._metadata_schema()
+    with pytest.raises(InvalidIdentifierError):
+        warehouse._connect_ducklake(Settings.from_env(), read_only=True)
+    assert ducklake_metadata_schema({}) == "main"
+
+
 @pytest.mark.parametrize("key", ["2026-04-06' OR 1=1 --", "../../2026-04-06", "2026-02-30"])
 def test_ingestion_refuses_a_bad_partition_key(deployment: Deployment, key: str) -> None:
     """Directly (``ingest_one``) and through Dagster: refused before any SQL or path is built."""

@@ -24,6 +24,7 @@ import duckdb
 from pipelines.duckdb_extensions import install_extensions
 from pipelines.duckdb_s3 import configure_s3
 from pipelines.identifiers import safe_identifier
+from pipelines.postgres import ducklake_metadata_schema
 from pipelines.settings import Settings
 from pipelines.warehouse import connect as connect_local
 
@@ -63,7 +64,7 @@ def connect_readonly(
     env = os.environ if environ is None else environ
     fields = catalog_login(env)
     database = safe_identifier(fields["DATABASE"], "PIPELINES_DUCKLAKE_DB")
-    schema = safe_identifier(env.get("PIPELINES_DUCKLAKE_SCHEMA", "main"), "PIPELINES_DUCKLAKE_SCHEMA")
+    schema = ducklake_metadata_schema(env)
     install_extensions()
     con = duckdb.connect()
     try:
