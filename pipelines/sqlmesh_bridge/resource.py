@@ -181,9 +181,10 @@ class SQLMeshResource(dg.ConfigurableResource):
         Runs of other processes may go on meanwhile; other plan applications wait (``_plan_lock``).
         """
         from pipelines.sqlmesh_bridge.events import RecordingConsole
+        from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
         console = RecordingConsole()
-        with self._lock(log):
+        with self._lock(log), atomic_batches():
             ctx = self.context(console)
             try:
                 with self._plan_lock(log, ctx.config):
@@ -303,6 +304,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         after every success was reported.
         """
         from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole
+        from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
         by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
         selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
@@ -312,7 +314,9 @@ class SQLMeshResource(dg.ConfigurableResource):
         console = RecordingConsole()
         collector = AuditCollector.new()
         timer = _StageTimer(context.log)
-        with self._lock(context.log):
+        # one DuckDB transaction per evaluated batch: a restated interval's DELETE and INSERT
+        # commit together (sqlmesh_private.atomic_batches)
+        with self._lock(context.log), atomic_batches():
             yield from self._run_locked(
                 context,
                 project,

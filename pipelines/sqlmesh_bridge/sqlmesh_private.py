@@ -1,18 +1,40 @@
-"""The one read of SQLMesh internals the bridge still needs, guarded by the pinned version.
+"""The SQLMesh internals the bridge still relies on, guarded by the pinned version.
 
-SQLMesh keeps a model's source file only in the private ``_path`` attribute (no public accessor
-in 0.236). The bridge uses it for the asset's code reference, a convenience: on any other SQLMesh
-version this returns None (no code reference) instead of reading an attribute that may have
-changed. ``pipelines_tests/test_sqlmesh_private.py`` fails when an upgrade breaks it.
+Two of them, each tested by ``pipelines_tests/test_sqlmesh_private.py`` so an upgrade breaks
+loudly there, not silently in production:
+
+* SQLMesh keeps a model's source file only in the private ``_path`` attribute (no public
+  accessor in 0.236). The bridge uses it for the asset's code reference, a convenience.
+* SQLMesh wraps each batch's evaluation (for an incremental model: the interval's DELETE and its
+  INSERT) in ``EngineAdapter.transaction()``, but that is a no-op on DuckDB because the class
+  constant ``DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS`` is False. On DuckLake the DELETE and the
+  INSERT then commit as two snapshots: readers see the interval empty in between, and a run
+  killed there leaves it empty. ``atomic_batches`` turns SQLMesh's own transactions on while the
+  bridge runs SQLMesh, so one batch is one DuckDB transaction (one DuckLake snapshot). SQLMesh
+  records the interval in its state only after the batch returns, so state never claims rows a
+  rollback took back; a kill after COMMIT and before the state write recomputes the interval.
+
+On any other SQLMesh version both fall back to stock behaviour (no code reference; autocommit,
+with a warning) instead of relying on internals that may have changed.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlmesh
 
 PINNED_SQLMESH = "0.236.4"
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_holders = 0
+_stock: bool | None = None
 
 
 def model_source_path(model: Any) -> str | None:
@@ -21,3 +43,40 @@ def model_source_path(model: Any) -> str | None:
         return None
     path = getattr(model, "_path", None)
     return str(path) if path else None
+
+
+@contextmanager
+def atomic_batches() -> Iterator[bool]:
+    """While the block runs, DuckDB adapters use SQLMesh's transactions (one transaction per
+    evaluated batch); yields whether they do.
+
+    The switch is the adapter class's constant (SQLMesh clones adapters with ``__class__`` per
+    run, so an instance attribute would not reach the evaluator), so it holds for every DuckDB
+    adapter of the process while any holder is inside: nested and concurrent holders are
+    counted, and the stock value comes back when the last one leaves. It needs one connection
+    per evaluation thread, which ``concurrent_tasks: 1`` (the project's gateways) gives.
+    """
+    global _holders, _stock
+    if sqlmesh.__version__ != PINNED_SQLMESH:
+        log.warning(
+            "SQLMesh %s is not the pinned %s: restatements on DuckDB/DuckLake commit their DELETE "
+            "and INSERT separately (readers may see an interval empty meanwhile)",
+            sqlmesh.__version__,
+            PINNED_SQLMESH,
+        )
+        yield False
+        return
+    from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
+
+    with _lock:
+        if _holders == 0:
+            _stock = DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS
+            DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS = True
+        _holders += 1
+    try:
+        yield True
+    finally:
+        with _lock:
+            _holders -= 1
+            if _holders == 0 and _stock is not None:
+                DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS = _stock
