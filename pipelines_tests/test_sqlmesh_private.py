@@ -59,8 +59,13 @@ model_defaults:
   cron: '@daily'
 """
 
+# the audit reads the table's columns (EngineAdapter.columns) after the batch's transaction
 DAILY = """\
-MODEL (name demo.daily, kind INCREMENTAL_BY_TIME_RANGE (time_column ds));
+MODEL (
+  name demo.daily,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds),
+  audits (not_null(columns := (ds, id)))
+);
 SELECT d::DATE AS ds, i AS id
 FROM generate_series(@start_date, @end_date, INTERVAL 1 DAY) AS t(d), range(3) AS r(i)
 """
@@ -115,11 +120,14 @@ def test_a_restated_interval_is_one_ducklake_snapshot(tmp_path: Path) -> None:
 def test_atomic_batches_nest_and_keep_stock_behaviour_on_other_versions(monkeypatch) -> None:  # noqa: ANN001
     from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
 
+    stock_columns = DuckDBEngineAdapter.columns
     with atomic_batches():
         with atomic_batches():
             assert DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS is True
         assert DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS is True  # the outer holder still runs
+        assert DuckDBEngineAdapter.columns is not stock_columns
     assert DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS is False
+    assert DuckDBEngineAdapter.columns is stock_columns
     monkeypatch.setattr(sqlmesh, "__version__", "9.9.9")
     with atomic_batches() as atomic:
         assert atomic is False

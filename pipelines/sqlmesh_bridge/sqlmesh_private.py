@@ -13,6 +13,11 @@ loudly there, not silently in production:
   bridge runs SQLMesh, so one batch is one DuckDB transaction (one DuckLake snapshot). SQLMesh
   records the interval in its state only after the batch returns, so state never claims rows a
   rollback took back; a kill after COMMIT and before the state write recomputes the interval.
+  One SQLMesh method is not ready for that on DuckDB: ``EngineAdapter.columns`` runs DESCRIBE
+  through ``execute`` and reads the cursor afterwards, and ``execute``'s own transaction commits
+  in between, which on DuckDB discards the result (audits of incremental models then fail with
+  "Time column … not found"). While the switch is on, ``columns`` runs inside one transaction,
+  as SQLMesh's ``fetchall`` does.
 
 On any other SQLMesh version both fall back to stock behaviour (no code reference; autocommit,
 with a warning) instead of relying on internals that may have changed.
@@ -34,7 +39,7 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _holders = 0
-_stock: bool | None = None
+_stock: tuple[bool, Any] | None = None  # the constant, and ``columns`` if the class defined it
 
 
 def model_source_path(model: Any) -> str | None:
@@ -66,12 +71,19 @@ def atomic_batches() -> Iterator[bool]:
         )
         yield False
         return
-    from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
+    from sqlmesh.core.engine_adapter import DuckDBEngineAdapter as Adapter
 
     with _lock:
         if _holders == 0:
-            _stock = DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS
-            DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS = True
+            _stock = (Adapter.SUPPORTS_TRANSACTIONS, vars(Adapter).get("columns"))
+            columns = Adapter.columns
+
+            def columns_in_one_transaction(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with self.transaction():
+                    return columns(self, *args, **kwargs)
+
+            Adapter.SUPPORTS_TRANSACTIONS = True
+            Adapter.columns = columns_in_one_transaction  # type: ignore[method-assign]
         _holders += 1
     try:
         yield True
@@ -79,4 +91,8 @@ def atomic_batches() -> Iterator[bool]:
         with _lock:
             _holders -= 1
             if _holders == 0 and _stock is not None:
-                DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS = _stock
+                Adapter.SUPPORTS_TRANSACTIONS, own_columns = _stock
+                if own_columns is None:
+                    del Adapter.columns
+                else:
+                    Adapter.columns = own_columns  # type: ignore[method-assign]
