@@ -129,6 +129,13 @@ def test_atomic_batches_nest_and_keep_stock_behaviour_on_other_versions(monkeypa
     assert DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS is False
     assert DuckDBEngineAdapter.columns is stock_columns
     monkeypatch.setattr(sqlmesh, "__version__", "9.9.9")
-    with atomic_batches() as atomic:
+    said: list[str] = []
+
+    class Log:
+        def warning(self, message: str) -> None:
+            said.append(message)
+
+    with atomic_batches(Log()) as atomic:
         assert atomic is False
         assert DuckDBEngineAdapter.SUPPORTS_TRANSACTIONS is False
+    assert "not the pinned" in said[0] and "DELETE and INSERT separately" in said[0]

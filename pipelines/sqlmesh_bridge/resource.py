@@ -184,7 +184,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
         console = RecordingConsole()
-        with self._lock(log), atomic_batches():
+        with self._lock(log), atomic_batches(log):
             ctx = self.context(console)
             try:
                 with self._plan_lock(log, ctx.config):
@@ -316,7 +316,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         timer = _StageTimer(context.log)
         # one DuckDB transaction per evaluated batch: a restated interval's DELETE and INSERT
         # commit together (sqlmesh_private.atomic_batches)
-        with self._lock(context.log), atomic_batches():
+        with self._lock(context.log), atomic_batches(context.log):
             yield from self._run_locked(
                 context,
                 project,

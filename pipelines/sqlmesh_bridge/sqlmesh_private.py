@@ -51,9 +51,10 @@ def model_source_path(model: Any) -> str | None:
 
 
 @contextmanager
-def atomic_batches() -> Iterator[bool]:
+def atomic_batches(run_log: Any = None) -> Iterator[bool]:
     """While the block runs, DuckDB adapters use SQLMesh's transactions (one transaction per
-    evaluated batch); yields whether they do.
+    evaluated batch); yields whether they do (on another SQLMesh version they do not, and
+    ``run_log``, e.g. the Dagster run's log, gets a warning saying so).
 
     The switch is the adapter class's constant (SQLMesh clones adapters with ``__class__`` per
     run, so an instance attribute would not reach the evaluator), so it holds for every DuckDB
@@ -63,11 +64,10 @@ def atomic_batches() -> Iterator[bool]:
     """
     global _holders, _stock
     if sqlmesh.__version__ != PINNED_SQLMESH:
-        log.warning(
-            "SQLMesh %s is not the pinned %s: restatements on DuckDB/DuckLake commit their DELETE "
-            "and INSERT separately (readers may see an interval empty meanwhile)",
-            sqlmesh.__version__,
-            PINNED_SQLMESH,
+        (run_log or log).warning(
+            f"SQLMesh {sqlmesh.__version__} is not the pinned {PINNED_SQLMESH}: restatements on "
+            "DuckDB/DuckLake commit their DELETE and INSERT separately (readers may see an "
+            "interval empty meanwhile, a run killed in between leaves it empty)"
         )
         yield False
         return
