@@ -6,7 +6,7 @@ commits both as one snapshot: a reader in another process never sees a day missi
 and a run killed between the DELETE and the INSERT leaves the previous rows in place.
 
 Each run and the reader are real processes (as pods are), reading through the DuckLake catalog.
-``STOCK=1`` in a runner's arguments runs stock SQLMesh instead (autocommit): what the figures in
+A runner in ``stock`` mode runs stock SQLMesh instead (autocommit): what the figures in
 docs/reliability.md compare against.
 """
 

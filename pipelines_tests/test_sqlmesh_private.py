@@ -12,7 +12,8 @@ from pipelines.sqlmesh_bridge.sqlmesh_private import PINNED_SQLMESH, atomic_batc
 
 
 def test_the_pinned_sqlmesh_is_the_installed_one() -> None:
-    # an upgrade must re-check model_source_path (SQLMesh's private Model._path) and bump the pin
+    # an upgrade must re-check model_source_path (SQLMesh's private Model._path) and
+    # atomic_batches (the tests below) and bump the pin
     assert sqlmesh.__version__ == PINNED_SQLMESH
 
 
