@@ -6,8 +6,9 @@ file) each run therefore holds a PostgreSQL advisory lock per selected model on 
 state database while it restates and evaluates. Keys are a stable hash of the model's name, and
 every run takes them in one global (sorted) order, so two runs can never deadlock. Models a run
 only reads (the parents of its selection) are locked shared: readers overlap each other, but not
-a run restating that model (a restatement's DELETE and INSERT are separate DuckLake commits, so
-a concurrent reader would see the interval empty).
+a run restating that model (each batch commits its DELETE and INSERT together, see
+``sqlmesh_private.atomic_batches``, but a range restated in several batches or models is
+only consistent once the whole run is done).
 
 A run that waited re-reads SQLMesh's state afterwards (restatement and ``Context.run`` do), so it
 recomputes its range on top of the finished run (a backfill means "recompute") or, without a

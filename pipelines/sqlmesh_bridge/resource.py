@@ -181,9 +181,10 @@ class SQLMeshResource(dg.ConfigurableResource):
         Runs of other processes may go on meanwhile; other plan applications wait (``_plan_lock``).
         """
         from pipelines.sqlmesh_bridge.events import RecordingConsole
+        from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
         console = RecordingConsole()
-        with self._lock(log):
+        with self._lock(log), atomic_batches(log):
             ctx = self.context(console)
             try:
                 with self._plan_lock(log, ctx.config):
@@ -249,6 +250,26 @@ class SQLMeshResource(dg.ConfigurableResource):
         ]
         ctx.apply(plan)
         outcome = describe_plan(ctx, self.environment, env, plan, spans)
+        # the models it recomputes or backfills, locked as a run locks them (locks.py): a run of
+        # the same model (or one restating a parent it reads) never interleaves with the backfill
+        written = sorted({s[2] for s in spans} | set(added))
+        reads = {d for name in written for d in ctx.get_model(name).depends_on} - set(written)
+        state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
+        with model_locks(state, written, log, reads=reads):
+            self._backfill(ctx, console, log, spans, added, outcome)
+        return outcome
+
+    def _backfill(
+        self,
+        ctx: Any,
+        console: RecordingConsole,
+        log: Any,
+        spans: list[tuple[int, int, str]],
+        added: list[str],
+        outcome: PlanOutcome,
+    ) -> None:
+        """Recompute the changed models over the intervals their previous versions had, then
+        backfill the new models from their start."""
         if spans:
             start, end = min(s[0] for s in spans), max(s[1] for s in spans)
             log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
@@ -283,7 +304,6 @@ class SQLMeshResource(dg.ConfigurableResource):
                     description="plan applied, backfill of new models failed: "
                     + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
                 )
-        return outcome
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -303,6 +323,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         after every success was reported.
         """
         from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole
+        from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
         by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
         selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
@@ -312,7 +333,9 @@ class SQLMeshResource(dg.ConfigurableResource):
         console = RecordingConsole()
         collector = AuditCollector.new()
         timer = _StageTimer(context.log)
-        with self._lock(context.log):
+        # one DuckDB transaction per evaluated batch: a restated interval's DELETE and INSERT
+        # commit together (sqlmesh_private.atomic_batches)
+        with self._lock(context.log), atomic_batches(context.log):
             yield from self._run_locked(
                 context,
                 project,

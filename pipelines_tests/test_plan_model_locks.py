@@ -1,0 +1,101 @@
+"""The ``sqlmesh_plan`` job's backfill takes the per-model locks a run takes (real PostgreSQL state).
+
+A plan that changes a model recomputes it over the days its previous version had. A run of that
+model at the same moment holds the model's exclusive advisory lock (``locks.model_locks``): the
+plan's recomputation must wait for it instead of writing the same table meanwhile, and run once
+the lock is free.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.sqlmesh_bridge.locks import model_lock_key
+from pipelines_tests import test_reliability_concurrency as concurrency
+from pipelines_tests.test_reliability_concurrency import ListLog, PlanLockProject, Worker, wait_until
+
+plan_lock_project = concurrency.plan_lock_project  # the fixture: small project, PostgreSQL state
+
+TOTALS = '"warehouse"."demo"."daily_totals"'  # the catalog of a DuckDB file is the file's name
+
+# daily_totals with one more column: a change the plan applies and recomputes
+CHANGED_TOTALS = """\
+MODEL (
+  name demo.daily_totals,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds),
+  audits (unique_values(columns := (ds)))
+);
+SELECT ds, sum(amount)::BIGINT AS total, count(*)::BIGINT AS n, max(amount)::BIGINT AS top
+FROM demo.daily_source
+WHERE ds BETWEEN @start_date AND @end_date
+GROUP BY ds
+"""
+
+
+def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
+    """The intervals SQLMesh's state holds for the environment's daily_totals."""
+    from sqlmesh.core.config.connection import PostgresConnectionConfig
+    from sqlmesh.core.state_sync import EngineAdapterStateSync
+
+    config = PostgresConnectionConfig(
+        host=project.server.host,
+        port=project.server.port,
+        user=project.server.user,
+        password=project.server.password,
+        database=project.database,
+    )
+    adapter = config.create_engine_adapter()
+    try:
+        state = EngineAdapterStateSync(adapter, schema="sqlmesh")
+        env = state.get_environment("prod")
+        info = next(s for s in env.snapshots if s.name == TOTALS)
+        return list(state.get_snapshots([info.snapshot_id])[info.snapshot_id].intervals)
+    finally:
+        adapter.close()
+
+
+def hold_model_lock(project: PlanLockProject, fqn: str) -> Any:
+    """Another session holding ``fqn``'s exclusive lock, as a run of that model does."""
+    con = project.server.connect(project.database)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (model_lock_key(fqn),))
+    return con
+
+
+def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
+    plan_lock_project: PlanLockProject,
+) -> None:
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    ctx = project.resource.context()
+    try:
+        assert ctx.run(
+            "prod", start="2026-03-01", end="2026-03-02", execution_time="2026-03-03", ignore_cron=True
+        )
+        assert TOTALS in ctx.models  # the fqn runs lock
+    finally:
+        ctx.close()
+    before = totals_intervals(project)
+    assert before, "the first run computed daily_totals"
+    (Path(project.resource.project_dir) / "models" / "daily_totals.sql").write_text(CHANGED_TOTALS)
+
+    log = ListLog()
+    holder = hold_model_lock(project, TOTALS)  # a run of daily_totals in flight
+    try:
+        worker = Worker(lambda: project.resource.apply_plan(log))
+        worker.start()
+        wait_until(lambda: log.saw("another run holds the lock") or not worker.is_alive(), "the plan waits")
+        assert worker.is_alive(), worker.error
+        time.sleep(1.0)  # time in which an unlocked plan would have recomputed two days
+        assert totals_intervals(project) == [], "the plan recomputed while a run held the model"
+        released = time.time()
+    finally:
+        holder.close()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and worker.error is None, worker.error
+    assert log.saw("recomputing 1 changed model(s)") and log.saw("got the lock of")
+    assert totals_intervals(project) == before  # recomputed after the lock was free
+    assert worker.finished >= released
