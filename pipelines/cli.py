@@ -194,9 +194,10 @@ def _day_range(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """An operator's range run on whatever stack the environment names: one Dagster run on the
-    instance of DAGSTER_HOME (visible in the UI), the selection's partition range as one
-    single-run backfill, exactly as ``demo`` and the UI's backfill of a range run it."""
+    """An operator's range run on whatever stack the environment names: one Dagster run per
+    partitions definition of the selection (one for the bundled shop, all daily) on the instance
+    of DAGSTER_HOME (visible in the UI), each covering the days as one single-run backfill,
+    exactly as ``demo`` and the UI's backfill of a range run it."""
     home = _dagster_home()
     days = _day_range(args)
     if days is None:
