@@ -1,12 +1,14 @@
 """Pipeline benchmarks, as ratios against a baseline measured in the same run.
 
-    uv run python bench/bench_pipeline.py [--scale 20] [--days 3] [--repeats 3] [--only ingestion|checks]
-        [--json out.json]
+    uv run python bench/bench_pipeline.py [--scale 20] [--days 3] [--repeats 3]
+        [--only ingestion|checks|generated-checks] [--models 100] [--rows-per-day 100000] [--json out.json]
 
 1. ingestion throughput (rows/s) of our validated, atomic partition write vs a bare DuckDB
    ``COPY ... TO`` of the same rows from the same source database to Parquet;
 2. the cost of all checks (SQLMesh audits, profiles, anomaly/freshness/schema checks) relative
-   to materialization: the demo pipeline with checks vs the same assets without them.
+   to materialization: the demo pipeline with checks vs the same assets without them;
+3. the same on a generated project (``bench/generate_project.py``: ``--models`` daily models,
+   ``--rows-per-day`` rows per model-day), a fresh project and database for every run.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from generate_project import generate  # noqa: E402
 
 
 def bench_ingestion(scale: float, repeats: int = 7) -> dict[str, float]:
@@ -72,7 +77,11 @@ import dagster as dg
 from pipelines.definitions import build_definitions
 start, end, with_checks = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 defs = build_definitions()
-selection = dg.AssetSelection.all() if with_checks else dg.AssetSelection.all().without_checks()
+selection = dg.AssetSelection.all()
+if len(sys.argv) > 4:  # a generated project: its models only (not the shop's ingestion)
+    graph = defs.resolve_asset_graph()
+    selection = dg.AssetSelection.assets(*(k for k in graph.get_all_asset_keys() if k.path[0] == sys.argv[4]))
+selection = selection if with_checks else selection.without_checks()
 job = dg.define_asset_job("bench", selection=selection)
 job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("bench")
 with dg.DagsterInstance.get() as instance:
@@ -80,17 +89,34 @@ with dg.DagsterInstance.get() as instance:
     result = job_def.execute_in_process(instance=instance, tags={
         "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
     elapsed = time.perf_counter() - t
+    records = instance.all_logs(result.run_id)
 assert result.success
 checks = sum(1 for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
-print(json.dumps({"seconds": elapsed, "checks": checks}))
+# where the time went: each step's wall time, from its start and end events
+started, steps = {}, {}
+for r in records:
+    e = r.dagster_event
+    if e is None:
+        continue
+    if e.event_type_value == "STEP_START":
+        started[e.step_key] = r.timestamp
+    elif e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in started:
+        steps[e.step_key] = r.timestamp - started[e.step_key]
+check_steps = sum(v for k, v in steps.items() if k.startswith("quality_"))
+print(json.dumps({"seconds": elapsed, "checks": checks, "check_steps_s": check_steps,
+                  "sqlmesh_step_s": sum(v for k, v in steps.items() if k.startswith("sqlmesh_models"))}))
 """
 
 
-def bench_checks(days: int, scale: float, repeats: int = 3) -> dict[str, float]:
+def bench_checks(
+    days: int, scale: float, repeats: int = 3, models: int | None = None, rows_per_day: int = 100_000
+) -> dict[str, float]:
     """Same data, fresh deployments: materialize without checks vs with every check.
 
     The two variants alternate (A B A B ...) so that a change in machine load hits both alike;
-    the overhead is the median of the ratios of adjacent pairs.
+    the overhead is the median of the ratios of adjacent pairs. With ``models`` the deployment
+    runs a generated project of that many daily models instead of the demo (generated afresh,
+    with its own warehouse and SQLMesh state, for every run).
     """
     runs: dict[str, list[dict[str, float]]] = {"without_checks": [], "with_checks": []}
     for _ in range(repeats):
@@ -104,11 +130,15 @@ def bench_checks(days: int, scale: float, repeats: int = 3) -> dict[str, float]:
                     "PIPELINES_DEMO_SCALE": str(scale),
                     "PIPELINES_PROFILE": profile,
                 }
+                if models is not None:
+                    project = generate(Path(tmp) / "generated", models, rows_per_day=rows_per_day)
+                    env["SQLMESH_PROJECT_DIR"] = str(project)
                 # the instance users get: the repository's dagster.yaml
                 (Path(tmp) / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
                 last = f"2026-03-{days:02d}"
                 proc = subprocess.run(
-                    [sys.executable, "-c", CHECKS_RUN, "2026-03-01", last, flag],
+                    [sys.executable, "-c", CHECKS_RUN, "2026-03-01", last, flag]
+                    + (["bench"] if models is not None else []),
                     env=env,
                     cwd=REPO,
                     capture_output=True,
@@ -116,13 +146,17 @@ def bench_checks(days: int, scale: float, repeats: int = 3) -> dict[str, float]:
                     check=True,
                 )
                 runs[label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {"pairs": repeats}
     for label, results in runs.items():
         out[f"{label}_s"] = statistics.median(r["seconds"] for r in results)
         out[f"{label}_check_evaluations"] = results[0]["checks"]
+        out[f"{label}_sqlmesh_step_s"] = statistics.median(r["sqlmesh_step_s"] for r in results)
+    out["with_checks_check_steps_s"] = statistics.median(r["check_steps_s"] for r in runs["with_checks"])
     # each pair ran back to back: the median of the pairs' ratios is what load changes disturb least
     pairs = zip(runs["with_checks"], runs["without_checks"], strict=True)
-    out["overhead"] = statistics.median(w["seconds"] / wo["seconds"] for w, wo in pairs) - 1
+    ratios = sorted(w["seconds"] / wo["seconds"] - 1 for w, wo in pairs)
+    out["overhead"] = statistics.median(ratios)
+    out["overhead_per_pair"] = [round(r, 4) for r in ratios]
     return out
 
 
@@ -131,7 +165,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=20)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant of the check benchmark")
-    parser.add_argument("--only", choices=["ingestion", "checks"], help="run one of the two benchmarks")
+    parser.add_argument(
+        "--only", choices=["ingestion", "checks", "generated-checks"], help="run one of the benchmarks"
+    )
+    parser.add_argument("--models", type=int, default=100, help="models of the generated project")
+    parser.add_argument("--rows-per-day", type=int, default=100_000, help="rows per generated model-day")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = {}
@@ -139,6 +177,10 @@ def main() -> None:
         report["ingestion"] = bench_ingestion(args.scale)
     if args.only in (None, "checks"):
         report["checks"] = bench_checks(args.days, args.scale, args.repeats)
+    if args.only in (None, "generated-checks"):
+        report["generated_checks"] = bench_checks(
+            args.days, args.scale, args.repeats, models=args.models, rows_per_day=args.rows_per_day
+        )
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

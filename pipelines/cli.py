@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.identifiers import safe_partition_key
 
@@ -101,30 +101,69 @@ def _selection(text: str) -> dg.AssetSelection:
 
 
 def run_range(start: str, end: str, selection: str = "*", include_checks: bool = True) -> bool:
-    return _run_range(start, end, selection, include_checks).success
+    return all(r.success for r in _run_range(start, end, selection, include_checks))
 
 
 def _run_range(
     start: str, end: str, selection: str = "*", include_checks: bool = True
-) -> dg.ExecuteInProcessResult:
-    """Materialize ``selection`` for the partition range [start, end] in one Dagster run."""
+) -> list[dg.ExecuteInProcessResult]:
+    """Materialize ``selection`` for the days [start, end]: one Dagster run per partitions
+    definition (``pipelines.partition_runs``; the bundled shop is all daily: one run), each for
+    its own partitions inside those days, in dependency order; stops at the first failed run."""
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.partition_runs import keys_within_days, split_by_partitions
 
     chosen = _selection(selection)
-    job_def = dg.define_asset_job("demo_run", selection=chosen if include_checks else chosen.without_checks())
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in chosen.resolve(graph) if graph.get(k).is_materializable]
+    parts = split_by_partitions(graph, keys)
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
     owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
-    resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def("demo_run")
+    results = []
     with _open_instance() as instance:
         for run_id in reclaim_dead_runs(instance):
             print(f"run {run_id} died with its process: marked failed, its pool slots freed")
-        return resolved.execute_in_process(
-            instance=instance,
-            tags={RANGE_START: start, RANGE_END: end, **owner},
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            raise_on_error=False,
-        )
+        for index, part in enumerate(parts):
+            # one part: the selection as given (its checks too), exactly as before the split
+            what = chosen if len(parts) == 1 else dg.AssetSelection.assets(*part.keys)
+            name = "demo_run" if len(parts) == 1 else f"demo_run_{index + 1}"
+            job_def = dg.define_asset_job(name, selection=what if include_checks else what.without_checks())
+            tags = dict(owner)
+            if part.partitions_def is not None:
+                span = keys_within_days(part.partitions_def, first, last)
+                if not span:
+                    print(
+                        f"{len(part.keys)} asset(s) have no whole partition inside {start} .. {end}: skipped"
+                    )
+                    continue
+                tags.update({RANGE_START: span[0], RANGE_END: span[-1]})
+            resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def(name)
+            result = resolved.execute_in_process(
+                instance=instance,
+                tags=tags,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                raise_on_error=False,
+            )
+            results.append(result)
+            if not result.success:
+                break
+    return results
+
+
+def _summary(results: list[dg.ExecuteInProcessResult]) -> tuple[bool, list[Any], list[str], set[Any]]:
+    """Whether every run succeeded, their check evaluations, the failed checks' names, and the
+    assets they materialized."""
+    checks = [
+        e.event_specific_data
+        for r in results
+        for e in r.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    failed = sorted(f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed)
+    assets = {e.asset_key for r in results for e in r.get_asset_materialization_events()}
+    return bool(results) and all(r.success for r in results), checks, failed, assets
 
 
 def data_locations(settings: Settings) -> list[tuple[str, str]]:
@@ -155,9 +194,10 @@ def _day_range(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """An operator's range run on whatever stack the environment names: one Dagster run on the
-    instance of DAGSTER_HOME (visible in the UI), the selection's partition range as one
-    single-run backfill, exactly as ``demo`` and the UI's backfill of a range run it."""
+    """An operator's range run on whatever stack the environment names: one Dagster run per
+    partitions definition of the selection (one for the bundled shop, all daily) on the instance
+    of DAGSTER_HOME (visible in the UI), each covering the days as one single-run backfill,
+    exactly as ``demo`` and the UI's backfill of a range run it."""
     home = _dagster_home()
     days = _day_range(args)
     if days is None:
@@ -167,21 +207,19 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     print(f"Running {args.select!r} for {start} .. {end} on {settings.env} (DAGSTER_HOME={home})")
-    result = _run_range(start, end, args.select, include_checks=not args.no_checks)
-    checks = [
-        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
-    failed = sorted(f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed)
-    assets = {e.asset_key for e in result.get_asset_materialization_events()}
-    print(
-        f"\nRun {result.run_id}: " + ("succeeded" if result.success else "FAILED (read its logs in the UI)")
-    )
+    results = _run_range(start, end, args.select, include_checks=not args.no_checks)
+    ok, checks, failed, assets = _summary(results)
+    for result in results:
+        print(
+            f"\nRun {result.run_id}: "
+            + ("succeeded" if result.success else "FAILED (read its logs in the UI)")
+        )
     print(f"  assets materialized: {len(assets)}; checks run: {len(checks)}, failed: {len(failed)}")
     for name in failed:
         print(f"    failed check: {name}")
     for label, where in data_locations(settings):
         print(f"  {label + ':':<32}{where}")
-    return 0 if result.success else 1
+    return 0 if ok else 1
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -194,15 +232,8 @@ def demo(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     print(f"Running ingestion + SQLMesh models + checks for {start} .. {end} (DAGSTER_HOME={home})")
-    result = _run_range(start, end)
-    ok = result.success
+    ok, checks, failed, assets = _summary(_run_range(start, end))
     from pipelines import warehouse
-
-    checks = [
-        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
-    failed = sorted(f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed)
-    assets = {e.asset_key for e in result.get_asset_materialization_events()}
 
     print("\nResults")
     for label, where in data_locations(settings):
@@ -258,6 +289,7 @@ def plan_check(args: argparse.Namespace) -> int:
     from pipelines.plan_check import main as plan_check_main
 
     return plan_check_main(args)
+
 
 def bootstrap_db(args: argparse.Namespace) -> int:
     """Create the metadata databases and roles (pipelines/bootstrap.py); names only are printed."""

@@ -8,12 +8,16 @@ was seeded in and nowhere else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from pipelines.partition_runs import keys_within_days, split_by_partitions
+from pipelines.quality.rules import key_columns, load_quality_config, rule_for
+from pipelines.sqlmesh_bridge import load_project
 from pipelines_tests.conftest import Deployment, check_results
 from pipelines_tests.quality_project import (
     PRODUCTS_WITHOUT_CATEGORY,
@@ -77,8 +81,71 @@ def test_every_model_gets_its_default_checks_and_freshness(qa: Path, deployment:
     assert "numeric non-key" in drift
 
 
-def failing(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
-    return {key for key, evaluation in check_results(result).items() if not evaluation.passed}
+@dataclass
+class Runs:
+    """The runs of one day range: one per partitions definition (``pipelines.partition_runs``)."""
+
+    results: list[dg.ExecuteInProcessResult]
+    # the partition keys each model's run was for
+    spans: dict[str, tuple[str, str] | None]
+
+    @property
+    def success(self) -> bool:
+        return bool(self.results) and all(r.success for r in self.results)
+
+    def checks(self) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+        return {k: v for r in self.results for k, v in check_results(r).items()}
+
+
+def run_days(
+    deployment: Deployment, first: str, last: str | None = None, defs: dg.Definitions | None = None
+) -> Runs:
+    """Every model of the fixture project for the days ``first``..``last``, the way
+    ``pipelines run`` runs a range: hourly, quarter-hourly, daily, monthly models and the
+    unpartitioned ones each in a run of their own, each for its own partitions in those days."""
+    defs = defs or deployment.definitions()
+    graph = defs.resolve_asset_graph()
+    results, spans = [], {}
+    for part in split_by_partitions(graph, MODELS):
+        span = None
+        if part.partitions_def is not None:
+            keys = keys_within_days(
+                part.partitions_def, date.fromisoformat(first), date.fromisoformat(last or first)
+            )
+            if not keys:
+                continue
+            span = (keys[0], keys[-1])
+        spans.update({k.to_user_string(): span for k in part.keys})
+        start, end = span or (None, None)
+        results.append(deployment.run(list(part.keys), start=start, end=end, defs=defs))
+    return Runs(results, spans)
+
+
+def failing(runs: Runs) -> set[tuple[str, str]]:
+    return {key for key, evaluation in runs.checks().items() if not evaluation.passed}
+
+
+def test_a_mixed_grain_project_runs_one_partitions_definition_per_run(
+    qa: Path, deployment: Deployment
+) -> None:
+    """Hourly, quarter-hourly, daily and monthly models cannot share a Dagster run: the split
+    gives each definition its run, in dependency order, with the keys of its own grain."""
+    graph = deployment.definitions().resolve_asset_graph()
+    parts = split_by_partitions(graph, MODELS)
+    assert len(parts) == 5  # hour, quarter hour, day, month, unpartitioned
+    for part in parts:
+        assert len({graph.get(k).partitions_def for k in part.keys}) == 1
+    order = [k for p in parts for k in p.keys]
+    view, daily = dg.AssetKey(["qa", "payments_view"]), dg.AssetKey(["qa", "payments_daily"])
+    assert order.index(daily) < order.index(view)  # the view's run comes after its parent's
+    hourly = graph.get(dg.AssetKey(["qa", "events_hourly"])).partitions_def
+    monthly = graph.get(dg.AssetKey(["qa", "invoices_monthly"])).partitions_def
+    assert keys_within_days(hourly, date(2026, 2, 1), date(2026, 2, 1))[::23] == [
+        "2026-02-01-00:00",
+        "2026-02-01-23:00",
+    ]
+    assert keys_within_days(monthly, date(2026, 1, 1), date(2026, 1, 31)) == ["2026-01-01"]
+    assert keys_within_days(monthly, date(2026, 2, 1), date(2026, 2, 1)) == []
 
 
 @pytest.mark.slow
@@ -87,22 +154,30 @@ def test_seeded_anomalies_are_caught_where_they_were_seeded_and_nowhere_else(
 ) -> None:
     data_dir = deployment.settings.data_dir
     write_sources(data_dir, date(2026, 1, 1), date(2026, 2, 28))
-    selection = dg.AssetSelection.assets(*MODELS)
-    normal = deployment.run(selection, start="2026-01-01", end="2026-01-31")  # type: ignore[arg-type]
+    normal = run_days(deployment, "2026-01-01", "2026-01-31")
     assert normal.success
-    evaluations = check_results(normal)
+    evaluations = normal.checks()
     assert {k[0] for k in evaluations} >= {k for k, v in EXPECTED.items() if "volume_anomaly" in v}
     assert failing(normal) == set(), {k: evaluations[k].description for k in failing(normal)}
     judged = evaluations[("qa/orders_daily", "volume_anomaly")]
     assert judged.metadata["partitions"].value["2026-01-31"]["in_warmup"] is False
+    # each model's checks judged the partitions of its own grain that its run wrote
+    hours = evaluations[("qa/events_hourly", "volume_anomaly")].metadata["partitions"].value
+    assert len(hours) == 31 * 24 and "2026-01-31-23:00" in hours
+    quarters = evaluations[("qa/clicks_quarter", "null_drift")].metadata["partitions"].value
+    assert len(quarters) == 31 * 96 and "2026-01-31-23:45" in quarters
+    month = evaluations[("qa/invoices_monthly", "volume_anomaly")].metadata
+    assert month["partition"].value == "2026-01-01"
+    assert normal.spans["qa/invoices_monthly"] == ("2026-01-01", "2026-01-01")
 
     # a day with 10x the orders and half the payment methods NULL
     write_sources(
         data_dir, date(2026, 1, 1), date(2026, 2, 28), spike=date(2026, 2, 1), null_day=date(2026, 2, 1)
     )
-    seeded = deployment.run(selection, start="2026-02-01")  # type: ignore[arg-type]
+    seeded = run_days(deployment, "2026-02-01")
     assert seeded.success  # WARN checks report, they do not fail the run
-    results = check_results(seeded)
+    results = seeded.checks()
+    assert results[("qa/events_hourly", "volume_anomaly")].passed  # 24 normal hours
     assert failing(seeded) == {("qa/orders_daily", "volume_anomaly"), ("qa/payments_daily", "null_drift")}
     assert results[("qa/payments_daily", "null_drift")].metadata["column"].value == "method"
     assert results[("qa/orders_daily", "volume_anomaly")].severity == dg.AssetCheckSeverity.WARN
@@ -117,7 +192,30 @@ def test_seeded_anomalies_are_caught_where_they_were_seeded_and_nowhere_else(
     )
     assert plan.success
     write_sources(data_dir, date(2026, 1, 1), date(2026, 2, 28))
-    dropped = deployment.run(selection, start="2026-02-02", defs=defs)  # type: ignore[arg-type]
+    dropped = run_days(deployment, "2026-02-02", defs=defs)
     assert dropped.success
     assert failing(dropped) == {("qa/products", SCHEMA_CHECK)}
-    assert "category" in (check_results(dropped)[("qa/products", SCHEMA_CHECK)].description or "")
+    assert "category" in (dropped.checks()[("qa/products", SCHEMA_CHECK)].description or "")
+
+
+def test_declared_grains_and_unique_keys_are_keys_not_measures(tmp_path: Path) -> None:
+    """The bridge's ModelInfo carries the model's ``grains`` and its kind's ``unique_key``, and
+    distribution drift leaves those columns alone even when their names look like measures."""
+    project = write_quality_project(tmp_path, tmp_path / "data")
+    (project / "models" / "tickets.sql").write_text(
+        "MODEL (name qa.tickets, kind INCREMENTAL_BY_TIME_RANGE (time_column ds), grains (ds, seat));\n"
+        "SELECT ds, payment_id::INT AS seat, paid AS price FROM src.payments "
+        "WHERE ds BETWEEN @start_ds AND @end_ds\n"
+    )
+    (project / "models" / "ledger.sql").write_text(
+        "MODEL (name qa.ledger, kind INCREMENTAL_BY_UNIQUE_KEY (unique_key (entry, coalesce(slot, 0))));\n"
+        "SELECT account_id::INT AS entry, 1 AS slot, balance FROM src.accounts\n"
+    )
+    info = load_project(project)
+    tickets = next(m for m in info.internal_models if m.name == "qa.tickets")
+    ledger = next(m for m in info.internal_models if m.name == "qa.ledger")
+    assert tickets.grains == ["ds", "seat"] and ledger.unique_key == ["entry", "slot"]
+    assert set(key_columns(tickets)) == {"ds", "seat"}  # price is the one measure
+    assert set(key_columns(ledger)) == {"entry", "slot"}
+    rule = rule_for(tickets, dg.AssetKey(["qa", "tickets"]), load_quality_config(info).settings_for(tickets))
+    assert rule is not None and rule.drift_columns({"ds": False, "seat": True, "price": True}) == ("price",)

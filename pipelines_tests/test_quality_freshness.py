@@ -104,3 +104,45 @@ def test_grace_follows_the_period_and_quality_yaml(tmp_path: Path) -> None:
     daily = freshness_policy_for(replace(quarter, cron="0 6 * * *"), timedelta(hours=2))
     assert daily is not None and daily.deadline_cron == "0 8 * * *"  # type: ignore[attr-defined]
     assert freshness_policy_for(replace(quarter, kind="VIEW")) is None
+
+
+def test_each_scheduled_job_has_one_partitions_definition_and_ticks_request_its_keys(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job per cron and partitions definition (Dagster runs one definition per run); each tick
+    requests the partitions of its job's own grain that closed since the previous tick."""
+    project_dir = write_quality_project(deployment.root, deployment.settings.data_dir)
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project_dir))
+    defs = deployment.definitions()
+    groups = cron_groups(load_project(project_dir), SQLMeshTranslator())
+    graph = defs.resolve_asset_graph()
+    requested = {}
+    for group in groups:
+        job = defs.resolve_job_def(group.job_name)  # raises on mixed partitions definitions
+        pdefs = {graph.get(k).partitions_def for k in group.model_keys}
+        assert len(pdefs - {None}) <= 1, group.job_name
+        schedule = defs.resolve_schedule_def(group.schedule_name)
+        tick = croniter(cron_string(group.cron), datetime(2026, 3, 1, 12, tzinfo=UTC)).get_next(datetime)
+        with dg.build_schedule_context(
+            instance=deployment.instance,
+            scheduled_execution_time=tick,
+            repository_def=defs.get_repository_def(),
+        ) as context:
+            result = schedule.evaluate_tick(context)
+        [request] = result.run_requests or [None]
+        if request is not None and group.partitioned:
+            key = request.partition_key or request.tags["dagster/asset_partition_range_end"]
+            assert job.partitions_def is not None and job.partitions_def.has_partition_key(key), (
+                group.job_name
+            )
+        requested[group.job_name] = request
+    hourly = requested["scheduled_hourly"]
+    assert hourly is not None and hourly.partition_key == "2026-03-01-12:00"  # the hour that closed at 13:00
+    quarter = requested["scheduled_cron_x_15_x_x_x_x"]
+    assert (
+        quarter is not None and quarter.partition_key == "2026-03-01-12:00"
+    )  # the quarter that closed at 12:15
+    monthly = requested["scheduled_monthly"]
+    assert monthly is not None and monthly.partition_key == "2026-03-01"  # April 1st: March closed
+    daily = [g for g in groups if g.cron == "@daily"]
+    assert {g.job_name for g in daily} == {"scheduled_daily"}  # one definition: the FULL models ride along

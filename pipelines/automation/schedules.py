@@ -1,10 +1,13 @@
 """Schedules derived from the models' own SQLMesh ``cron``, and a catch-up sensor.
 
 SQLMesh already says how often each model should run; Dagster only has to tick at the same
-times. Models are grouped by cron; each group gets one asset job and one schedule. A group with
-daily-partitioned models also carries the ingestion assets it reads, and every tick requests
-the days that closed since the previous tick (one day for ``@daily``), so each run shows up on
-its partition. Crons are evaluated with ``croniter``, the library SQLMesh itself uses for them.
+times. Models are grouped by cron and partitions definition (a Dagster run targets partitions of
+one definition: hourly and daily models of the same cron are two jobs); each group gets one asset
+job and one schedule. A daily-partitioned group also carries the ingestion assets it reads, and
+every tick requests the partitions of the group's own definition that closed since the previous
+tick (one day for ``@daily``, the hours of the day for a daily tick of hourly models), so each run
+shows up on its partitions. Crons are evaluated with ``croniter``, the library SQLMesh itself
+uses for them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from croniter import croniter
 
-from pipelines.partitions import PROJECT_START
+from pipelines.partition_runs import contiguous_key_ranges, keys_closed_between
+from pipelines.partitions import DAILY
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -80,9 +84,7 @@ def last_closed_day(at: datetime) -> date:
 
 def days_closed_between(after: datetime, until: datetime) -> list[str]:
     """Daily partition keys that ended in ``(after, until]``, never before the project start."""
-    first = max(last_closed_day(after) + timedelta(days=1), date.fromisoformat(PROJECT_START))
-    last = last_closed_day(until)
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return keys_closed_between(DAILY, after, until)
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -91,16 +93,25 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class CronGroup:
-    """Models sharing one SQLMesh cron, and the job that runs them."""
+    """Models sharing one SQLMesh cron and one partitions definition, and the job that runs them.
+
+    ``suffix`` tells apart the groups of one cron (``hour``, ``day``, ``unpartitioned``...):
+    empty when the cron has one group, so the usual names stay ``scheduled_daily``...
+    """
 
     cron: str
     models: tuple[ModelInfo, ...]
     model_keys: tuple[dg.AssetKey, ...]
-    partitioned: bool
+    partitions_def: dg.PartitionsDefinition | None = None
+    suffix: str = ""
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partitions_def is not None
 
     @property
     def job_name(self) -> str:
-        return f"scheduled_{cron_slug(self.cron)}"
+        return f"scheduled_{cron_slug(self.cron)}" + (f"_{self.suffix}" if self.suffix else "")
 
     @property
     def schedule_name(self) -> str:
@@ -108,14 +119,15 @@ class CronGroup:
 
     @property
     def selection(self) -> dg.AssetSelection:
-        """The models, plus (when partitioned) the ingestion assets they read directly."""
+        """The models, plus (when daily-partitioned) the ingestion assets they read directly
+        (the ingestion assets are daily: a run of another definition cannot carry them)."""
         models = dg.AssetSelection.assets(*self.model_keys)
-        if not self.partitioned:
+        if self.partitions_def != DAILY:
             return models
         return models | (models.upstream(depth=1) & dg.AssetSelection.groups("raw"))
 
     def job(self) -> dg.UnresolvedAssetJobDefinition:
-        what = "and the raw ingestion they read " if self.partitioned else ""
+        what = "and the raw ingestion they read " if self.partitions_def == DAILY else ""
         return dg.define_asset_job(
             self.job_name,
             selection=self.selection,
@@ -124,26 +136,46 @@ class CronGroup:
 
 
 def cron_groups(project: ProjectInfo, translator: SQLMeshTranslator) -> list[CronGroup]:
-    """One group per distinct cron (aliases and their cron strings are the same group)."""
+    """One group per distinct cron (aliases and their cron strings are the same group) and
+    partitions definition. Unpartitioned models (FULL, VIEW...) share the run of their cron's
+    partitioned models when these have one definition, else they are a group of their own."""
     by_cron: dict[str, list[ModelInfo]] = {}
     for model in project.internal_models:
         by_cron.setdefault(cron_string(model.cron), []).append(model)
     groups = []
     for cron, models in sorted(by_cron.items()):
         label = next((m.cron for m in models if m.cron.strip().lower() in CRON_ALIASES), cron)
-        groups.append(
-            CronGroup(
-                cron=label,
-                models=tuple(models),
-                model_keys=tuple(translator.get_asset_key(m) for m in models),
-                partitioned=any(translator.get_partitions_def(m, project) is not None for m in models),
+        by_def: dict[dg.PartitionsDefinition | None, list[ModelInfo]] = {}
+        units: dict[dg.PartitionsDefinition | None, str] = {None: "unpartitioned"}
+        for model in models:
+            pdef = translator.get_partitions_def(model, project)
+            by_def.setdefault(pdef, []).append(model)
+            if pdef is not None:
+                units.setdefault(pdef, model.interval_unit or "partitioned")
+        partitioned = [d for d in by_def if d is not None]
+        if len(partitioned) == 1 and None in by_def:
+            by_def[partitioned[0]] += by_def.pop(None)
+        named: set[str] = set()
+        for pdef, members in by_def.items():
+            suffix = "" if len(by_def) == 1 else units[pdef]
+            if suffix in named:  # two definitions of one unit (different starts)
+                suffix = f"{suffix}_{len(named)}"
+            named.add(suffix)
+            groups.append(
+                CronGroup(
+                    cron=label,
+                    models=tuple(members),
+                    model_keys=tuple(translator.get_asset_key(m) for m in members),
+                    partitions_def=pdef,
+                    suffix=suffix,
+                )
             )
-        )
     return groups
 
 
 def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """Tick on the group's cron; request the days that closed since the previous tick."""
+    """Tick on the group's cron; request the partitions of the group's own definition that
+    closed since the previous tick."""
     cron = cron_string(group.cron)
 
     @dg.schedule(
@@ -156,15 +188,15 @@ def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         tick = context.scheduled_execution_time or utc_now()
-        if not group.partitioned:
+        if group.partitions_def is None:
             return dg.RunRequest(run_key=tick.astimezone(UTC).isoformat(), tags=RUN_RETRY_TAGS)
-        days = days_closed_between(previous_tick(cron, tick), tick)
-        if not days:
-            return dg.SkipReason(f"no daily partition closed since the previous tick of {cron}")
-        if len(days) == 1:
-            return dg.RunRequest(run_key=days[0], partition_key=days[0], tags=RUN_RETRY_TAGS)
+        keys = keys_closed_between(group.partitions_def, previous_tick(cron, tick), tick)
+        if not keys:
+            return dg.SkipReason(f"no partition closed since the previous tick of {cron}")
+        if len(keys) == 1:
+            return dg.RunRequest(run_key=keys[0], partition_key=keys[0], tags=RUN_RETRY_TAGS)
         return dg.RunRequest(
-            run_key=f"{days[0]}..{days[-1]}", tags={**RUN_RETRY_TAGS, **range_tags(days[0], days[-1])}
+            run_key=f"{keys[0]}..{keys[-1]}", tags={**RUN_RETRY_TAGS, **range_tags(keys[0], keys[-1])}
         )
 
     return _schedule
@@ -219,14 +251,14 @@ def missing_days(
 
 def build_catch_up_sensor(
     groups: list[tuple[CronGroup, dg.UnresolvedAssetJobDefinition, list[dg.AssetKey]]],
-    partitions_def: dg.PartitionsDefinition,
     clock: Clock = utc_now,
     minimum_interval_seconds: int = 3600,
 ) -> dg.SensorDefinition:
-    """Request one single-run backfill per gap of missing days in the look-back window.
+    """Request one single-run backfill per gap of missing partitions in the look-back window.
 
-    A scheduled run only computes the day it is for, so days skipped while the daemon was down
-    stay missing; this sensor finds them from the marts' partition status. The newest day is
+    A scheduled run only computes the partitions it is for, so partitions skipped while the
+    daemon was down stay missing; this sensor finds them from the marts' partition status, in
+    the keys of each group's own partitions definition (days, hours, months...). The newest is
     left to the schedule for ``PIPELINES_CATCH_UP_GRACE_HOURS`` after its tick. The run key is
     the range, so a range is requested once; a failed catch-up run is retried by run retries
     or by hand, not every hour.
@@ -245,12 +277,14 @@ def build_catch_up_sensor(
         requests = []
         for group, job, keys in groups:
             newest_tick = previous_tick(cron_string(group.cron), now - grace + timedelta(microseconds=1))
-            last = last_closed_day(newest_tick)
-            first = max(last - timedelta(days=lookback - 1), date.fromisoformat(PROJECT_START))
-            days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-            if not days or not keys:
+            pdef = group.partitions_def
+            if pdef is None or not keys:
                 continue
-            for start, end in contiguous_ranges(missing_days(context.instance, keys, days, partitions_def)):
+            window = keys_closed_between(pdef, newest_tick - timedelta(days=lookback), newest_tick)
+            if not window:
+                continue
+            missing = missing_days(context.instance, keys, window, pdef)
+            for start, end in contiguous_key_ranges(window, missing):
                 context.log.info(f"{group.job_name}: catching up {start}..{end}")
                 requests.append(
                     dg.RunRequest(
@@ -260,7 +294,7 @@ def build_catch_up_sensor(
                     )
                 )
         if not requests:
-            return dg.SensorResult(skip_reason="no missing daily partitions in the look-back window")
+            return dg.SensorResult(skip_reason="no missing partitions in the look-back window")
         return dg.SensorResult(run_requests=requests)
 
     return _catch_up

@@ -299,10 +299,7 @@ def _audit_columns(model: ModelInfo) -> set[str]:
 
 def key_columns(model: ModelInfo) -> tuple[str, ...]:
     """Columns whose mean means nothing: time column, grain, unique key, identifiers by name."""
-    declared = {model.time_column or ""}
-    for attribute in ("grains", "grain", "unique_key"):  # when the bridge exposes them
-        value = getattr(model, attribute, None) or ()
-        declared.update([value] if isinstance(value, str) else value)
+    declared = {model.time_column or "", *model.grains, *model.unique_key}
     declared |= _audit_columns(model)
     names = [c[0] for c in model.columns]
     return tuple(c for c in names if c in declared or _KEY_NAME.match(c))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 5
+CACHE_FORMAT = 6
 _SKIP_DIRS = {".cache", "logs", "__pycache__", "target", ".pytest_cache", ".git", ".venv", "node_modules"}
 # what changes as data is written: never part of the key
 _SKIP_FILES = (
@@ -84,6 +84,10 @@ class ModelInfo:
     # SQLMesh forbids restating it (``disable_restatement``, the default of SCD type 2): a
     # recompute would rewrite its history, so explicit runs never restate it
     restatable: bool = True
+    # columns of the model's declared ``grain``/``grains`` and of its kind's ``unique_key``
+    # (INCREMENTAL_BY_UNIQUE_KEY, SCD type 2): identifiers, not measures
+    grains: list[str] = field(default_factory=list)
+    unique_key: list[str] = field(default_factory=list)
 
     @property
     def time_partitioned(self) -> bool:
@@ -310,6 +314,18 @@ def _time_column(model: Any) -> tuple[str | None, str | None]:
     return column.column.name, getattr(column, "format", None)
 
 
+def _column_names(expressions: Sequence[Any]) -> list[str]:
+    """The column names in SQLMesh key expressions (``a``, ``(a, b)``, ``coalesce(a, b)``)."""
+    from sqlglot import exp
+
+    names: list[str] = []
+    for expression in expressions:
+        names += [c.name for c in expression.find_all(exp.Column)] or (
+            [expression.name] if isinstance(expression, exp.Identifier) else []
+        )
+    return list(dict.fromkeys(names))
+
+
 def _fingerprints(context: Any) -> dict[str, str]:
     """Each node's fingerprint as SQLMesh computes it for a plan, without reading any state."""
     from sqlmesh.core.snapshot.definition import fingerprint_from_node
@@ -362,6 +378,8 @@ def build_project_info(context: Any, project_dirs: Sequence[Path], gateway: str 
             column_lineage={} if external else _column_lineage(context, model),
             embedded=kind == "EMBEDDED",
             restatable=not getattr(model, "disable_restatement", False),
+            grains=[] if external else _column_names(model.grains),
+            unique_key=[] if external else _column_names(model.unique_key),
         )
     for model in list(models.values()):
         for parent in model.depends_on:

@@ -18,7 +18,7 @@ from pydantic import Field
 from pipelines.sqlmesh_bridge.locks import connect_state, model_locks, postgres_state
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
-from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
+from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator, partition_keys_in_window
 
 if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
     from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole, RunRecord
@@ -403,8 +403,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             if restate and restated:
                 with timer("restate intervals"):
                     self._remove_intervals(ctx, restated, window, context.log)
-            partitions = list(context.partition_keys) if window is not None else None
-            reporter = _Reporter(context, project, translator, ctx, collector, partitions, metadata_hook)
+            reporter = _Reporter(context, project, translator, ctx, collector, window, metadata_hook)
             console.on_finished = lambda fqn: reporter.prepare(fqn, console.record)
             with timer(f"sqlmesh run of {len(names)} model(s) {kwargs or ''}"):
                 runner = _SQLMeshThread(ctx, self.environment, names, kwargs)
@@ -513,12 +512,23 @@ class _Reporter:
         translator: SQLMeshTranslator,
         ctx: Any,
         collector: AuditCollector,
-        partitions: list[str] | None,
+        window: tuple[datetime, datetime] | None,
         hook: MetadataHook | None,
     ) -> None:
         self.context, self.project, self.translator, self.ctx = context, project, translator, ctx
-        self.collector, self.partitions, self.hook = collector, partitions, hook
+        self.collector, self.window, self.hook = collector, window, hook
         self.prepared: dict[str, dict[str, Any]] = {}
+
+    def partitions(self, model: ModelInfo) -> list[str] | None:
+        """The run's partitions in the keys of the model's own partitions definition (an
+        hourly model's hours, a monthly model's months), None when the run names no range or
+        the model is not time-partitioned."""
+        if self.window is None or not model.time_partitioned:
+            return None
+        pdef = self.translator.get_partitions_def(model, self.project)
+        if pdef is None:
+            return None
+        return partition_keys_in_window(pdef, *self.window) or None
 
     def prepare(self, fqn: str, record: RunRecord) -> None:
         """Metadata of a model SQLMesh just finished, computed in SQLMesh's worker thread."""
@@ -583,7 +593,7 @@ class _Reporter:
         extra: dict[str, Any] = {}
         if self.hook is not None:
             try:
-                parts = self.partitions if model.time_partitioned else None
+                parts = self.partitions(model)
                 extra = dict(
                     self.hook(self.ctx, [(model, key, parts)], self.context.run_id).get(model.fqn, {})
                 )
@@ -600,7 +610,7 @@ class _Reporter:
 
     def _where(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> str:
         """The computed range as SQLMesh's model would filter it (string time columns included)."""
-        if not (self.partitions and model.time_partitioned and model.time_column and intervals):
+        if not (self.window and model.time_partitioned and model.time_column and intervals):
             return ""
         sqlmesh_model = self.ctx.get_model(model.fqn)
         dialect = sqlmesh_model.dialect

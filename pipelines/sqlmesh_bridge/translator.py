@@ -4,6 +4,7 @@ import re
 from datetime import UTC, datetime
 
 import dagster as dg
+from croniter import croniter
 
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo
 
@@ -216,3 +217,25 @@ def partitions_for_unit(unit: str, start: datetime) -> dg.TimeWindowPartitionsDe
             fmt="%Y-%m-%d-%H:%M",
         )
     raise ValueError(f"unknown SQLMesh interval unit {unit!r}")
+
+
+def partition_keys_in_window(
+    partitions_def: dg.PartitionsDefinition, start: datetime, end: datetime
+) -> list[str]:
+    """Keys of the time partitions lying whole inside ``[start, end)``, oldest first: a run's
+    window in the keys of one model's own definition (hours of a day, months of a range...)."""
+    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        return []
+    cron = partitions_def.get_cron_schedule()
+    first, end = _utc(max(start, partitions_def.start)), _utc(end)
+    ends = croniter(cron, first)
+    keys = []
+    while (stop := ends.get_next(datetime)) <= end:
+        begin = croniter(cron, stop).get_prev(datetime)
+        if begin >= first:
+            keys.append(begin.strftime(partitions_def.fmt))
+    return keys
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
