@@ -164,6 +164,7 @@ def test_two_overlapping_runs_equal_an_undisturbed_run(stack: Stack) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 20 trials: about 5 min idle, 12 min at load average 13
 def test_two_then_four_overlapping_runs_ten_trials_each(stack: Stack) -> None:
     overlapping_trials(stack, TWO_RUNS, trials=10)
     overlapping_trials(stack, FOUR_RUNS, trials=10)
