@@ -413,7 +413,6 @@ def test_two_scheduled_days_compute_one_day_each_then_catch_up_finds_gaps(
     [group] = [g for g in cron_groups(info, translator) if g.partitioned]
     sensor = build_catch_up_sensor(
         [(group, group.job(), catch_up_keys(group, info, translator))],
-        DAILY,
         clock=lambda: datetime(2026, 3, 6, 12, tzinfo=UTC),
     )
     with dg.build_sensor_context(instance=deployment.instance) as context:

@@ -1,14 +1,18 @@
 """Schedules derived from the models' own SQLMesh ``cron``, and a catch-up sensor.
 
 SQLMesh already says how often each model should run; Dagster only has to tick at the same
-times. Models are grouped by cron; each group gets one asset job and one schedule. A group with
-daily-partitioned models also carries the ingestion assets it reads, and every tick requests
-the days that closed since the previous tick (one day for ``@daily``), so each run shows up on
-its partition. Crons are evaluated with ``croniter``, the library SQLMesh itself uses for them.
+times. Models are grouped by cron and partitions definition (a Dagster job runs assets of one
+partitions definition: hourly, daily and monthly models of one cron are three jobs); each group
+gets one asset job and one schedule. Every tick of a partitioned group requests the partitions
+that closed since the previous tick (one day for a daily ``@daily`` group, 24 hours for an
+hourly model on ``@daily``), so each run shows up on its partitions. The daily group of the
+bundled shop also carries the ingestion assets it reads. Crons are evaluated with ``croniter``,
+the library SQLMesh itself uses for them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -18,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from croniter import croniter
 
-from pipelines.partitions import PROJECT_START
+from pipelines.partitions import DAILY, PROJECT_START
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -66,6 +70,7 @@ def previous_tick(cron: str, at: datetime) -> datetime:
     return croniter(cron_string(cron), at.astimezone(UTC)).get_prev(datetime)
 
 
+@functools.lru_cache(maxsize=256)
 def cron_period(cron: str, at: datetime | None = None) -> timedelta:
     """The longest gap between consecutive ticks over the next few (a month for @monthly)."""
     it = croniter(cron_string(cron), (at or datetime(2026, 1, 1, tzinfo=UTC)).astimezone(UTC))
@@ -85,22 +90,54 @@ def days_closed_between(after: datetime, until: datetime) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+def partitions_closed_between(
+    partitions_def: dg.PartitionsDefinition, after: datetime, until: datetime
+) -> list[str]:
+    """Keys of ``partitions_def`` whose window ended in ``(after, until]``, in order."""
+    closed_by_after = partitions_def.get_partition_keys(current_time=after)
+    return list(partitions_def.get_partition_keys(current_time=until)[len(closed_by_after) :])
+
+
 def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START: first, RANGE_END: last}
 
 
+def _partitions_slug(partitions_def: dg.PartitionsDefinition) -> str:
+    """A name fragment for a time partitioning: its cadence and first window's start."""
+    cadence = getattr(partitions_def, "schedule_type", None)
+    what = (
+        cadence.value.lower()
+        if cadence is not None
+        else "cron_"
+        + re.sub(
+            r"[^A-Za-z0-9]+", "_", str(getattr(partitions_def, "cron_schedule", "")).replace("*", "x")
+        ).strip("_")
+    )
+    start = getattr(partitions_def, "start", None)
+    return f"{what}_{start:%Y%m%d%H%M}" if isinstance(start, datetime) else what
+
+
 @dataclass(frozen=True)
 class CronGroup:
-    """Models sharing one SQLMesh cron, and the job that runs them."""
+    """Models sharing one SQLMesh cron and one partitions definition, and the job that runs them.
+
+    Unpartitioned models of a cron join its partitioned group when there is exactly one (a job
+    may mix partitioned and unpartitioned assets, not two partitions definitions)."""
 
     cron: str
     models: tuple[ModelInfo, ...]
     model_keys: tuple[dg.AssetKey, ...]
-    partitioned: bool
+    partitions_def: dg.PartitionsDefinition | None = None
+    # set when the cron has several partitions definitions: names the job apart
+    suffix: str = ""
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partitions_def is not None
 
     @property
     def job_name(self) -> str:
-        return f"scheduled_{cron_slug(self.cron)}"
+        return f"scheduled_{cron_slug(self.cron)}" + (f"_{self.suffix}" if self.suffix else "")
 
     @property
     def schedule_name(self) -> str:
@@ -110,12 +147,12 @@ class CronGroup:
     def selection(self) -> dg.AssetSelection:
         """The models, plus (when partitioned) the ingestion assets they read directly."""
         models = dg.AssetSelection.assets(*self.model_keys)
-        if not self.partitioned:
+        if self.partitions_def != DAILY:  # the shop's ingestion is partitioned by DAILY only
             return models
         return models | (models.upstream(depth=1) & dg.AssetSelection.groups("raw"))
 
     def job(self) -> dg.UnresolvedAssetJobDefinition:
-        what = "and the raw ingestion they read " if self.partitioned else ""
+        what = "and the raw ingestion they read " if self.partitions_def == DAILY else ""
         return dg.define_asset_job(
             self.job_name,
             selection=self.selection,
@@ -124,27 +161,51 @@ class CronGroup:
 
 
 def cron_groups(project: ProjectInfo, translator: SQLMeshTranslator) -> list[CronGroup]:
-    """One group per distinct cron (aliases and their cron strings are the same group)."""
+    """One group per distinct cron (aliases and their cron strings are the same group) and
+    partitions definition; the unpartitioned models of a cron go with its only partitioned
+    group, or form their own when the cron has none or several."""
     by_cron: dict[str, list[ModelInfo]] = {}
     for model in project.internal_models:
         by_cron.setdefault(cron_string(model.cron), []).append(model)
     groups = []
     for cron, models in sorted(by_cron.items()):
         label = next((m.cron for m in models if m.cron.strip().lower() in CRON_ALIASES), cron)
-        groups.append(
-            CronGroup(
-                cron=label,
-                models=tuple(models),
-                model_keys=tuple(translator.get_asset_key(m) for m in models),
-                partitioned=any(translator.get_partitions_def(m, project) is not None for m in models),
+        by_partitions: list[tuple[dg.PartitionsDefinition | None, list[ModelInfo]]] = []
+        for model in models:
+            partitions_def = translator.get_partitions_def(model, project)
+            same = next((ms for pd, ms in by_partitions if pd == partitions_def), None)
+            if same is None:
+                by_partitions.append((partitions_def, [model]))
+            else:
+                same.append(model)
+        partitioned = [(pd, ms) for pd, ms in by_partitions if pd is not None]
+        unpartitioned = [m for pd, ms in by_partitions if pd is None for m in ms]
+        if len(partitioned) == 1:
+            partitioned[0][1].extend(unpartitioned)
+            unpartitioned = []
+        several = len(partitioned) > 1
+        parts: list[tuple[dg.PartitionsDefinition | None, list[ModelInfo], str]] = [
+            (pd, ms, _partitions_slug(pd) if several else "") for pd, ms in partitioned
+        ]
+        if unpartitioned:
+            parts.append((None, unpartitioned, "unpartitioned" if several else ""))
+        for partitions_def, members, suffix in sorted(parts, key=lambda p: p[2]):
+            groups.append(
+                CronGroup(
+                    cron=label,
+                    models=tuple(members),
+                    model_keys=tuple(translator.get_asset_key(m) for m in members),
+                    partitions_def=partitions_def,
+                    suffix=suffix,
+                )
             )
-        )
     return groups
 
 
 def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """Tick on the group's cron; request the days that closed since the previous tick."""
+    """Tick on the group's cron; request the partitions that closed since the previous tick."""
     cron = cron_string(group.cron)
+    partitions_def = group.partitions_def
 
     @dg.schedule(
         name=group.schedule_name,
@@ -156,29 +217,38 @@ def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         tick = context.scheduled_execution_time or utc_now()
-        if not group.partitioned:
+        if partitions_def is None:
             return dg.RunRequest(run_key=tick.astimezone(UTC).isoformat(), tags=RUN_RETRY_TAGS)
-        days = days_closed_between(previous_tick(cron, tick), tick)
-        if not days:
-            return dg.SkipReason(f"no daily partition closed since the previous tick of {cron}")
-        if len(days) == 1:
-            return dg.RunRequest(run_key=days[0], partition_key=days[0], tags=RUN_RETRY_TAGS)
+        keys = partitions_closed_between(partitions_def, previous_tick(cron, tick), tick)
+        if not keys:
+            return dg.SkipReason(f"no partition closed since the previous tick of {cron}")
+        if len(keys) == 1:
+            return dg.RunRequest(run_key=keys[0], partition_key=keys[0], tags=RUN_RETRY_TAGS)
         return dg.RunRequest(
-            run_key=f"{days[0]}..{days[-1]}", tags={**RUN_RETRY_TAGS, **range_tags(days[0], days[-1])}
+            run_key=f"{keys[0]}..{keys[-1]}", tags={**RUN_RETRY_TAGS, **range_tags(keys[0], keys[-1])}
         )
 
     return _schedule
 
 
-def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
-    """ISO days grouped into ``(first, last)`` runs of consecutive days, in order."""
-    ranges: list[list[date]] = []
-    for day in sorted({date.fromisoformat(k) for k in keys}):
-        if ranges and day - ranges[-1][1] == timedelta(days=1):
-            ranges[-1][1] = day
+def contiguous_ranges(keys: list[str], order: list[str] | None = None) -> list[tuple[str, str]]:
+    """``keys`` grouped into ``(first, last)`` runs of consecutive partitions of ``order`` (a
+    partitions definition's keys in order; default: ISO days)."""
+    if order is None:
+        days = sorted({date.fromisoformat(k) for k in keys})
+        order = (
+            [(days[0] + timedelta(days=i)).isoformat() for i in range((days[-1] - days[0]).days + 1)]
+            if days
+            else []
+        )
+    position = {key: i for i, key in enumerate(order)}
+    ranges: list[list[int]] = []
+    for index in sorted({position[k] for k in keys}):
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
         else:
-            ranges.append([day, day])
-    return [(first.isoformat(), last.isoformat()) for first, last in ranges]
+            ranges.append([index, index])
+    return [(order[first], order[last]) for first, last in ranges]
 
 
 def catch_up_settings() -> tuple[int, timedelta]:
@@ -203,7 +273,8 @@ def missing_days(
     days: list[str],
     partitions_def: dg.PartitionsDefinition,
 ) -> list[str]:
-    """Days not materialized for at least one key; days with a run in flight are not missing."""
+    """Partitions (days or any other unit) not materialized for at least one key; those with a
+    run in flight are not missing."""
     missing: set[str] = set()
     busy: set[str] = set()
     for key in keys:
@@ -219,38 +290,45 @@ def missing_days(
 
 def build_catch_up_sensor(
     groups: list[tuple[CronGroup, dg.UnresolvedAssetJobDefinition, list[dg.AssetKey]]],
-    partitions_def: dg.PartitionsDefinition,
     clock: Clock = utc_now,
     minimum_interval_seconds: int = 3600,
 ) -> dg.SensorDefinition:
-    """Request one single-run backfill per gap of missing days in the look-back window.
+    """Request one single-run backfill per gap of missing partitions in the look-back window.
 
-    A scheduled run only computes the day it is for, so days skipped while the daemon was down
-    stay missing; this sensor finds them from the marts' partition status. The newest day is
-    left to the schedule for ``PIPELINES_CATCH_UP_GRACE_HOURS`` after its tick. The run key is
-    the range, so a range is requested once; a failed catch-up run is retried by run retries
-    or by hand, not every hour.
+    A scheduled run only computes the partitions it is for, so those skipped while the daemon
+    was down stay missing; this sensor finds them from the marts' partition status, in each
+    group's own partitions definition (hours, days, months...). The look-back is
+    ``PIPELINES_CATCH_UP_DAYS`` of the group's ticks: partitions that closed in that many days
+    before the newest tick. The newest tick is left to the schedule for
+    ``PIPELINES_CATCH_UP_GRACE_HOURS``. The run key is the range, so a range is requested once;
+    a failed catch-up run is retried by run retries or by hand, not every hour.
     """
+    for group, _, _ in groups:
+        if group.partitions_def is None:
+            raise ValueError(f"{group.job_name} is not partitioned: nothing to catch up")
 
     @dg.sensor(
         name="catch_up",
         jobs=[job for _, job, _ in groups],
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Backfills missed daily partitions of the scheduled jobs (single run per gap).",
+        description="Backfills missed partitions of the scheduled jobs (single run per gap).",
     )
     def _catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         lookback, grace = catch_up_settings()
         now = clock()
         requests = []
         for group, job, keys in groups:
+            partitions_def = group.partitions_def
+            assert partitions_def is not None  # checked above
             newest_tick = previous_tick(cron_string(group.cron), now - grace + timedelta(microseconds=1))
-            last = last_closed_day(newest_tick)
-            first = max(last - timedelta(days=lookback - 1), date.fromisoformat(PROJECT_START))
-            days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-            if not days or not keys:
+            window = partitions_closed_between(
+                partitions_def, newest_tick - timedelta(days=lookback), newest_tick
+            )
+            if not window or not keys:
                 continue
-            for start, end in contiguous_ranges(missing_days(context.instance, keys, days, partitions_def)):
+            missing = missing_days(context.instance, keys, window, partitions_def)
+            for start, end in contiguous_ranges(missing, window):
                 context.log.info(f"{group.job_name}: catching up {start}..{end}")
                 requests.append(
                     dg.RunRequest(
@@ -260,7 +338,7 @@ def build_catch_up_sensor(
                     )
                 )
         if not requests:
-            return dg.SensorResult(skip_reason="no missing daily partitions in the look-back window")
+            return dg.SensorResult(skip_reason="no missing partitions in the look-back window")
         return dg.SensorResult(run_requests=requests)
 
     return _catch_up
@@ -319,7 +397,14 @@ def freshness_policy_for(model: ModelInfo, grace: timedelta | None = None) -> dg
     """
     if model.kind in NO_FRESHNESS_KINDS:
         return None
-    cron = cron_string(model.cron)
+    return _freshness_policy(model.cron, grace)
+
+
+@functools.lru_cache(maxsize=256)
+def _freshness_policy(cron: str, grace: timedelta | None) -> dg.FreshnessPolicy:
+    """One policy per (cron, grace): Dagster walks a thousand cron ticks to build each one
+    (~10 ms), which made a 1000-model load spend seconds on identical policies."""
+    cron = cron_string(cron)
     grace = freshness_grace(cron, grace)
     minute, hour, *rest = cron.split(" ")
     shift = grace.total_seconds() / 60

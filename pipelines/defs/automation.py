@@ -16,7 +16,6 @@ from pipelines.automation import (
     cron_groups,
     landing_job,
 )
-from pipelines.partitions import DAILY
 from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshTranslator
 
 
@@ -38,7 +37,7 @@ def build_defs(project: ProjectInfo, translator: SQLMeshTranslator, landing: boo
         sensors.append(build_landing_sensor(ingest_landed))
         extra_jobs.append(ingest_landed)
     if partitioned:
-        sensors.append(build_catch_up_sensor(partitioned, DAILY))
+        sensors.append(build_catch_up_sensor(partitioned))
     model_keys = [translator.get_asset_key(m) for m in project.internal_models]
     sensors.append(
         dg.AutomationConditionSensorDefinition(
