@@ -142,6 +142,16 @@ def test_one_job_and_schedule_per_partitions_definition(
     assert scheduled(units_defs, instance, "scheduled_monthly", at(2026, 2, 1)).partition_key == "2026-01-01"
     unpartitioned = scheduled(units_defs, instance, "scheduled_daily_unpartitioned", at(2026, 2, 3))
     assert unpartitioned.partition_key is None and RANGE_START not in unpartitioned.tags
+    # declarative automation: every time-partitioned model follows its inputs partition by
+    # partition, whatever its unit; the FULL model refreshes on its cron
+    labels = {
+        node.key: node.automation_condition.children[0].get_label()
+        for node in graph.asset_nodes
+        if node.key.path[0] == "units"
+    }
+    for table in ("hourly", "hourly_daily", "daily", "monthly"):
+        assert labels[key(table)] == "eager", table
+    assert labels[key("totals")] != "eager"
 
 
 @pytest.mark.slow

@@ -305,11 +305,6 @@ def build_catch_up_sensor(
 # -- per-model policies the translator attaches ------------------------------------------------
 
 
-def is_daily_partitioned(model: ModelInfo) -> bool:
-    """The default translator's rule: daily time-range models are daily-partitioned assets."""
-    return model.time_partitioned and model.interval_unit == "day"
-
-
 def automation_condition_for(model: ModelInfo, partitioned: bool | None = None) -> dg.AutomationCondition:
     """Declarative automation for a model, used only when the ``sqlmesh_automation`` sensor runs.
 
@@ -317,7 +312,8 @@ def automation_condition_for(model: ModelInfo, partitioned: bool | None = None) 
     ones (FULL, VIEW...) refresh once per SQLMesh cron after their inputs updated. Either way a
     failed blocking check on an input (a failed SQLMesh audit) holds the model back.
     """
-    partitioned = is_daily_partitioned(model) if partitioned is None else partitioned
+    # every time-range model is partitioned in its own unit (hours, days, months...)
+    partitioned = model.time_partitioned if partitioned is None else partitioned
     base = (
         dg.AutomationCondition.eager()
         if partitioned
