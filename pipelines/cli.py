@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.identifiers import safe_partition_key
+from pipelines.identifiers import safe_identifier, safe_partition_key
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -86,11 +86,13 @@ def _open_instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def _selection(text: str) -> dg.AssetSelection:
+def _selection(text: str | dg.AssetSelection) -> dg.AssetSelection:
     import warnings
 
     import dagster as dg
 
+    if isinstance(text, dg.AssetSelection):
+        return text
     if text == "*":
         return dg.AssetSelection.all()
     with warnings.catch_warnings():
@@ -105,9 +107,10 @@ def run_range(start: str, end: str, selection: str = "*", include_checks: bool =
 
 
 def _run_range(
-    start: str, end: str, selection: str = "*", include_checks: bool = True
+    start: str | None, end: str | None, selection: str | dg.AssetSelection = "*", include_checks: bool = True
 ) -> dg.ExecuteInProcessResult:
-    """Materialize ``selection`` for the partition range [start, end] in one Dagster run."""
+    """Materialize ``selection`` for the partition range [start, end] in one Dagster run
+    (unpartitioned, when ``start`` is None: a selection of unpartitioned assets only)."""
     import dagster as dg
 
     from pipelines.definitions import defs
@@ -121,7 +124,7 @@ def _run_range(
             print(f"run {run_id} died with its process: marked failed, its pool slots freed")
         return resolved.execute_in_process(
             instance=instance,
-            tags={RANGE_START: start, RANGE_END: end, **owner},
+            tags={**({RANGE_START: start, RANGE_END: end} if start else {}), **owner},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
@@ -182,6 +185,84 @@ def run(args: argparse.Namespace) -> int:
     for label, where in data_locations(settings):
         print(f"  {label + ':':<32}{where}")
     return 0 if result.success else 1
+
+
+def repair_files(args: argparse.Namespace) -> int:
+    """Find the warehouse's data files lost from the lake, rebuild their tables without them and
+    recompute exactly the lost days (pipelines/repair.py); ``--dry-run`` only reports."""
+    import dagster as dg
+
+    from pipelines import maintenance, repair, warehouse
+    from pipelines.configured_project import load_configured_project
+    from pipelines.lake import Lake
+    from pipelines.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.env != "prod":
+        print("local DuckDB warehouse: no object store to compare with, nothing to repair")
+        return 0
+    wanted = set(args.select or [])
+    for name in wanted:
+        for part in name.split("."):
+            safe_identifier(part, "model name")
+    lake = Lake(settings.lake_uri)
+    project = load_configured_project()
+    try:
+        with warehouse.warehouse(settings, read_only=False) as con:
+            damage = repair.find_damage(con, lake, project)
+            skipped = [d for d in damage if wanted and d.model not in wanted]
+            damage = [d for d in damage if not wanted or d.model in wanted]
+            if not damage:
+                note = f" in the selection ({len(skipped)} table(s) not selected)" if skipped else ""
+                print("no data file missing" + note)
+                return 0
+            print(f"{len(damage)} table(s) with data files missing from {lake.uri}:")
+            for d in damage:
+                print(f"  {d.describe()}")
+                for path in d.files:
+                    print(f"    lost: {path}")
+            if args.dry_run:
+                return 1
+            for d in damage:
+                if not d.time_column:
+                    continue  # SQLMesh's rebuild of the model replaces the table whole
+                kept = repair.rebuild(con, d)
+                print(f"rebuilt {d.table} without its lost files: {kept} row(s) kept")
+    except repair.RepairError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {d.model: dg.AssetKey(d.model.split(".")) for d in damage}
+    ok = True
+    for days, models in repair.restatements(damage):
+        chosen = dg.AssetSelection.assets(*(keys[m] for m in models)).downstream().resolve(graph)
+        if days is None:  # an unpartitioned run: its partitioned descendants keep their data
+            chosen = {k for k in chosen if defs.resolve_assets_def(k).partitions_def is None}
+        selection = repair.selection_string(k.to_user_string() for k in chosen)
+        start, end = (days.first.isoformat(), days.last.isoformat()) if days else (None, None)
+        # the lost days are out of the rebuilt tables now: a failed run is retried by this
+        # command; a model without time column still misses its file: repair-files retries it
+        command = (
+            f"uv run pipelines run --start {start} --end {end} --select '{selection}'"
+            if days
+            else "uv run pipelines repair-files"
+        )
+        print(f"recomputing {days or 'all'} of {', '.join(models)} and downstream: {selection}")
+        result = _run_range(start, end, selection)
+        done: dict[str, set[str]] = {}
+        for event in result.get_asset_materialization_events():
+            done.setdefault(event.asset_key.to_user_string(), set()).add(event.partition or "-")
+        for key, partitions in sorted(done.items()):
+            print(f"  recomputed {key}: {', '.join(sorted(partitions))}")
+        if not result.success:
+            ok = False
+            print(f"  run {result.run_id} FAILED: the lost days are not recomputed; rerun: {command}")
+    with warehouse.warehouse(settings) as con:
+        left = maintenance.missing_files(con, lake)
+    print("repair " + ("succeeded" if ok and not left else "INCOMPLETE") + f": {len(left)} file(s) missing")
+    return 0 if ok and not left else 1
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -309,6 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_run.add_argument("--no-checks", action="store_true", help="materialize without the asset checks")
     p_run.set_defaults(func=run)
+    p_repair = sub.add_parser(
+        "repair-files",
+        help="rebuild warehouse tables whose data files are lost from the lake, recompute the lost days",
+    )
+    p_repair.add_argument(
+        "--select", action="append", metavar="SCHEMA.MODEL", help="only this model's table (repeatable)"
+    )
+    p_repair.add_argument("--dry-run", action="store_true", help="report what is lost; exit 1 if anything")
+    p_repair.set_defaults(func=repair_files)
     p_ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     p_ui.add_argument("--host", default="127.0.0.1")
     p_ui.add_argument("--port", type=int, default=3000)

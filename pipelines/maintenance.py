@@ -125,7 +125,19 @@ def _days_in_file(con: duckdb.DuckDBPyConnection, table: str, path: str) -> tupl
     ).fetchall()
     if not date_cols:
         return ()
-    meta = _metadata_schema()
+    bounds = file_column_range(con, path, date_cols[0][0])
+    if bounds is None:
+        return ()
+    from datetime import date
+
+    first, last = date.fromisoformat(bounds[0][:10]), date.fromisoformat(bounds[1][:10])
+    return tuple((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+
+
+def file_column_range(con: duckdb.DuckDBPyConnection, path: str, column: str) -> tuple[str, str] | None:
+    """(min, max) of ``column`` in the data file at ``path``, as the catalog's column statistics
+    recorded them when the file was written (text); None when the catalog has none."""
+    meta = metadata_schema()
     try:
         row = con.execute(
             f"""
@@ -135,16 +147,13 @@ def _days_in_file(con: duckdb.DuckDBPyConnection, table: str, path: str) -> tupl
             JOIN {meta}.ducklake_column c ON c.column_id = s.column_id AND c.table_id = f.table_id
             WHERE c.column_name = ? AND c.end_snapshot IS NULL AND ? LIKE '%' || f.path
             """,
-            [date_cols[0][0], path],
+            [column, path],
         ).fetchone()
     except duckdb.Error:
-        return ()
-    if not row or row[0] is None:
-        return ()
-    from datetime import date
-
-    first, last = date.fromisoformat(str(row[0])[:10]), date.fromisoformat(str(row[1])[:10])
-    return tuple((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+        return None
+    if not row or row[0] is None or row[1] is None:
+        return None
+    return str(row[0]), str(row[1])
 
 
 _PHYSICAL = re.compile(r"^sqlmesh__(?P<schema>\w+?)\.(?P=schema)__(?P<name>\w+?)__\d+$")
@@ -157,6 +166,7 @@ def model_of_table(table: str) -> str | None:
     return f"{match['schema']}.{match['name']}" if match else None
 
 
-def _metadata_schema() -> str:
+def metadata_schema() -> str:
+    """The DuckLake catalog's own tables (the spec's ``ducklake_*``), as a qualified schema."""
     schema_env = os.environ.get("PIPELINES_DUCKLAKE_SCHEMA", "").strip() or "main"
     return f'__ducklake_metadata_{CATALOG}."{safe_identifier(schema_env, "DuckLake metadata schema")}"'
