@@ -1,0 +1,133 @@
+"""Rebuilding a DuckLake table without its lost files (pipelines/repair.py), on a real DuckLake
+catalog (a local metadata file and data folder: the same extension code as on S3, faster).
+
+The prod-stack repair end to end (S3, PostgreSQL catalog, SQLMesh restatement) is
+``test_prod_repair.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines import maintenance, repair
+from pipelines.duckdb_extensions import install_extensions
+from pipelines.repair import DayRange, TableDamage
+
+DAYS = [date(2026, 4, d) for d in range(5, 10)]
+TABLE = "sqlmesh__marts.marts__sales__123"
+
+
+@pytest.fixture
+def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckLake catalog named like the warehouse's, with one table partitioned by day."""
+    monkeypatch.delenv("PIPELINES_DUCKLAKE_SCHEMA", raising=False)
+    install_extensions()
+    con = duckdb.connect()
+    con.execute("LOAD ducklake")
+    con.execute(f"ATTACH 'ducklake:{tmp_path / 'meta.ducklake'}' AS lake (DATA_PATH '{tmp_path / 'data'}/')")
+    con.execute("USE lake")
+    con.execute("CREATE SCHEMA sqlmesh__marts")
+    con.execute(f"CREATE TABLE {TABLE} (order_date DATE, n INTEGER, amount DECIMAL(18, 2), note VARCHAR)")
+    con.execute(f"ALTER TABLE {TABLE} SET PARTITIONED BY (order_date)")
+    for day in DAYS:  # one insert per day, as SQLMesh's daily intervals write them
+        con.execute(
+            f"INSERT INTO {TABLE} SELECT ?::DATE, range, range / 7, 'x' || range FROM range(500)", [day]
+        )
+    yield con
+    con.close()
+
+
+def _files(con: duckdb.DuckDBPyConnection) -> dict[date, str]:
+    rows = con.execute(
+        "SELECT data_file FROM ducklake_list_files('lake', 'marts__sales__123', schema => 'sqlmesh__marts')"
+    ).fetchall()
+    return {d: p for (p,) in rows for d in DAYS if f"order_date={d}" in p}
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, where: str = "true") -> tuple[int, int]:
+    return con.execute(f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {TABLE} t WHERE {where}").fetchone()
+
+
+def test_rebuild_keeps_the_other_days_without_reading_the_lost_files(lake: duckdb.DuckDBPyConnection) -> None:
+    con = lake
+    files = _files(con)
+    kept_before = _fingerprint(con, f"order_date NOT IN ('{DAYS[1]}', '{DAYS[2]}', '{DAYS[4]}')")
+    for day in (DAYS[1], DAYS[2], DAYS[4]):
+        Path(files[day]).unlink()
+    with pytest.raises(duckdb.Error):  # the damage: a full read fails
+        _fingerprint(con)
+    # the lost days as the catalog's statistics give them (what find_damage reads)
+    lost = [maintenance.file_column_range(con, files[d], "order_date") for d in (DAYS[1], DAYS[2], DAYS[4])]
+    assert lost == [(str(d), str(d)) for d in (DAYS[1], DAYS[2], DAYS[4])]
+    ranges = repair.merge_ranges(DayRange(date.fromisoformat(a), date.fromisoformat(b)) for a, b in lost)
+    assert ranges == (DayRange(DAYS[1], DAYS[2]), DayRange(DAYS[4], DAYS[4]))
+
+    damage = TableDamage(TABLE, "marts.sales", tuple(files[d] for d in DAYS), "order_date", ranges)
+    assert repair.rebuild(con, damage) == 1000  # DAYS[0] and DAYS[3]
+    assert _fingerprint(con) == kept_before  # every kept row, no lost file read
+    columns = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'marts__sales__123'"
+    ).fetchall()
+    assert columns == [
+        ("order_date", "DATE"), ("n", "INTEGER"), ("amount", "DECIMAL(18,2)"), ("note", "VARCHAR")
+    ]  # fmt: skip
+    assert repair._partitioning(con, "sqlmesh__marts", "marts__sales__123") == ['"order_date"']
+    # a restated day lands in its own partition file again, next to the kept ones
+    con.execute(f"INSERT INTO {TABLE} SELECT ?::DATE, range, range / 7, 'x' FROM range(500)", [DAYS[2]])
+    assert set(_files(con)) == {DAYS[0], DAYS[2], DAYS[3]}
+    assert not con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%__repair'"
+    ).fetchall()
+
+
+def test_a_failed_rebuild_leaves_the_table_as_it_was(lake: duckdb.DuckDBPyConnection) -> None:
+    con = lake
+    files = _files(con)
+    Path(files[DAYS[2]]).unlink()
+    before = _fingerprint(con, f"order_date <> '{DAYS[2]}'")
+    # a wrong range (the lost day not excluded): the copy reads the lost file and fails
+    wrong = TableDamage(TABLE, "marts.sales", (files[DAYS[2]],), "order_date", (DayRange(DAYS[0], DAYS[0]),))
+    with pytest.raises(duckdb.Error):
+        repair.rebuild(con, wrong)
+    assert _fingerprint(con, f"order_date <> '{DAYS[2]}'") == before
+    assert set(_files(con)) == set(DAYS)  # still the old table, lost file still referenced
+
+
+def test_gaps_cover_everything_outside_the_lost_ranges() -> None:
+    ranges = (DayRange(DAYS[1], DAYS[2]), DayRange(DAYS[4], DAYS[4]))
+    assert repair._gaps("d", ranges) == [
+        "\"d\" < DATE '2026-04-06'",
+        "\"d\" >= DATE '2026-04-08' AND \"d\" < DATE '2026-04-09'",
+        "\"d\" >= DATE '2026-04-10'",
+    ]
+
+
+def test_restatements_group_models_by_lost_range_and_rebuild_full_models_unranged() -> None:
+    day = DayRange(DAYS[1], DAYS[1])
+    damage = [
+        TableDamage("s.a", "marts.a", ("f1",), "order_date", (day,)),
+        TableDamage("s.b", "staging.b", ("f2",), "order_date", (DayRange(DAYS[0], DAYS[0]), day)),
+        TableDamage("s.c", "marts.c", ("f3",), None),
+    ]
+    assert repair.restatements(damage) == [
+        (DayRange(DAYS[0], DAYS[0]), ["staging.b"]),
+        (day, ["marts.a", "staging.b"]),
+        (None, ["marts.c"]),
+    ]
+    assert repair.selection_string(["b/x", "a/y", "b/x"]) == 'key:"a/y" or key:"b/x"'
+
+
+def test_repair_files_is_harmless_on_the_local_warehouse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.cli import main
+
+    monkeypatch.setenv("PIPELINES_ENV", "local")
+    monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    assert main(["repair-files"]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
