@@ -187,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def _unpartitioned(defs: dg.Definitions, key: dg.AssetKey) -> bool:
+    """Whether ``key``'s own spec has no partitions (a multi-asset mixes both)."""
+    return all(s.partitions_def is None for s in defs.resolve_assets_def(key).specs if s.key == key)
+
+
 def repair_files(args: argparse.Namespace) -> int:
     """Find the warehouse's data files lost from the lake, rebuild their tables without them and
     recompute exactly the lost days (pipelines/repair.py); ``--dry-run`` only reports."""
@@ -236,10 +241,10 @@ def repair_files(args: argparse.Namespace) -> int:
     graph = defs.resolve_asset_graph()
     keys = {d.model: dg.AssetKey(d.model.split(".")) for d in damage}
     ok = True
-    for days, models in repair.restatements(damage):
+    for days, models in repair.restatements(damage, project):
         chosen = dg.AssetSelection.assets(*(keys[m] for m in models)).downstream().resolve(graph)
         if days is None:  # an unpartitioned run: its partitioned descendants keep their data
-            chosen = {k for k in chosen if defs.resolve_assets_def(k).partitions_def is None}
+            chosen = {k for k in chosen if _unpartitioned(defs, k)}
         selection = repair.selection_string(k.to_user_string() for k in chosen)
         start, end = (days.first.isoformat(), days.last.isoformat()) if days else (None, None)
         # the lost days are out of the rebuilt tables now: a failed run is retried by this

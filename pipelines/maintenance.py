@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -105,27 +106,41 @@ def _key(lake: Lake, path: str) -> str | None:
     return path[len(root) :] if path.startswith(root) else None
 
 
-def missing_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[MissingFile]:
-    """Files the catalog references that the object store does not hold, with the days
-    (``ds``/date column values) each one held when that can be read from the catalog."""
+def missing_files(
+    con: duckdb.DuckDBPyConnection, lake: Lake, time_columns: Mapping[str, str | None] | None = None
+) -> list[MissingFile]:
+    """Files the catalog references that the object store does not hold, with the days each
+    one held when that can be read from the catalog. ``time_columns`` (model -> its time
+    column, None for a model without one) names the column; otherwise the table's first DATE
+    column is taken."""
     referenced = referenced_files(con)
     present = {obj.key for obj in lake.list("warehouse", hidden=True)}
     lost = [(path, table) for path, table in referenced.items() if _key(lake, path) not in present]
-    return [MissingFile(table, path, _days_in_file(con, table, path)) for path, table in sorted(lost)]
+    return [
+        MissingFile(table, path, _days_in_file(con, table, path, time_columns))
+        for path, table in sorted(lost)
+    ]
 
 
-def _days_in_file(con: duckdb.DuckDBPyConnection, table: str, path: str) -> tuple[str, ...]:
-    """The days a lost file held, from the catalog's column statistics (min/max of the table's
-    first DATE column), so repair can restate exactly them. Empty when not derivable."""
+def _days_in_file(
+    con: duckdb.DuckDBPyConnection, table: str, path: str, time_columns: Mapping[str, str | None] | None
+) -> tuple[str, ...]:
+    """The days a lost file held, from the catalog's column statistics (min/max of the model's
+    time column), so repair can restate exactly them. Empty when not derivable."""
     schema, name = table.split(".", 1)
-    date_cols = con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
-        "AND table_name = ? AND data_type = 'DATE' ORDER BY column_index",
-        [CATALOG, schema, name],
-    ).fetchall()
-    if not date_cols:
+    model = model_of_table(table)
+    if time_columns is not None and model in time_columns:
+        column = time_columns[model]
+    else:
+        date_cols = con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+            "AND table_name = ? AND data_type = 'DATE' ORDER BY column_index",
+            [CATALOG, schema, name],
+        ).fetchall()
+        column = date_cols[0][0] if date_cols else None
+    if column is None:
         return ()
-    bounds = file_column_range(con, path, date_cols[0][0])
+    bounds = file_column_range(con, path, column)
     if bounds is None:
         return ()
     from datetime import date

@@ -81,6 +81,12 @@ def _models_by_table(project: ProjectInfo) -> dict[str, object]:
     return {f"{m.schema}.{m.table}": m for m in project.internal_models}
 
 
+def time_columns(project: ProjectInfo) -> dict[str, str | None]:
+    """Every model (``schema.name``) -> its time column, None when it has none (FULL, VIEW)."""
+    models = project.internal_models
+    return {f"{m.schema}.{m.table}": m.time_column if m.time_partitioned else None for m in models}
+
+
 def find_damage(con: duckdb.DuckDBPyConnection, lake: Lake, project: ProjectInfo) -> list[TableDamage]:
     """Every physical table of a current model with files gone from the lake, with its lost days.
 
@@ -88,7 +94,7 @@ def find_damage(con: duckdb.DuckDBPyConnection, lake: Lake, project: ProjectInfo
     without it), so its data file's range counts. Raises ``RepairError`` when a table is not a
     model's or a lost file's days cannot be read from the catalog.
     """
-    lost = {f.path for f in maintenance.missing_files(con, lake)}
+    lost = {f.path for f in maintenance.missing_files(con, lake, time_columns(project))}
     if not lost:
         return []
     models = _models_by_table(project)
@@ -222,10 +228,15 @@ def rebuild(con: duckdb.DuckDBPyConnection, damage: TableDamage) -> int:
     return kept
 
 
-def restatements(damage: Sequence[TableDamage]) -> list[tuple[DayRange | None, list[str]]]:
+def restatements(
+    damage: Sequence[TableDamage], project: ProjectInfo
+) -> list[tuple[DayRange | None, list[str]]]:
     """The runs that recompute the damage: one ranged run per distinct day range, naming the
     models lost in it, and one unpartitioned run (``None``) rebuilding the damaged models that
-    have no time column (SQLMesh replaces such a table without reading its old files)."""
+    have no time column (SQLMesh replaces such a table without reading its old files).
+
+    The unpartitioned run goes first, as time models may read those tables (a join to a
+    dimension), unless one of them reads a damaged time model: then it goes last."""
     runs: dict[DayRange, set[str]] = {}
     for d in damage:
         for r in d.ranges:
@@ -234,9 +245,26 @@ def restatements(damage: Sequence[TableDamage]) -> list[tuple[DayRange | None, l
         (r, sorted(models)) for r, models in sorted(runs.items(), key=lambda x: (x[0].first, x[0].last))
     ]
     whole = sorted({d.model for d in damage if not d.time_column})
-    if whole:
-        planned.append((None, whole))
-    return planned
+    if not whole:
+        return planned
+    damaged_time_models = {d.model for d in damage if d.time_column}
+    if _upstream(project, whole) & damaged_time_models:
+        return [*planned, (None, whole)]
+    return [(None, whole), *planned]
+
+
+def _upstream(project: ProjectInfo, names: Iterable[str]) -> set[str]:
+    """Every model ``names`` read, directly or not (``schema.name``)."""
+    by_fqn = {m.fqn: m for m in project.models.values()}
+    short = {m.fqn: f"{m.schema}.{m.table}" for m in project.models.values()}
+    todo = [m.fqn for m in project.models.values() if f"{m.schema}.{m.table}" in set(names)]
+    seen: set[str] = set()
+    while todo:
+        for parent in by_fqn[todo.pop()].depends_on:
+            if parent in by_fqn and parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return {short[f] for f in seen}
 
 
 def selection_string(keys: Iterable[str]) -> str:

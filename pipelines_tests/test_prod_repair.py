@@ -84,7 +84,7 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
     message = str(failure.event_specific_data.error.message)
     assert f"marts.daily_revenue days {DAYS[1]}" in message
     assert f"staging.stg_orders days {DAYS[2]}" in message
-    assert "marts.dim_customers days unknown" in message
+    assert "marts.dim_customers whole table" in message and "repair-files" in message
 
     dry = _cli(tmp_path, "repair-files", "--dry-run")
     assert dry.returncode == 1, (dry.stdout[-3000:], dry.stderr[-3000:])
@@ -94,15 +94,16 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
     assert not _check(prod).success  # a dry run changes nothing
 
     fixed = _cli(tmp_path, "repair-files")
-    assert fixed.returncode == 0, (fixed.stdout[-3000:], fixed.stderr[-3000:])
     print(fixed.stdout)
+    assert fixed.returncode == 0, (fixed.stdout[-3000:], fixed.stderr[-3000:])
     assert "repair succeeded: 0 file(s) missing" in fixed.stdout
     # what each restatement run materialized: the lost day of the damaged model and of its
     # downstream models only (the report has no partitions)
-    recomputed = dict(re.findall(r"^  recomputed (\S+): (.+)$", fixed.stdout, re.MULTILINE))
     runs = fixed.stdout.split("recomputing ")[1:]
     by_run = [dict(re.findall(r"^  recomputed (\S+): (.+)$", run, re.MULTILINE)) for run in runs]
     assert by_run == [
+        # first the FULL model (fct_orders joins it), alone: its partitioned descendants keep theirs
+        {"marts/dim_customers": "-", "reports/shop_report": "-"},
         {"marts/daily_revenue": DAYS[1], "reports/shop_report": "-"},
         {
             "staging/stg_orders": DAYS[2],
@@ -112,11 +113,11 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
             "marts/category_sales": DAYS[2],
             "reports/shop_report": "-",
         },
-        {"marts/dim_customers": "-", "reports/shop_report": "-"},
-    ], recomputed
+    ], fixed.stdout
     # SQLMesh restated exactly those intervals (the bridge's log of each ranged run)
-    restated = re.findall(r"restating (\d+) model\(s\) for \[(\S+) 00:00, (\S+) 00:00\)", fixed.stderr)
-    assert restated == [("1", DAYS[1], DAYS[2]), ("5", DAYS[2], "2026-04-08")], restated
+    restated = re.findall(r"restating (\d+) model\(s\) for \[(\S+) \S+, (\S+) \S+\)", fixed.stderr)
+    assert restated[1:] == [("1", DAYS[1], DAYS[2]), ("5", DAYS[2], "2026-04-08")], restated
+    assert restated[0][:2] == ("1", "1970-01-01")  # the FULL model: all of it, as SQLMesh rebuilds it
 
     assert _check(prod).success
     assert _marts() == reference

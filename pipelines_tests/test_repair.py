@@ -17,6 +17,7 @@ import pytest
 from pipelines import maintenance, repair
 from pipelines.duckdb_extensions import install_extensions
 from pipelines.repair import DayRange, TableDamage
+from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo
 
 DAYS = [date(2026, 4, d) for d in range(5, 10)]
 TABLE = "sqlmesh__marts.marts__sales__123"
@@ -107,18 +108,36 @@ def test_gaps_cover_everything_outside_the_lost_ranges() -> None:
     ]
 
 
-def test_restatements_group_models_by_lost_range_and_rebuild_full_models_unranged() -> None:
+def _project(*models: tuple[str, str | None, list[str]]) -> ProjectInfo:
+    """A project of ``(schema.name, time column, parents)`` models."""
+    infos = {}
+    for name, time_column, parents in models:
+        schema, table = name.split(".")
+        infos[f'"lake"."{schema}"."{table}"'] = ModelInfo(
+            fqn=f'"lake"."{schema}"."{table}"', name=name, catalog="lake", schema=schema, table=table,
+            kind="INCREMENTAL_BY_TIME_RANGE" if time_column else "FULL", external=False,
+            time_column=time_column, interval_unit="day", start=None, cron="@daily", description=None,
+            owner=None, tags=[], columns=[], audits=[], fingerprint="0", path=None,
+            depends_on=['"lake"."{}"."{}"'.format(*p.split(".")) for p in parents],
+        )  # fmt: skip
+    return ProjectInfo(project_dir=".", gateway=None, default_catalog="lake", models=infos)
+
+
+def test_restatements_group_models_by_lost_range_and_order_full_rebuilds() -> None:
     day = DayRange(DAYS[1], DAYS[1])
     damage = [
         TableDamage("s.a", "marts.a", ("f1",), "order_date", (day,)),
         TableDamage("s.b", "staging.b", ("f2",), "order_date", (DayRange(DAYS[0], DAYS[0]), day)),
         TableDamage("s.c", "marts.c", ("f3",), None),
     ]
-    assert repair.restatements(damage) == [
-        (DayRange(DAYS[0], DAYS[0]), ["staging.b"]),
-        (day, ["marts.a", "staging.b"]),
-        (None, ["marts.c"]),
-    ]
+    ranged = [(DayRange(DAYS[0], DAYS[0]), ["staging.b"]), (day, ["marts.a", "staging.b"])]
+    # marts.a joins the dimension marts.c: rebuild the dimension first
+    b = ("staging.b", "d", [])
+    joins = _project(b, ("marts.c", None, []), ("marts.a", "d", ["staging.b", "marts.c"]))
+    assert repair.restatements(damage, joins) == [(None, ["marts.c"]), *ranged]
+    # the dimension reads a damaged time model: rebuild it after that model's days
+    reads = _project(b, ("marts.c", None, ["staging.b"]), ("marts.a", "d", ["staging.b"]))
+    assert repair.restatements(damage, reads) == [*ranged, (None, ["marts.c"])]
     assert repair.selection_string(["b/x", "a/y", "b/x"]) == 'key:"a/y" or key:"b/x"'
 
 
