@@ -22,7 +22,9 @@ from pipelines.identifiers import safe_identifier, safe_partition_key
 if TYPE_CHECKING:
     import dagster as dg
 
+    from pipelines.repair import TableDamage
     from pipelines.settings import Settings
+    from pipelines.sqlmesh_bridge import ProjectInfo
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -192,10 +194,37 @@ def _unpartitioned(defs: dg.Definitions, key: dg.AssetKey) -> bool:
     return all(s.partitions_def is None for s in defs.resolve_assets_def(key).specs if s.key == key)
 
 
+def _repair_runs(
+    damage: list[TableDamage], project: ProjectInfo
+) -> list[tuple[str | None, str | None, str, str]]:
+    """(start, end, selection, command) of each run recomputing ``damage``: the damaged models
+    and their downstream assets (only the unpartitioned ones for an unranged run)."""
+    import dagster as dg
+
+    from pipelines import repair
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    runs = []
+    for days, models in repair.restatements(damage, project):
+        chosen = dg.AssetSelection.assets(*(dg.AssetKey(m.split(".")) for m in models))
+        keys = chosen.downstream().resolve(graph)
+        if days is None:  # an unpartitioned run: its partitioned descendants keep their data
+            keys = {k for k in keys if _unpartitioned(defs, k)}
+        selection = repair.selection_string(k.to_user_string() for k in keys)
+        if days is None:  # the FULL model's file is still lost until its run: repair-files retries
+            runs.append((None, None, selection, "uv run pipelines repair-files"))
+            continue
+        start, end = days.first.isoformat(), days.last.isoformat()
+        command = f"uv run pipelines run --start {start} --end {end} --select '{selection}'"
+        runs.append((start, end, selection, command))
+    return runs
+
+
 def repair_files(args: argparse.Namespace) -> int:
     """Find the warehouse's data files lost from the lake, rebuild their tables without them and
     recompute exactly the lost days (pipelines/repair.py); ``--dry-run`` only reports."""
-    import dagster as dg
+    import time
 
     from pipelines import maintenance, repair, warehouse
     from pipelines.configured_project import load_configured_project
@@ -214,11 +243,11 @@ def repair_files(args: argparse.Namespace) -> int:
     project = load_configured_project()
     try:
         with warehouse.warehouse(settings, read_only=False) as con:
-            damage = repair.find_damage(con, lake, project)
-            skipped = [d for d in damage if wanted and d.model not in wanted]
-            damage = [d for d in damage if not wanted or d.model in wanted]
+            found = repair.find_damage(con, lake, project)
+            damage = [d for d in found if not wanted or d.model in wanted]
             if not damage:
-                note = f" in the selection ({len(skipped)} table(s) not selected)" if skipped else ""
+                others = len(found) - len(damage)
+                note = f" in the selection ({others} other table(s))" if others else ""
                 print("no data file missing" + note)
                 return 0
             print(f"{len(damage)} table(s) with data files missing from {lake.uri}:")
@@ -226,44 +255,39 @@ def repair_files(args: argparse.Namespace) -> int:
                 print(f"  {d.describe()}")
                 for path in d.files:
                     print(f"    lost: {path}")
+            runs = _repair_runs(damage, project)
+            # printed before anything changes: after a rebuild the lost days are out of the
+            # table and no check finds them again, so a repair stopped midway is finished by these
+            print("recompute runs (rerun any that does not report success):")
+            for *_, command in runs:
+                print(f"  {command}")
             if args.dry_run:
                 return 1
             for d in damage:
                 if not d.time_column:
                     continue  # SQLMesh's rebuild of the model replaces the table whole
+                began = time.monotonic()
                 kept = repair.rebuild(con, d)
-                print(f"rebuilt {d.table} without its lost files: {kept} row(s) kept")
+                took = time.monotonic() - began
+                print(f"rebuilt {d.table} without its lost files: {kept} row(s) kept in {took:.2f} s")
     except repair.RepairError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from pipelines.definitions import defs
-
-    graph = defs.resolve_asset_graph()
-    keys = {d.model: dg.AssetKey(d.model.split(".")) for d in damage}
     ok = True
-    for days, models in repair.restatements(damage, project):
-        chosen = dg.AssetSelection.assets(*(keys[m] for m in models)).downstream().resolve(graph)
-        if days is None:  # an unpartitioned run: its partitioned descendants keep their data
-            chosen = {k for k in chosen if _unpartitioned(defs, k)}
-        selection = repair.selection_string(k.to_user_string() for k in chosen)
-        start, end = (days.first.isoformat(), days.last.isoformat()) if days else (None, None)
-        # the lost days are out of the rebuilt tables now: a failed run is retried by this
-        # command; a model without time column still misses its file: repair-files retries it
-        command = (
-            f"uv run pipelines run --start {start} --end {end} --select '{selection}'"
-            if days
-            else "uv run pipelines repair-files"
-        )
-        print(f"recomputing {days or 'all'} of {', '.join(models)} and downstream: {selection}")
+    for start, end, selection, command in runs:
+        print(f"recomputing {f'{start} .. {end}' if start else 'all'} of {selection}")
+        began = time.monotonic()
         result = _run_range(start, end, selection)
         done: dict[str, set[str]] = {}
         for event in result.get_asset_materialization_events():
             done.setdefault(event.asset_key.to_user_string(), set()).add(event.partition or "-")
         for key, partitions in sorted(done.items()):
             print(f"  recomputed {key}: {', '.join(sorted(partitions))}")
+        outcome = "succeeded" if result.success else "FAILED"
+        print(f"  run {result.run_id}: {outcome} in {time.monotonic() - began:.1f} s")
         if not result.success:
             ok = False
-            print(f"  run {result.run_id} FAILED: the lost days are not recomputed; rerun: {command}")
+            print(f"  the lost data is not recomputed: read the run's logs, then run {command}")
     with warehouse.warehouse(settings) as con:
         left = maintenance.missing_files(con, lake)
     print("repair " + ("succeeded" if ok and not left else "INCOMPLETE") + f": {len(left)} file(s) missing")

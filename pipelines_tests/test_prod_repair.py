@@ -90,6 +90,8 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
     assert dry.returncode == 1, (dry.stdout[-3000:], dry.stderr[-3000:])
     assert "marts.daily_revenue (sqlmesh__marts.marts__daily_revenue__" in dry.stdout
     assert f"recompute {DAYS[1]}" in dry.stdout and f"recompute {DAYS[2]}" in dry.stdout
+    # the runs a repair stopped midway needs are named before anything changes
+    assert f"uv run pipelines run --start {DAYS[1]} --end {DAYS[1]} --select" in dry.stdout
     assert "marts.dim_customers" in dry.stdout and "whole table" in dry.stdout
     assert not _check(prod).success  # a dry run changes nothing
 
