@@ -16,6 +16,7 @@ import pytest
 
 from pipelines import maintenance, repair
 from pipelines.duckdb_extensions import install_extensions
+from pipelines.lake import Lake
 from pipelines.repair import DayRange, TableDamage
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo
 
@@ -30,7 +31,8 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[duckdb.Duc
     install_extensions()
     con = duckdb.connect()
     con.execute("LOAD ducklake")
-    con.execute(f"ATTACH 'ducklake:{tmp_path / 'meta.ducklake'}' AS lake (DATA_PATH '{tmp_path / 'data'}/')")
+    data = tmp_path / "lake" / "warehouse"  # where prod keeps it: <lake>/warehouse/
+    con.execute(f"ATTACH 'ducklake:{tmp_path / 'meta.ducklake'}' AS lake (DATA_PATH '{data}/')")
     con.execute("USE lake")
     con.execute("CREATE SCHEMA sqlmesh__marts")
     con.execute(f"CREATE TABLE {TABLE} (order_date DATE, n INTEGER, amount DECIMAL(18, 2), note VARCHAR)")
@@ -97,6 +99,33 @@ def test_a_failed_rebuild_leaves_the_table_as_it_was(lake: duckdb.DuckDBPyConnec
         repair.rebuild(con, wrong)
     assert _fingerprint(con, f"order_date <> '{DAYS[2]}'") == before
     assert set(_files(con)) == set(DAYS)  # still the old table, lost file still referenced
+
+
+def test_damage_names_the_days_of_lost_data_and_delete_files(
+    lake: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    con = lake
+    con.execute("CALL lake.set_option('data_inlining_row_limit', 0)")  # a delete file, not inlined
+    con.execute(f"DELETE FROM {TABLE} WHERE order_date = ? AND n < 10", [DAYS[3]])
+    rows = con.execute(
+        "SELECT data_file, delete_file FROM ducklake_list_files('lake', 'marts__sales__123', "
+        "schema => 'sqlmesh__marts')"
+    ).fetchall()
+    deletes = [(data, delete) for data, delete in rows if delete]
+    assert len(deletes) == 1 and f"order_date={DAYS[3]}" in deletes[0][0]
+    Path(deletes[0][1]).unlink()  # the delete file of DAYS[3]
+    Path(_files(con)[DAYS[1]]).unlink()  # the data file of DAYS[1]
+    project = _project(("marts.sales", "order_date", []))
+    damage = repair.find_damage(con, Lake(str(tmp_path / "lake")), project)
+    assert [(d.table, d.model, d.time_column, d.ranges) for d in damage] == [
+        (TABLE, "marts.sales", "order_date", (DayRange(DAYS[1], DAYS[1]), DayRange(DAYS[3], DAYS[3])))
+    ]
+    assert repair.rebuild(con, damage[0]) == 1500  # DAYS 0, 2 and 4; DAYS[3] is recomputed whole
+    assert repair.find_damage(con, Lake(str(tmp_path / "lake")), project) == []
+    # a table that is no current model's: named, not guessed at
+    Path(_files(con)[DAYS[0]]).unlink()
+    with pytest.raises(repair.RepairError, match="no current model's physical table"):
+        repair.find_damage(con, Lake(str(tmp_path / "lake")), _project(("marts.other", "d", [])))
 
 
 def test_gaps_cover_everything_outside_the_lost_ranges() -> None:
