@@ -31,7 +31,7 @@ import duckdb
 from pipelines import maintenance
 from pipelines.identifiers import safe_identifier
 from pipelines.lake import Lake
-from pipelines.sqlmesh_bridge import ProjectInfo
+from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo
 
 CATALOG = maintenance.CATALOG
 REPAIR_SUFFIX = "__repair"
@@ -77,7 +77,7 @@ def merge_ranges(ranges: Iterable[DayRange]) -> tuple[DayRange, ...]:
     return tuple(merged)
 
 
-def _models_by_table(project: ProjectInfo) -> dict[str, object]:
+def _models_by_table(project: ProjectInfo) -> dict[str, ModelInfo]:
     return {f"{m.schema}.{m.table}": m for m in project.internal_models}
 
 
@@ -111,8 +111,13 @@ def find_damage(con: duckdb.DuckDBPyConnection, lake: Lake, project: ProjectInfo
                 f"{table}: files lost ({', '.join(sorted(paths))}) but the table is no current "
                 "model's physical table; restore the files from a backup or drop the table"
             )
-        time_column = model.time_column if model.time_partitioned else None  # type: ignore[attr-defined]
+        time_column = model.time_column if model.time_partitioned else None
         ranges: tuple[DayRange, ...] = ()
+        if time_column and model.interval_unit not in (None, "day"):
+            raise RepairError(
+                f"{model_name}: files lost ({', '.join(sorted(paths))}); repair restates whole days "
+                f"and this model's intervals are by {model.interval_unit}: restate its days by hand"
+            )
         if time_column:
             data_files = _data_files_of(con, table, paths)
             ranges = merge_ranges(_file_days(con, table, f, time_column) for f in sorted(data_files))
@@ -134,7 +139,7 @@ def _file_days(con: duckdb.DuckDBPyConnection, table: str, path: str, column: st
     if bounds is None:
         raise RepairError(
             f"{table}: the catalog has no statistics of {column} for lost file {path}; "
-            f"restate the model's whole history instead (pipelines run --start <first day> --select ...)"
+            "restate the model's whole history instead (pipelines run --start <first day> --select ...)"
         )
     try:
         return DayRange(date.fromisoformat(bounds[0][:10]), date.fromisoformat(bounds[1][:10]))
