@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pipelines.repair import TableDamage
     from pipelines.settings import Settings
     from pipelines.sqlmesh_bridge import ProjectInfo
+    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -171,8 +172,13 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.settings import Settings
 
     settings = Settings.from_env()
-    print(f"Running {args.select!r} for {start} .. {end} on {settings.env} (DAGSTER_HOME={home})")
-    result = _run_range(start, end, args.select, include_checks=not args.no_checks)
+    if _partitioned_count(args.select) == 0:  # a range tag on such a run fails it in Dagster
+        print(f"Running {args.select!r} on {settings.env} (DAGSTER_HOME={home})")
+        print("  no partitioned asset in the selection: one unpartitioned run, --start/--end/--days unused")
+        result = _run_range(None, None, args.select, include_checks=not args.no_checks)
+    else:
+        print(f"Running {args.select!r} for {start} .. {end} on {settings.env} (DAGSTER_HOME={home})")
+        result = _run_range(start, end, args.select, include_checks=not args.no_checks)
     checks = [
         e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
@@ -187,6 +193,15 @@ def run(args: argparse.Namespace) -> int:
     for label, where in data_locations(settings):
         print(f"  {label + ':':<32}{where}")
     return 0 if result.success else 1
+
+
+def _partitioned_count(selection: str) -> int:
+    """How many assets of ``selection`` are partitioned (the others run unpartitioned in a
+    ranged run: Dagster runs each asset of a range run for its own partitions, if any)."""
+    from pipelines.definitions import defs
+
+    keys = _selection(selection).resolve(defs.resolve_asset_graph())
+    return sum(not _unpartitioned(defs, k) for k in keys)
 
 
 def _unpartitioned(defs: dg.Definitions, key: dg.AssetKey) -> bool:
@@ -219,6 +234,34 @@ def _repair_runs(
         command = f"uv run pipelines run --start {start} --end {end} --select '{selection}'"
         runs.append((start, end, selection, command))
     return runs
+
+
+class _PrintLog:
+    """A log for code that takes Dagster's: prints, as the CLI reports."""
+
+    def info(self, message: str) -> None:
+        print(f"  {message}")
+
+    def debug(self, message: str, *args: object) -> None:
+        pass
+
+
+def _sqlmesh_resource() -> SQLMeshResource:
+    """The SQLMesh resource the code location runs with (its project paths, gateway, lock)."""
+    from pipelines.configured_project import settings_from_env
+    from pipelines.resources import build_resources
+    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+
+    settings, dirs = settings_from_env()
+    base = build_resources(settings)["sqlmesh"]
+    assert isinstance(base, SQLMeshResource)
+    return SQLMeshResource(
+        project_dir=str(dirs[0]),
+        extra_project_dirs=[str(d) for d in dirs[1:]],
+        gateway=base.gateway,
+        environment=base.environment,
+        lock_file=base.lock_file,
+    )
 
 
 def repair_files(args: argparse.Namespace) -> int:
@@ -263,14 +306,19 @@ def repair_files(args: argparse.Namespace) -> int:
                 print(f"  {command}")
             if args.dry_run:
                 return 1
-            for d in damage:
-                if not d.time_column:
-                    continue  # SQLMesh's rebuild of the model replaces the table whole
-                began = time.monotonic()
-                kept = repair.rebuild(con, d)
-                took = time.monotonic() - began
-                print(f"rebuilt {d.table} without its lost files: {kept} row(s) kept in {took:.2f} s")
-    except repair.RepairError as exc:
+            # the lost days leave SQLMesh's "done" intervals before they leave the tables: if this
+            # process dies after a rebuild, any later run covering them recomputes them
+            with _sqlmesh_resource().intervals_not_done(
+                repair.windows_not_done(damage, project), _PrintLog()
+            ):
+                for d in damage:
+                    if not d.time_column:
+                        continue  # SQLMesh's rebuild of the model replaces the table whole
+                    began = time.monotonic()
+                    kept = repair.rebuild(con, d)
+                    took = time.monotonic() - began
+                    print(f"rebuilt {d.table} without its lost files: {kept} row(s) kept in {took:.2f} s")
+    except RuntimeError as exc:  # repair.RepairError, or SQLMesh's environment lacks a model
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ok = True

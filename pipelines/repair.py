@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import duckdb
 
@@ -256,6 +256,36 @@ def restatements(
     if _upstream(project, whole) & damaged_time_models:
         return [*planned, (None, whole)]
     return [(None, whole), *planned]
+
+
+def restated_models(project: ProjectInfo, names: Iterable[str]) -> list[str]:
+    """The fqns of the models ``names`` (``schema.name``) and every model downstream of them
+    that SQLMesh lets restate: what a restatement of ``names`` recomputes."""
+    wanted = set(names)
+    affected = {m.fqn for m in project.models.values() if f"{m.schema}.{m.table}" in wanted}
+    grew = True
+    while grew:  # a small graph: repeat until no model joins (embedded models pass it on)
+        grew = False
+        for model in project.models.values():
+            if model.fqn not in affected and affected.intersection(model.depends_on):
+                affected.add(model.fqn)
+                grew = True
+    return [m.fqn for m in project.topological(affected) if m.restatable]
+
+
+def windows_not_done(
+    damage: Sequence[TableDamage], project: ProjectInfo
+) -> list[tuple[list[str], datetime, datetime]]:
+    """(model fqns, start, end) to mark not done in SQLMesh's state before the rebuild removes
+    their rows: each lost day range of the rebuilt models and of their downstream models."""
+    windows = []
+    for days, models in restatements(damage, project):
+        if days is None:  # a FULL model: not rebuilt, its lost file is found again until its run
+            continue
+        start = datetime.combine(days.first, time.min, UTC)
+        end = datetime.combine(days.last + timedelta(days=1), time.min, UTC)
+        windows.append((restated_models(project, models), start, end))
+    return windows
 
 
 def _upstream(project: ProjectInfo, names: Iterable[str]) -> set[str]:

@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 
 from pipelines import maintenance, warehouse
+from pipelines.cli import RANGE_END, RANGE_START
 from pipelines.lake import Lake
 from pipelines_tests.conftest import Deployment
 
@@ -125,3 +126,81 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
     assert _marts() == reference
     again = _cli(tmp_path, "repair-files", "--dry-run")
     assert again.returncode == 0 and "no data file missing" in again.stdout
+
+
+# the fault: the repair's process dies after its rebuilds, before its first recompute run
+_KILLED_BEFORE_RECOMPUTE = (
+    "import os, sys\n"
+    "import pipelines.cli as cli\n"
+    "cli._run_range = lambda *a, **k: os._exit(137)\n"
+    "sys.exit(cli.main(['repair-files']))\n"
+)
+
+
+def _done_days(model: str) -> set[str]:
+    """The days SQLMesh's state counts done for ``model`` (``schema.name``)."""
+    from datetime import date, timedelta
+
+    from sqlmesh.utils.date import to_ds
+
+    from pipelines.cli import _sqlmesh_resource
+
+    ctx = _sqlmesh_resource().context()
+    try:
+        env = ctx.state_sync.get_environment("prod")
+        schema, name = model.split(".")
+        info = next(s for s in env.snapshots if s.name.endswith(f'"{schema}"."{name}"'))
+        snapshot = ctx.state_sync.get_snapshots([info.snapshot_id])[info.snapshot_id]
+        days = set()
+        for start, end in snapshot.intervals:
+            first, stop = date.fromisoformat(to_ds(start)), date.fromisoformat(to_ds(end))
+            days |= {(first + timedelta(days=i)).isoformat() for i in range((stop - first).days)}
+        return days
+    finally:
+        ctx.close()
+
+
+@pytest.mark.slow
+def test_a_repair_killed_after_its_rebuild_is_finished_by_a_plain_catch_up_run(
+    prod: Deployment, tmp_path: Path
+) -> None:
+    assert prod.run("*", start=DAYS[0], end=DAYS[-1]).success
+    reference = _marts()
+    lake = Lake(os.environ["PIPELINES_LAKE_URI"])
+    _lose(lake, "marts__daily_revenue__", DAYS[1])
+    _lose(lake, "staging__stg_orders__", DAYS[2])
+
+    home = tmp_path / "operator_home"
+    home.mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_RECOMPUTE],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    print(killed.stdout)
+    assert killed.returncode == 137, (killed.stdout[-3000:], killed.stderr[-3000:])
+    assert "rebuilt sqlmesh__staging.staging__stg_orders__" in killed.stdout
+    # the lost days left SQLMesh's state before they left the tables: the model and its downstream
+    assert f"SQLMesh state: not done, 1 model(s) for [{DAYS[1]}" in killed.stdout
+    assert f"SQLMesh state: not done, 5 model(s) for [{DAYS[2]}" in killed.stdout
+    assert _check(prod).success  # no lost file any more: the check cannot tell
+    assert _marts() != reference  # the lost days are out of the tables
+    assert _done_days("marts.daily_revenue") == {DAYS[0]}
+    assert _done_days("staging.stg_orders") == {DAYS[0], DAYS[1]}
+    assert _done_days("marts.category_sales") == {DAYS[0], DAYS[1]}
+
+    # a plain unattended run over the days (what the catch-up sensor launches: no restatement,
+    # SQLMesh computes what its state says is not done) recomputes exactly the lost days
+    job = prod.definitions().resolve_job_def("scheduled_daily")
+    tags = {RANGE_START: DAYS[0], RANGE_END: DAYS[-1], "dagster/sensor_name": "catch_up"}
+    result = job.execute_in_process(instance=prod.instance, tags=tags, raise_on_error=False)
+    assert result.success
+    computed = {
+        e.asset_key.to_user_string(): e.materialization.metadata["sqlmesh/intervals"].value
+        for e in result.get_asset_materialization_events()
+        if "sqlmesh/intervals" in e.materialization.metadata
+    }
+    print(computed)
+    assert _marts() == reference
+    for model in ("marts.daily_revenue", "staging.stg_orders", "marts.category_sales"):
+        assert _done_days(model) == set(DAYS)
