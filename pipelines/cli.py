@@ -17,12 +17,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.identifiers import safe_partition_key
+from pipelines.identifiers import safe_identifier, safe_partition_key
 
 if TYPE_CHECKING:
     import dagster as dg
 
+    from pipelines.repair import TableDamage
     from pipelines.settings import Settings
+    from pipelines.sqlmesh_bridge import ProjectInfo
+    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -86,11 +89,13 @@ def _open_instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def _selection(text: str) -> dg.AssetSelection:
+def _selection(text: str | dg.AssetSelection) -> dg.AssetSelection:
     import warnings
 
     import dagster as dg
 
+    if isinstance(text, dg.AssetSelection):
+        return text
     if text == "*":
         return dg.AssetSelection.all()
     with warnings.catch_warnings():
@@ -105,11 +110,15 @@ def run_range(start: str, end: str, selection: str = "*", include_checks: bool =
 
 
 def _run_range(
-    start: str, end: str, selection: str = "*", include_checks: bool = True
+    start: str | None,
+    end: str | None,
+    selection: str | dg.AssetSelection = "*",
+    include_checks: bool = True,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize ``selection`` for the days [start, end]: one Dagster run per partitions
     definition (``pipelines.partition_runs``; the bundled shop is all daily: one run), each for
-    its own partitions inside those days, in dependency order; stops at the first failed run."""
+    its own partitions inside those days, in dependency order; stops at the first failed run.
+    Unpartitioned assets alone run once without a range (``start`` may then be None)."""
     import dagster as dg
 
     from pipelines.definitions import defs
@@ -119,7 +128,8 @@ def _run_range(
     graph = defs.resolve_asset_graph()
     keys = [k for k in chosen.resolve(graph) if graph.get(k).is_materializable]
     parts = split_by_partitions(graph, keys)
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    if (start is None or end is None) and any(part.partitions_def is not None for part in parts):
+        raise ValueError("a selection with partitioned assets needs --start and --end")
     owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
     results = []
     with _open_instance() as instance:
@@ -131,8 +141,12 @@ def _run_range(
             name = "demo_run" if len(parts) == 1 else f"demo_run_{index + 1}"
             job_def = dg.define_asset_job(name, selection=what if include_checks else what.without_checks())
             tags = dict(owner)
+            if part.partitions_def is None and len(parts) == 1 and start is not None:
+                print("  no partitioned asset in the selection: one unpartitioned run, the days do not apply")
             if part.partitions_def is not None:
-                span = keys_within_days(part.partitions_def, first, last)
+                span = keys_within_days(
+                    part.partitions_def, date.fromisoformat(start), date.fromisoformat(end)
+                )
                 if not span:
                     print(
                         f"{len(part.keys)} asset(s) have no whole partition inside {start} .. {end}: skipped"
@@ -220,6 +234,146 @@ def run(args: argparse.Namespace) -> int:
     for label, where in data_locations(settings):
         print(f"  {label + ':':<32}{where}")
     return 0 if ok else 1
+
+
+def _unpartitioned(defs: dg.Definitions, key: dg.AssetKey) -> bool:
+    """Whether ``key``'s own spec has no partitions (a multi-asset mixes both)."""
+    return all(s.partitions_def is None for s in defs.resolve_assets_def(key).specs if s.key == key)
+
+
+def _repair_runs(
+    damage: list[TableDamage], project: ProjectInfo
+) -> list[tuple[str | None, str | None, str, str]]:
+    """(start, end, selection, command) of each run recomputing ``damage``: the damaged models
+    and their downstream assets (only the unpartitioned ones for an unranged run)."""
+    import dagster as dg
+
+    from pipelines import repair
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    runs = []
+    for days, models in repair.restatements(damage, project):
+        chosen = dg.AssetSelection.assets(*(dg.AssetKey(m.split(".")) for m in models))
+        keys = chosen.downstream().resolve(graph)
+        if days is None:  # an unpartitioned run: its partitioned descendants keep their data
+            keys = {k for k in keys if _unpartitioned(defs, k)}
+        selection = repair.selection_string(k.to_user_string() for k in keys)
+        if days is None:  # the FULL model's file is still lost until its run: repair-files retries
+            runs.append((None, None, selection, "uv run pipelines repair-files"))
+            continue
+        start, end = days.first.isoformat(), days.last.isoformat()
+        command = f"uv run pipelines run --start {start} --end {end} --select '{selection}'"
+        runs.append((start, end, selection, command))
+    return runs
+
+
+class _PrintLog:
+    """A log for code that takes Dagster's: prints, as the CLI reports."""
+
+    def info(self, message: str) -> None:
+        print(f"  {message}")
+
+    def debug(self, message: str, *args: object) -> None:
+        pass
+
+
+def _sqlmesh_resource() -> SQLMeshResource:
+    """The SQLMesh resource the code location runs with (its project paths, gateway, lock)."""
+    from pipelines.configured_project import settings_from_env
+    from pipelines.resources import build_resources
+    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+
+    settings, dirs = settings_from_env()
+    base = build_resources(settings)["sqlmesh"]
+    assert isinstance(base, SQLMeshResource)
+    return SQLMeshResource(
+        project_dir=str(dirs[0]),
+        extra_project_dirs=[str(d) for d in dirs[1:]],
+        gateway=base.gateway,
+        environment=base.environment,
+        lock_file=base.lock_file,
+    )
+
+
+def repair_files(args: argparse.Namespace) -> int:
+    """Find the warehouse's data files lost from the lake, rebuild their tables without them and
+    recompute exactly the lost days (pipelines/repair.py); ``--dry-run`` only reports."""
+    import time
+
+    from pipelines import maintenance, repair, warehouse
+    from pipelines.configured_project import load_configured_project
+    from pipelines.lake import Lake
+    from pipelines.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.env != "prod":
+        print("local DuckDB warehouse: no object store to compare with, nothing to repair")
+        return 0
+    wanted = set(args.select or [])
+    for name in wanted:
+        for part in name.split("."):
+            safe_identifier(part, "model name")
+    lake = Lake(settings.lake_uri)
+    project = load_configured_project()
+    try:
+        with warehouse.warehouse(settings, read_only=False) as con:
+            found = repair.find_damage(con, lake, project)
+            damage = [d for d in found if not wanted or d.model in wanted]
+            if not damage:
+                others = len(found) - len(damage)
+                note = f" in the selection ({others} other table(s))" if others else ""
+                print("no data file missing" + note)
+                return 0
+            print(f"{len(damage)} table(s) with data files missing from {lake.uri}:")
+            for d in damage:
+                print(f"  {d.describe()}")
+                for path in d.files:
+                    print(f"    lost: {path}")
+            runs = _repair_runs(damage, project)
+            # printed before anything changes: after a rebuild the lost days are out of the
+            # table and no check finds them again, so a repair stopped midway is finished by these
+            print("recompute runs (rerun any that does not report success):")
+            for *_, command in runs:
+                print(f"  {command}")
+            if args.dry_run:
+                return 1
+            # the lost days leave SQLMesh's "done" intervals before they leave the tables: if this
+            # process dies after a rebuild, any later run covering them recomputes them
+            with _sqlmesh_resource().intervals_not_done(
+                repair.windows_not_done(damage, project), _PrintLog()
+            ):
+                for d in damage:
+                    if not d.time_column:
+                        continue  # SQLMesh's rebuild of the model replaces the table whole
+                    began = time.monotonic()
+                    kept = repair.rebuild(con, d)
+                    took = time.monotonic() - began
+                    print(f"rebuilt {d.table} without its lost files: {kept} row(s) kept in {took:.2f} s")
+    except RuntimeError as exc:  # repair.RepairError, or SQLMesh's environment lacks a model
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ok = True
+    for start, end, selection, command in runs:
+        print(f"recomputing {f'{start} .. {end}' if start else 'all'} of {selection}")
+        began = time.monotonic()
+        results = _run_range(start, end, selection)
+        done: dict[str, set[str]] = {}
+        for result in results:
+            for event in result.get_asset_materialization_events():
+                done.setdefault(event.asset_key.to_user_string(), set()).add(event.partition or "-")
+        for key, partitions in sorted(done.items()):
+            print(f"  recomputed {key}: {', '.join(sorted(partitions))}")
+        for result in results:
+            outcome = "succeeded" if result.success else "FAILED"
+            print(f"  run {result.run_id}: {outcome} in {time.monotonic() - began:.1f} s")
+        if not results or not all(result.success for result in results):
+            ok = False
+            print(f"  the lost data is not recomputed: read the run's logs, then run {command}")
+    with warehouse.warehouse(settings) as con:
+        left = maintenance.missing_files(con, lake)
+    print("repair " + ("succeeded" if ok and not left else "INCOMPLETE") + f": {len(left)} file(s) missing")
+    return 0 if ok and not left else 1
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -341,6 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_run.add_argument("--no-checks", action="store_true", help="materialize without the asset checks")
     p_run.set_defaults(func=run)
+    p_repair = sub.add_parser(
+        "repair-files",
+        help="rebuild warehouse tables whose data files are lost from the lake, recompute the lost days",
+    )
+    p_repair.add_argument(
+        "--select", action="append", metavar="SCHEMA.MODEL", help="only this model's table (repeatable)"
+    )
+    p_repair.add_argument("--dry-run", action="store_true", help="report what is lost; exit 1 if anything")
+    p_repair.set_defaults(func=repair_files)
     p_ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     p_ui.add_argument("--host", default="127.0.0.1")
     p_ui.add_argument("--port", type=int, default=3000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -105,27 +106,53 @@ def _key(lake: Lake, path: str) -> str | None:
     return path[len(root) :] if path.startswith(root) else None
 
 
-def missing_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[MissingFile]:
-    """Files the catalog references that the object store does not hold, with the days
-    (``ds``/date column values) each one held when that can be read from the catalog."""
+def missing_files(
+    con: duckdb.DuckDBPyConnection, lake: Lake, time_columns: Mapping[str, str | None] | None = None
+) -> list[MissingFile]:
+    """Files the catalog references that the object store does not hold, with the days each
+    one held when that can be read from the catalog. ``time_columns`` (model -> its time
+    column, None for a model without one) names the column; otherwise the table's first DATE
+    column is taken."""
     referenced = referenced_files(con)
     present = {obj.key for obj in lake.list("warehouse", hidden=True)}
     lost = [(path, table) for path, table in referenced.items() if _key(lake, path) not in present]
-    return [MissingFile(table, path, _days_in_file(con, table, path)) for path, table in sorted(lost)]
+    return [
+        MissingFile(table, path, _days_in_file(con, table, path, time_columns))
+        for path, table in sorted(lost)
+    ]
 
 
-def _days_in_file(con: duckdb.DuckDBPyConnection, table: str, path: str) -> tuple[str, ...]:
-    """The days a lost file held, from the catalog's column statistics (min/max of the table's
-    first DATE column), so repair can restate exactly them. Empty when not derivable."""
+def _days_in_file(
+    con: duckdb.DuckDBPyConnection, table: str, path: str, time_columns: Mapping[str, str | None] | None
+) -> tuple[str, ...]:
+    """The days a lost file held, from the catalog's column statistics (min/max of the model's
+    time column), so repair can restate exactly them. Empty when not derivable."""
     schema, name = table.split(".", 1)
-    date_cols = con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
-        "AND table_name = ? AND data_type = 'DATE' ORDER BY column_index",
-        [CATALOG, schema, name],
-    ).fetchall()
-    if not date_cols:
+    model = model_of_table(table)
+    if time_columns is not None and model in time_columns:
+        column = time_columns[model]
+    else:
+        date_cols = con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+            "AND table_name = ? AND data_type = 'DATE' ORDER BY column_index",
+            [CATALOG, schema, name],
+        ).fetchall()
+        column = date_cols[0][0] if date_cols else None
+    if column is None:
         return ()
-    meta = _metadata_schema()
+    bounds = file_column_range(con, path, column)
+    if bounds is None:
+        return ()
+    from datetime import date
+
+    first, last = date.fromisoformat(bounds[0][:10]), date.fromisoformat(bounds[1][:10])
+    return tuple((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+
+
+def file_column_range(con: duckdb.DuckDBPyConnection, path: str, column: str) -> tuple[str, str] | None:
+    """(min, max) of ``column`` in the data file at ``path``, as the catalog's column statistics
+    recorded them when the file was written (text); None when the catalog has none."""
+    meta = metadata_schema()
     try:
         row = con.execute(
             f"""
@@ -135,16 +162,13 @@ def _days_in_file(con: duckdb.DuckDBPyConnection, table: str, path: str) -> tupl
             JOIN {meta}.ducklake_column c ON c.column_id = s.column_id AND c.table_id = f.table_id
             WHERE c.column_name = ? AND c.end_snapshot IS NULL AND ? LIKE '%' || f.path
             """,
-            [date_cols[0][0], path],
+            [column, path],
         ).fetchone()
     except duckdb.Error:
-        return ()
-    if not row or row[0] is None:
-        return ()
-    from datetime import date
-
-    first, last = date.fromisoformat(str(row[0])[:10]), date.fromisoformat(str(row[1])[:10])
-    return tuple((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+        return None
+    if not row or row[0] is None or row[1] is None:
+        return None
+    return str(row[0]), str(row[1])
 
 
 _PHYSICAL = re.compile(r"^sqlmesh__(?P<schema>\w+?)\.(?P=schema)__(?P<name>\w+?)__\d+$")
@@ -157,5 +181,6 @@ def model_of_table(table: str) -> str | None:
     return f"{match['schema']}.{match['name']}" if match else None
 
 
-def _metadata_schema() -> str:
+def metadata_schema() -> str:
+    """The DuckLake catalog's own tables (the spec's ``ducklake_*``), as a qualified schema."""
     return f'__ducklake_metadata_{CATALOG}."{ducklake_metadata_schema()}"'

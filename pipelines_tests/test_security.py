@@ -305,7 +305,7 @@ def test_every_ducklake_reader_and_writer_refuses_a_bad_metadata_schema(
     with pytest.raises(InvalidIdentifierError):
         sqlmesh_gateways.prod_gateway()
     with pytest.raises(InvalidIdentifierError):
-        maintenance._metadata_schema()
+        maintenance.metadata_schema()
     with pytest.raises(InvalidIdentifierError):
         warehouse._connect_ducklake(Settings.from_env(), read_only=True)
     assert ducklake_metadata_schema({}) == "main"

@@ -71,8 +71,12 @@ def check_files_op(context: dg.OpExecutionContext, lake: LakeResource) -> int:
     if settings.env != "prod":
         context.log.info("local DuckDB warehouse: no object store to compare with")
         return 0
+    from pipelines.configured_project import load_configured_project
+    from pipelines.repair import time_columns
+
+    columns = time_columns(load_configured_project())
     with warehouse.warehouse(settings) as con:
-        lost = maintenance.missing_files(con, lake.get())
+        lost = maintenance.missing_files(con, lake.get(), columns)
     rows = [
         {
             "model": maintenance.model_of_table(f.table),
@@ -82,14 +86,18 @@ def check_files_op(context: dg.OpExecutionContext, lake: LakeResource) -> int:
         }
         for f in lost
     ]
+
+    def days(row: dict[str, Any]) -> str:
+        if row["days"]:
+            return "days " + ", ".join(row["days"])
+        return "whole table" if row["model"] in columns and columns[row["model"]] is None else "days unknown"
+
     context.add_output_metadata({"missing_files": len(rows), "missing": dg.MetadataValue.json(rows[:200])})
     if rows:
-        named = "; ".join(
-            f"{r['model'] or r['table']} days {', '.join(r['days']) or 'unknown'}" for r in rows[:20]
-        )
+        named = "; ".join(f"{r['model'] or r['table']} {days(r)}" for r in rows[:20])
         raise dg.Failure(
             description=f"{len(rows)} data file(s) referenced by the DuckLake catalog are missing "
-            f"from the lake: {named}",
+            f"from the lake: {named}. Repair: uv run pipelines repair-files (docs/production.md)",
             metadata={"missing": dg.MetadataValue.json(rows[:200])},
         )
     return 0

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -446,22 +446,60 @@ class SQLMeshResource(dg.ConfigurableResource):
             collector.close()
         _raise_on_failure(context, selected, record, status)
 
+    @contextmanager
+    def intervals_not_done(
+        self, windows: Sequence[tuple[Sequence[str], datetime, datetime]], log: Any
+    ) -> Iterator[None]:
+        """Mark each ``(models, start, end)`` window not done in SQLMesh's state (the public
+        ``StateSync.remove_intervals``, as a restatement does), then run the block, holding the
+        models' run locks (locks.py) throughout, so no run writes them in between.
+
+        For a change that removes rows from the models' tables (repair's rebuild): once the state
+        says "not done", any later run whose range covers the window recomputes it, scheduled or
+        not, even if the process making the change dies before its own recompute."""
+        names = sorted({n for models, _, _ in windows for n in models})
+        ctx = self.context()
+        try:
+            state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
+            with model_locks(state, names, log):
+                for models, start, end in windows:
+                    verb = "SQLMesh state: not done,"
+                    done = self._remove_intervals(ctx, list(models), (start, end), log, verb=verb)
+                    if done < len(set(models)):
+                        raise RuntimeError(
+                            f"SQLMesh environment '{self.environment}' lacks "
+                            f"{len(set(models)) - done} of {sorted(models)}: apply a plan first"
+                        )
+                yield
+        finally:
+            ctx.close()
+            try:
+                ctx.engine_adapter.close()
+            except Exception as exc:
+                log.debug("closing the engine adapter: %s", exc)
+
     def _remove_intervals(
-        self, ctx: Any, names: list[str], window: tuple[datetime, datetime] | None, log: Any
-    ) -> None:
+        self,
+        ctx: Any,
+        names: list[str],
+        window: tuple[datetime, datetime] | None,
+        log: Any,
+        verb: str = "restating",
+    ) -> int:
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
-            return
+            return 0
         wanted = set(names)
         targets = [s for s in env.snapshots if s.name in wanted]
         if not targets:
-            return
+            return 0
         if window is None:
             start, end = 0, _ms(datetime.now(UTC) + timedelta(days=1))
         else:
             start, end = _ms(window[0]), _ms(window[1])
-        log.info(f"restating {len(targets)} model(s) for [{_iso(start)}, {_iso(end)})")
+        log.info(f"{verb} {len(targets)} model(s) for [{_iso(start)}, {_iso(end)})")
         ctx.state_sync.remove_intervals([(s, (start, end)) for s in targets], remove_shared_versions=True)
+        return len(targets)
 
 
 AUTOMATION_TAGS = (
