@@ -16,8 +16,9 @@ in a new process with a fresh project, warehouse and DAGSTER_HOME per repetition
   ``MaterializeResult`` for the range and does nothing else: what Dagster itself costs to record
   the range on this storage, whatever the integration.
 
-Reported per side: median wall seconds (and the ratio to bare), DAGSTER_HOME size after the run,
-events written, and the largest materialization event's serialized metadata.
+Reported per side: median wall seconds (and the ratio to bare), DAGSTER_HOME size after the run
+(split into the SQLite event log and the captured compute logs), events written, the largest
+materialization event's serialized metadata and the largest check evaluation event.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ with dg.DagsterInstance.get() as instance:
     logs = instance.all_logs(result.run_id)
     sizes = [len(dg.serialize_value(e.asset_materialization.metadata))
              for e in logs if e.is_dagster_event and e.dagster_event.is_step_materialization]
+    checks = [len(dg.serialize_value(e)) for e in logs
+              if e.is_dagster_event and e.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
 print(json.dumps({"s": elapsed, "events": len(logs), "materializations": len(sizes),
-                  "max_metadata_bytes": max(sizes)}))
+                  "max_metadata_bytes": max(sizes), "check_evaluations": len(checks),
+                  "max_check_event_bytes": max(checks, default=0)}))
 """
 
 OURS = """
@@ -129,7 +133,10 @@ def run_side(side: str, days: int, storage: str) -> dict[str, float]:
         if out.returncode:
             raise RuntimeError(f"{side} failed:\n{out.stderr[-3000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        result["dagster_home_mb"] = _du(Path(env["DAGSTER_HOME"])) / 1e6
+        home = Path(env["DAGSTER_HOME"])
+        result["dagster_home_mb"] = _du(home) / 1e6
+        result["event_log_mb"] = _du(home / "history") / 1e6  # runs.db, index.db, one db per run
+        result["compute_logs_mb"] = _du(home / "storage") / 1e6  # the step's captured stdout/stderr
         return result
 
 
