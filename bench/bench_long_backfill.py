@@ -11,6 +11,7 @@ in a new process with a fresh project, warehouse and DAGSTER_HOME per repetition
 - ``ours``: the range as one single-run backfill of our code location (``execute_in_process`` with
   the range tags, what ``pipelines run --start --end --select`` launches), profile hook and the
   model's quality checks on;
+- ``ours_no_checks``: the same with the checks left out (``--sides`` picks it; not run by default);
 - ``ours_no_profile``: the same with ``PIPELINES_PROFILE=0`` and the checks left out;
 - ``floor``: a Dagster asset with the same daily partitions whose step yields one
   ``MaterializeResult`` for the range and does nothing else: what Dagster itself costs to record
@@ -65,7 +66,7 @@ from pipelines.definitions import defs
 start, end = sys.argv[1], sys.argv[2]
 keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "bench"]
 selection = dg.AssetSelection.assets(*keys)
-if os.environ.get("PIPELINES_PROFILE") == "0":
+if os.environ.get("BENCH_CHECKS") == "0":
     selection = selection.without_checks()
 job = dg.define_asset_job("bench", selection=selection)
 job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("bench")
@@ -123,6 +124,8 @@ def run_side(side: str, days: int, storage: str) -> dict[str, float]:
         if side == "bare":
             return {"s": _timed(RUN_BARE, env, str(project), start, end)}
         env.update(_dagster_home(Path(tmp) / "home", storage))
+        if side in ("ours_no_checks", "ours_no_profile"):
+            env["BENCH_CHECKS"] = "0"
         if side == "ours_no_profile":
             env["PIPELINES_PROFILE"] = "0"
         _timed(OUR_LOAD, env)  # the definitions cache, built outside the timing
