@@ -22,10 +22,13 @@ visible in ``pg_locks`` under this session's backend pid, also on a second state
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 # How long one wait for a lock blocks in libpq before Python gets control back (and logs).
@@ -133,3 +136,42 @@ def postgres_state(config: Any, gateway: str | None) -> Any:
 
     state = config.get_state_connection(gateway) or config.get_connection(gateway)
     return state if isinstance(state, PostgresConnectionConfig) else None
+
+
+# Lock files this process holds. SQLMesh forks worker processes (model loading, snapshot
+# rendering) while a run holds its lock; a forked child shares the lock's open file, so if the
+# run's process is killed an orphaned worker would keep the lock, and every later run would wait
+# forever. Each forked child therefore points its copies of these descriptors at /dev/null.
+_held_lock_fds: set[int] = set()
+
+
+def _drop_held_locks_in_child() -> None:
+    for fd in list(_held_lock_fds):
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(devnull, fd)  # the fd number stays valid; it no longer refers to the lock file
+        finally:
+            os.close(devnull)
+    _held_lock_fds.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_locks_in_child)
+
+
+@contextmanager
+def file_lock(path: Path, log: Any) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (the local deployment's run lock), waiting for it if
+    another process holds it; released with the process, never inherited by forked children."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"another SQLMesh run holds {path}: waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        _held_lock_fds.add(handle.fileno())
+        try:
+            yield
+        finally:
+            _held_lock_fds.discard(handle.fileno())
+            fcntl.flock(handle, fcntl.LOCK_UN)

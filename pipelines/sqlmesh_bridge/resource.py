@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from pipelines.sqlmesh_bridge.locks import connect_state, model_locks, postgres_state
+from pipelines.sqlmesh_bridge.locks import connect_state, file_lock, model_locks, postgres_state
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator, partition_keys_in_window
@@ -354,20 +354,8 @@ class SQLMeshResource(dg.ConfigurableResource):
         if not self.lock_file:
             yield
             return
-        import fcntl
-
-        path = Path(self.lock_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info(f"another SQLMesh run holds {path}: waiting for it")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(Path(self.lock_file), log):
+            yield
 
     def _run_locked(
         self,
