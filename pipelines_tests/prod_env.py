@@ -80,3 +80,19 @@ def postgres_instance(tmp_path: Path, server: PostgresServer, database: str) -> 
     storage = {"postgres": {"postgres_url": url}}
     with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"storage": storage}) as instance:
         yield instance
+
+
+MARTS = ("daily_revenue", "fct_orders", "category_sales", "web_funnel", "dim_customers")
+
+
+def mart_fingerprints() -> dict[str, tuple[int, int]]:
+    """Row count and an order-independent checksum of every mart, read as the API reads them."""
+    from pipelines import warehouse
+
+    with warehouse.warehouse() as con:
+        return {
+            name: con.execute(
+                f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM marts.{name} t"
+            ).fetchone()
+            for name in MARTS
+        }

@@ -16,20 +16,9 @@ import pytest
 from pipelines import maintenance, warehouse
 from pipelines.lake import Lake
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import mart_fingerprints
 
 DAYS = ["2026-04-06", "2026-04-07"]
-MARTS = ("daily_revenue", "fct_orders", "category_sales", "web_funnel", "dim_customers")
-
-
-def _marts() -> dict[str, tuple[int, int]]:
-    """Row count and an order-independent checksum of every mart."""
-    with warehouse.warehouse() as con:
-        return {
-            name: con.execute(
-                f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM marts.{name} t"
-            ).fetchone()
-            for name in MARTS
-        }
 
 
 def _storage() -> tuple[set[str], set[str], int]:
@@ -51,10 +40,10 @@ def _job(prod: Deployment, name: str, run_config: dict | None = None) -> dg.Exec
 def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(prod: Deployment) -> None:
     first = prod.run("*", start=DAYS[0], end=DAYS[-1])
     assert first.success
-    reference = _marts()
+    reference = mart_fingerprints()
     for _ in range(2):  # two restatements of the marts: each leaves the old files behind
         assert prod.run("key:marts/*", start=DAYS[0], end=DAYS[-1]).success
-    assert _marts() == reference
+    assert mart_fingerprints() == reference
     objects, referenced, snapshots = _storage()
     print(f"before maintenance: {len(objects)} objects, {len(referenced)} referenced, {snapshots} snapshots")
     assert referenced < objects  # the restatements' old files are still there
@@ -71,7 +60,7 @@ def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(prod:
     print(f"after maintenance: {len(objects)} objects, {len(referenced)} referenced, {snapshots_after} snap.")
     assert objects == referenced
     assert snapshots_after < snapshots
-    assert _marts() == reference  # nothing live was deleted
+    assert mart_fingerprints() == reference  # nothing live was deleted
 
     assert _job(prod, "warehouse_file_check").success
     lost = sorted(k for k in objects if "marts__daily_revenue__" in k and f"order_date={DAYS[1]}" in k)

@@ -20,20 +20,9 @@ from pipelines import maintenance, warehouse
 from pipelines.cli import RANGE_END, RANGE_START
 from pipelines.lake import Lake
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.prod_env import mart_fingerprints
 
 DAYS = ["2026-04-05", "2026-04-06", "2026-04-07"]
-MARTS = ("daily_revenue", "fct_orders", "category_sales", "web_funnel", "dim_customers")
-
-
-def _marts() -> dict[str, tuple[int, int]]:
-    """Row count and an order-independent checksum of every mart."""
-    with warehouse.warehouse() as con:
-        return {
-            name: con.execute(
-                f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM marts.{name} t"
-            ).fetchone()
-            for name in MARTS
-        }
 
 
 def _check(prod: Deployment) -> dg.ExecuteInProcessResult:
@@ -71,7 +60,7 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
     prod: Deployment, tmp_path: Path
 ) -> None:
     assert prod.run("*", start=DAYS[0], end=DAYS[-1]).success
-    reference = _marts()
+    reference = mart_fingerprints()
     lake = Lake(os.environ["PIPELINES_LAKE_URI"])
     # a mart's file and an upstream incremental model's file, on different days, and the file
     # of a FULL model (no time column: SQLMesh's rebuild replaces its table whole)
@@ -123,7 +112,7 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
     assert restated[0][:2] == ("1", "1970-01-01")  # the FULL model: all of it, as SQLMesh rebuilds it
 
     assert _check(prod).success
-    assert _marts() == reference
+    assert mart_fingerprints() == reference
     again = _cli(tmp_path, "repair-files", "--dry-run")
     assert again.returncode == 0 and "no data file missing" in again.stdout
 
@@ -165,7 +154,7 @@ def test_a_repair_killed_after_its_rebuild_is_finished_by_a_plain_catch_up_run(
     prod: Deployment, tmp_path: Path
 ) -> None:
     assert prod.run("*", start=DAYS[0], end=DAYS[-1]).success
-    reference = _marts()
+    reference = mart_fingerprints()
     lake = Lake(os.environ["PIPELINES_LAKE_URI"])
     _lose(lake, "marts__daily_revenue__", DAYS[1])
     _lose(lake, "staging__stg_orders__", DAYS[2])
@@ -184,7 +173,7 @@ def test_a_repair_killed_after_its_rebuild_is_finished_by_a_plain_catch_up_run(
     assert f"SQLMesh state: not done, 1 model(s) for [{DAYS[1]}" in killed.stdout
     assert f"SQLMesh state: not done, 5 model(s) for [{DAYS[2]}" in killed.stdout
     assert _check(prod).success  # no lost file any more: the check cannot tell
-    assert _marts() != reference  # the lost days are out of the tables
+    assert mart_fingerprints() != reference  # the lost days are out of the tables
     assert _done_days("marts.daily_revenue") == {DAYS[0]}
     assert _done_days("staging.stg_orders") == {DAYS[0], DAYS[1]}
     assert _done_days("marts.category_sales") == {DAYS[0], DAYS[1]}
@@ -208,6 +197,6 @@ def test_a_repair_killed_after_its_rebuild_is_finished_by_a_plain_catch_up_run(
         "marts/fct_orders": lost_chain,
         "marts/category_sales": lost_chain,
     }, computed
-    assert _marts() == reference
+    assert mart_fingerprints() == reference
     for model in ("marts.daily_revenue", "staging.stg_orders", "marts.category_sales"):
         assert _done_days(model) == set(DAYS)
