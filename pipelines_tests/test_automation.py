@@ -26,14 +26,13 @@ from pipelines.automation.landing_sensor import (
 from pipelines.automation.schedules import (
     build_catch_up_sensor,
     catch_up_keys,
-    contiguous_ranges,
     cron_groups,
-    days_closed_between,
 )
 from pipelines.defs import ingestion
 from pipelines.defs.automation import build_defs
 from pipelines.defs.transformation import PipelinesTranslator, sqlmesh_plan_job
 from pipelines.lake import Lake
+from pipelines.partition_runs import contiguous_key_ranges, keys_closed_between
 from pipelines.partitions import DAILY
 from pipelines.resources import build_resources
 from pipelines.settings import Settings
@@ -74,13 +73,17 @@ def test_cron_aliases_and_closed_days() -> None:
     with pytest.raises(ValueError, match="unsupported cron"):
         cron_string("every day")
     tick = datetime(2026, 3, 3, 6, tzinfo=UTC)
-    assert days_closed_between(tick - timedelta(days=1), tick) == [D]
-    assert days_closed_between(tick - timedelta(hours=1), tick) == []  # an hourly tick mid-day
-    assert days_closed_between(tick - timedelta(days=7), tick) == [f"2026-02-{d}" for d in range(24, 29)] + [
+    assert keys_closed_between(DAILY, tick - timedelta(days=1), tick) == [D]
+    assert keys_closed_between(DAILY, tick - timedelta(hours=1), tick) == []  # an hourly tick mid-day
+    assert keys_closed_between(DAILY, tick - timedelta(days=7), tick) == [
+        f"2026-02-{d}" for d in range(24, 29)
+    ] + [
         "2026-03-01",
         D,
     ]
-    assert list(contiguous_ranges(["2026-03-05", "2026-03-01", "2026-03-02", "2026-03-04"])) == [
+    assert contiguous_key_ranges(
+        [f"2026-03-0{d}" for d in range(1, 6)], ["2026-03-05", "2026-03-01", "2026-03-02", "2026-03-04"]
+    ) == [
         ("2026-03-01", "2026-03-02"),
         ("2026-03-04", "2026-03-05"),
     ]

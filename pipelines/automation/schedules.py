@@ -84,11 +84,6 @@ def last_closed_day(at: datetime) -> date:
     return at.astimezone(UTC).date() - timedelta(days=1)
 
 
-def days_closed_between(after: datetime, until: datetime) -> list[str]:
-    """Daily partition keys that ended in ``(after, until]``, never before the project start."""
-    return keys_closed_between(DAILY, after, until)
-
-
 def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START: first, RANGE_END: last}
 
@@ -202,17 +197,6 @@ def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg
         )
 
     return _schedule
-
-
-def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
-    """ISO days grouped into ``(first, last)`` runs of consecutive days, in order."""
-    ranges: list[list[date]] = []
-    for day in sorted({date.fromisoformat(k) for k in keys}):
-        if ranges and day - ranges[-1][1] == timedelta(days=1):
-            ranges[-1][1] = day
-        else:
-            ranges.append([day, day])
-    return [(first.isoformat(), last.isoformat()) for first, last in ranges]
 
 
 def catch_up_settings() -> tuple[int, timedelta]:
