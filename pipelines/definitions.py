@@ -62,8 +62,9 @@ def build_definitions(
         # any project: its models, quality checks and automation; none of the shop's sources
         translator = transformation.PipelinesTranslator()
         return dg.Definitions.merge(
-            transformation.build_defs(settings, project, translator),
-            quality.build_defs(project, translator),
+            transformation.build_defs(
+                settings, project, translator, quality.quality_hook(project, translator)
+            ),
             automation.build_defs(project, translator, landing=False),
             maintenance.defs,
             dg.Definitions(
@@ -80,9 +81,8 @@ def build_definitions(
     }
     return dg.Definitions.merge(
         ingestion.defs,
-        transformation.build_defs(settings, project, translator),
+        transformation.build_defs(settings, project, translator, quality.quality_hook(project, translator)),
         dg.Definitions(assets=sqlmesh_external_specs(project, translator, exclude=ingested)),
-        quality.build_defs(project, translator),
         reporting.build_defs(),
         maintenance.defs,
         governance.build_defs(project),

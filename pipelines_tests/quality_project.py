@@ -12,6 +12,7 @@ import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 
 from pipelines_tests.sqlmesh_projects import CONFIG
@@ -161,3 +162,11 @@ def write_sources(
         )
     finally:
         con.close()
+
+
+def check_specs(defs: dg.Definitions) -> dict[tuple[str, str], dg.AssetCheckSpec]:
+    """Every check spec of the definitions by (asset, check name): the SQLMesh multi-asset's own
+    (its audits and the quality checks made in its step) and any check definitions."""
+    found = [s for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) for s in a.check_specs]
+    found += [s for c in defs.asset_checks or [] for s in getattr(c, "check_specs", [])]
+    return {(s.asset_key.to_user_string(), s.name): s for s in found}

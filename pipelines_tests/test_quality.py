@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.defs.quality import build_defs
+from pipelines.defs.quality import quality_hook
 from pipelines.identifiers import InvalidIdentifierError
 from pipelines.partitions import DAILY
 from pipelines.quality.anomaly import distribution_drift, null_rate_drift, volume_anomaly
@@ -25,14 +25,14 @@ from pipelines.quality.checks import (
     ERROR,
     QualityRule,
     build_profile_checks,
-    build_schema_change_checks,
     run_profile_checks,
 )
 from pipelines.quality.grain import DAY
 from pipelines.quality.history import TABLE as HISTORY
 from pipelines.quality.history import ProfileStore, record_profile
 from pipelines.quality.profile import profile_partitions, profile_table
-from pipelines.quality.rules import project_rules
+from pipelines.quality.rules import WARN, project_rules
+from pipelines.quality.schema_change import schema_change_before, schema_change_result
 from pipelines.settings import Settings
 from pipelines.warehouse import warehouse, warehouse_path
 from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
@@ -383,9 +383,13 @@ def test_warmup_partitions_never_fire(settings: Settings, ephemeral_instance: dg
         "dagster/asset_partition_range_end": "2026-01-06",
     }
     _, checks = run_day(instance, tags=tags)  # a backfill of six days in one run
-    partitions = value(checks["volume_anomaly"], "partitions")
-    assert sorted(partitions) == [day(i).isoformat() for i in range(6)]
-    assert all(p["in_warmup"] and p["passed"] for p in partitions.values())
+    volume = checks["volume_anomaly"]
+    assert value(volume, "partitions_judged") == value(volume, "partitions_in_warmup") == 6
+    assert value(volume, "partitions_failed") == 0 and "failing_partitions" not in volume.metadata
+    assert (value(volume, "first_partition"), value(volume, "last_partition")) == (
+        day(0).isoformat(),
+        day(5).isoformat(),
+    )
     _, checks = run_day(instance, "2026-01-07", multiplier=10, null_share=0.9)
     assert all(e.passed for e in checks.values()), {n: e.description for n, e in checks.items()}
     assert all(value(e, "in_warmup") for e in checks.values())
@@ -410,8 +414,9 @@ def test_check_without_partition_judges_newest_day(
 
 
 def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance: dg.DagsterInstance) -> None:
+    """In the SQLMesh step the columns about to be recorded are compared with the newest
+    materialization of an earlier run; run alone, the newest two runs are compared."""
     key = dg.AssetKey(["marts", "daily_revenue"])
-    [schema_checks] = build_schema_change_checks([key])
 
     class Columns(dg.Config):
         names: list[str]
@@ -423,21 +428,25 @@ def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance
 
     instance = ephemeral_instance
 
-    def run(names: list[str]) -> dg.AssetCheckEvaluation:
-        result = dg.materialize(
-            [daily_revenue, schema_checks],
+    def run(names: list[str]) -> tuple[dg.AssetCheckResult, dg.AssetCheckResult]:
+        """(the in-step verdict on ``names`` before they are recorded, the verdict after)"""
+        columns = {n: "DOUBLE" for n in names}
+        before = schema_change_before(instance, key, columns, time.time(), WARN)
+        dg.materialize(
+            [daily_revenue],
             instance=instance,
             run_config=dg.RunConfig({"marts__daily_revenue": Columns(names=names)}),
         )
-        [evaluation] = result.get_asset_check_evaluations()
-        assert evaluation.check_name == "column_schema_change"
-        return evaluation
+        after = schema_change_result(instance, key, WARN)
+        assert before.check_name == after.check_name == "column_schema_change"
+        assert (before.passed, before.description) == (after.passed, after.description)
+        return before, after
 
-    assert run(["order_date", "revenue_usd"]).passed  # nothing to compare with yet
-    assert run(["order_date", "revenue_usd"]).passed
-    added = run(["order_date", "revenue_usd", "refunds_usd"])
+    assert run(["order_date", "revenue_usd"])[0].passed  # nothing to compare with yet
+    assert run(["order_date", "revenue_usd"])[0].passed
+    added, _ = run(["order_date", "revenue_usd", "refunds_usd"])
     assert not added.passed and "Added columns: refunds_usd" in (added.description or "")
-    removed = run(["order_date", "refunds_usd"])
+    removed, _ = run(["order_date", "refunds_usd"])
     assert not removed.passed and "Removed columns: revenue_usd" in (removed.description or "")
 
 
@@ -446,9 +455,9 @@ def test_definitions_cover_every_model_of_the_bundled_project() -> None:
     from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 
     project = load_project(BUNDLED_SQLMESH_PROJECT)
-    defs = build_defs(project, SQLMeshTranslator())
-    dg.Definitions.validate_loadable(defs)
-    keys = {k for c in defs.asset_checks or [] for k in c.check_keys}  # type: ignore[union-attr]
+    check_specs = quality_hook(project, SQLMeshTranslator()).check_specs()
+    keys = {s.key for s in check_specs}
+    assert len(keys) == len(check_specs)  # no check declared twice
     for model in project.internal_models:
         asset = dg.AssetKey([model.schema, model.table])
         expected = {"volume_anomaly", "column_schema_change"}
@@ -456,11 +465,7 @@ def test_definitions_cover_every_model_of_the_bundled_project() -> None:
             expected |= {"null_drift"}
         names = {k.name for k in keys if k.asset_key == asset}
         assert expected <= names, (model.name, names)
-    specs = {
-        (s.asset_key.to_user_string(), s.name): s
-        for c in defs.asset_checks or []
-        for s in c.check_specs  # type: ignore[union-attr]
-    }
+    specs = {(s.asset_key.to_user_string(), s.name): s for s in check_specs}
     # the severities the bundled quality.yaml declares
     assert specs[("marts/daily_revenue", "volume_anomaly")].blocking
     assert not specs[("marts/daily_revenue", "distribution_drift")].blocking

@@ -15,6 +15,7 @@ import pytest
 
 from pipelines.quality.rules import QualityConfigError
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.quality_project import check_specs as specs
 from pipelines_tests.quality_project import write_quality_project
 
 
@@ -23,14 +24,6 @@ def project(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> Path:
     project = write_quality_project(deployment.root, deployment.settings.data_dir)
     monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
     return project
-
-
-def specs(defs: dg.Definitions) -> dict[tuple[str, str], dg.AssetCheckSpec]:
-    return {
-        (s.asset_key.to_user_string(), s.name): s
-        for c in defs.asset_checks or []
-        for s in getattr(c, "check_specs", [])
-    }
 
 
 @pytest.mark.parametrize(

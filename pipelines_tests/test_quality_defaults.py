@@ -21,6 +21,7 @@ from pipelines.sqlmesh_bridge import load_project
 from pipelines_tests.conftest import Deployment, check_results
 from pipelines_tests.quality_project import (
     PRODUCTS_WITHOUT_CATEGORY,
+    check_specs,
     write_quality_project,
     write_sources,
 )
@@ -70,11 +71,7 @@ def test_every_model_gets_its_default_checks_and_freshness(qa: Path, deployment:
         policy = graph.get(key).freshness_policy
         has_policy = key.path[-1] not in ("payments_view", "channels")
         assert (policy is not None) == has_policy, key
-    specs = {
-        (s.asset_key.to_user_string(), s.name): s
-        for c in defs.asset_checks or []
-        for s in getattr(c, "check_specs", [])
-    }
+    specs = check_specs(defs)
     assert all(not s.blocking for k, s in specs.items() if k[0].startswith("qa/")), "all WARN by default"
     # distribution drift watches measures, not keys: amount yes, order_id/customer_id no
     drift = specs[("qa/orders_daily", "distribution_drift")].description or ""
@@ -159,13 +156,17 @@ def test_seeded_anomalies_are_caught_where_they_were_seeded_and_nowhere_else(
     evaluations = normal.checks()
     assert {k[0] for k in evaluations} >= {k for k, v in EXPECTED.items() if "volume_anomaly" in v}
     assert failing(normal) == set(), {k: evaluations[k].description for k in failing(normal)}
-    judged = evaluations[("qa/orders_daily", "volume_anomaly")]
-    assert judged.metadata["partitions"].value["2026-01-31"]["in_warmup"] is False
+    judged = evaluations[("qa/orders_daily", "volume_anomaly")].metadata
+    assert judged["partition"].value == "2026-01-31" and judged["in_warmup"].value is False
+    assert judged["partitions_judged"].value == 31 and judged["partitions_in_warmup"].value == 7
+
     # each model's checks judged the partitions of its own grain that its run wrote
-    hours = evaluations[("qa/events_hourly", "volume_anomaly")].metadata["partitions"].value
-    assert len(hours) == 31 * 24 and "2026-01-31-23:00" in hours
-    quarters = evaluations[("qa/clicks_quarter", "null_drift")].metadata["partitions"].value
-    assert len(quarters) == 31 * 96 and "2026-01-31-23:45" in quarters
+    def span(asset: str, check: str) -> tuple[int, str, str]:
+        md = evaluations[(asset, check)].metadata
+        return md["partitions_judged"].value, md["first_partition"].value, md["last_partition"].value
+
+    assert span("qa/events_hourly", "volume_anomaly") == (31 * 24, "2026-01-01-00:00", "2026-01-31-23:00")
+    assert span("qa/clicks_quarter", "null_drift") == (31 * 96, "2026-01-01-00:00", "2026-01-31-23:45")
     month = evaluations[("qa/invoices_monthly", "volume_anomaly")].metadata
     assert month["partition"].value == "2026-01-01"
     assert normal.spans["qa/invoices_monthly"] == ("2026-01-01", "2026-01-01")

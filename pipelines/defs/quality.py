@@ -2,7 +2,8 @@
 
 Every model gets default checks from its kind (``pipelines.quality.rules``); the project's
 ``quality.yaml``, beside its models, adjusts them (severity, columns, thresholds, warm-up,
-freshness grace). This module names no table: see docs/quality.md.
+freshness grace). The checks are made in the SQLMesh step (``pipelines.quality.step``). This
+module names no table: see docs/quality.md.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import duckdb
 
-from pipelines.quality.checks import Connect, build_quality_checks, warehouse_writer
+from pipelines.quality.checks import Connect, warehouse_writer
 from pipelines.quality.rules import ModelSettings, QualityConfig, load_quality_config, project_rules
+from pipelines.quality.step import QualityHook
 from pipelines.settings import BUNDLED_SQLMESH_PROJECT
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
 
@@ -73,9 +74,9 @@ def project_warehouse(project: ProjectInfo) -> Connect:
     return connect
 
 
-def build_defs(project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
-    """Profile checks for every profiled model, a schema-change check on every model asset."""
+def quality_hook(project: ProjectInfo, translator: SQLMeshTranslator) -> QualityHook:
+    """Profile checks for every profiled model, a schema-change check on every model asset,
+    all made in the SQLMesh step."""
     rules = project_rules(project, translator, project_quality_config(project))
     models = [translator.get_asset_key(m) for m in sorted(project.internal_models, key=lambda m: m.fqn)]
-    checks = build_quality_checks(rules, schema_change_assets=models, connect=project_warehouse(project))
-    return dg.Definitions(asset_checks=checks)
+    return QualityHook(rules, models, project_warehouse(project))

@@ -2,22 +2,12 @@
 
 import logging
 import os
-from typing import Any
 
 import dagster as dg
 
 from pipelines.automation import automation_condition_for, freshness_policy_for
 from pipelines.defs.quality import quality_settings
 from pipelines.governance import with_classification_tags
-from pipelines.quality import ProfileStore, TableProfile
-from pipelines.quality.grain import grain_of
-from pipelines.quality.profile import (
-    asset_key_string,
-    describe,
-    latest_partition,
-    profile_materialization,
-    profile_metadata,
-)
 from pipelines.releases import build_release, git_commit, write_release
 from pipelines.resources import LakeResource
 from pipelines.settings import Settings
@@ -29,11 +19,9 @@ from pipelines.sqlmesh_bridge import (
     sqlmesh_assets,
 )
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome
-from pipelines.sqlmesh_bridge.resource import MetadataHook
+from pipelines.sqlmesh_bridge.resource import ModelHook
 
 log = logging.getLogger(__name__)
-# kinds the hook does not profile: a view would run its whole query, an embedded model is no table
-NOT_PROFILED = {"VIEW", "EMBEDDED"}
 
 
 class PipelinesTranslator(SQLMeshTranslator):
@@ -128,65 +116,12 @@ def sqlmesh_plan_job() -> None:
     sqlmesh_plan_op()
 
 
-def _column_schema(con: Any, model: ModelInfo) -> dict[str, Any]:
-    """A view's columns as the warehouse has them (for its schema-change check), without
-    running the view's query."""
-    table = f"{model.schema}.{model.table}"
-    docs = {name: doc for name, _, doc in model.columns if doc}
-    found = describe(con, table)
-    columns = [dg.TableColumn(name, dtype, description=docs.get(name)) for name, dtype in found]
-    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
-
-
-def profile_hook(settings: Settings | None = None) -> MetadataHook:
-    """Profile what each materialization wrote (one SQL aggregate per model, per partition of
-    the model's own grain) and append the run's profiles to the shared history with one write,
-    through the SQLMesh run's own connection: the history table is in the warehouse's catalog.
-
-    The metadata returned per model has the same size whatever the run's range (see
-    ``profile_metadata``): the per-partition figures are in the history, not in the events.
-    """
-
-    def hook(
-        ctx: Any, evaluated: list[tuple[ModelInfo, dg.AssetKey, list[str] | None]], run_id: str
-    ) -> dict[str, dict[str, Any]]:
-        con = ctx.engine_adapter.cursor
-        profiled: dict[str, tuple[ModelInfo, dg.AssetKey, list[TableProfile]]] = {}
-        out: dict[str, dict[str, Any]] = {}
-        for model, key, partitions in evaluated:
-            table = f"{model.schema}.{model.table}"
-            try:
-                if model.kind in NOT_PROFILED:
-                    out[model.fqn] = _column_schema(con, model)
-                    continue
-                column, grain, keys = None, grain_of(model.interval_unit), None
-                if model.time_partitioned:
-                    column = model.time_column
-                    keys = grain.run_keys(partitions[0], partitions[-1]) if partitions else None
-                    if not keys:  # a run without a range: the newest partition is what it wrote
-                        latest = latest_partition(con, table, column, grain)
-                        keys = [latest] if latest else None
-                profiles = profile_materialization(con, table, column, keys, grain)
-            except Exception as exc:  # a profile informs; it never fails the run
-                log.warning("no profile for %s: %s", model.fqn, exc)
-                continue
-            profiled[model.fqn] = (model, key, profiles)
-        try:
-            # tagged with the run: its profile checks reuse them instead of profiling again
-            ProfileStore(con).record_many(
-                {asset_key_string(k): p for _, k, p in profiled.values()}, run_id=run_id
-            )
-        except Exception as exc:
-            log.warning("profiles not kept in the history (%s): the anomaly checks record their own", exc)
-        for fqn, (model, _, p) in profiled.items():
-            out[fqn] = profile_metadata(p, {name: doc for name, _, doc in model.columns if doc})
-        return out
-
-    return hook
-
-
-def build_defs(settings: Settings, project: ProjectInfo, translator: SQLMeshTranslator) -> dg.Definitions:
-    # PIPELINES_PROFILE=0 turns profiling off (the benchmark measures what it costs)
-    hook = profile_hook(settings) if os.environ.get("PIPELINES_PROFILE", "1") != "0" else None
-    assets = sqlmesh_assets(project, translator, metadata_hook=hook)
+def build_defs(
+    settings: Settings, project: ProjectInfo, translator: SQLMeshTranslator, hook: ModelHook | None = None
+) -> dg.Definitions:
+    """The models' multi-asset; ``hook`` (the quality checks) profiles and judges each model in
+    the SQLMesh step. ``PIPELINES_PROFILE=0`` leaves it out (the benchmark measures its cost)."""
+    if os.environ.get("PIPELINES_PROFILE", "1") == "0":
+        hook = None
+    assets = sqlmesh_assets(project, translator, model_hook=hook)
     return dg.Definitions(assets=[assets], jobs=[sqlmesh_plan_job])

@@ -1,9 +1,9 @@
 """Dagster asset checks built from quality rules: volume anomalies, null and distribution drift.
 
-One multi-asset check step covers every rule: for each table it judges the profiles the
-SQLMesh step recorded in the same run (or profiles the partitions itself with one SQL query),
-compares them with the shared history, records them, and yields the checks. The warehouse is
-opened once per step, for the history table and any query, and closed at once. Freshness is
+The checks of SQLMesh models are judged in the SQLMesh step itself, the moment SQLMesh
+finishes each model (``pipelines.quality.step``); this module judges profiles against the
+shared history (``judge_profiles``) and makes the checks' specs. ``build_profile_checks`` is the
+same checks as a step of their own, for tables SQLMesh does not build. Freshness is
 not a check here: it is the asset's ``FreshnessPolicy``, derived from the model's cron
 (``pipelines.automation.freshness_policy_for``), the one truth Dagster shows.
 """
@@ -46,7 +46,7 @@ from pipelines.quality.rules import (
     WARN,
     QualityRule,
 )
-from pipelines.quality.schema_change import SCHEMA_CHECK, schema_change_result
+from pipelines.quality.schema_change import SCHEMA_CHECK
 from pipelines.settings import Settings
 from pipelines.warehouse import warehouse
 
@@ -59,12 +59,14 @@ __all__ = [
     "WARN",
     "QualityRule",
     "build_profile_checks",
-    "build_quality_checks",
-    "build_schema_change_checks",
+    "judge_profiles",
+    "quality_check_specs",
     "run_profile_checks",
 ]
 
 SAMPLE_ROWS = 10
+# failing partitions listed in a check's metadata (the counts cover all of them)
+MAX_LISTED = 50
 # A check that met a long SQLMesh write lock is simply tried again; profiling is idempotent.
 RETRY = dg.RetryPolicy(max_retries=2, delay=30)
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -224,10 +226,16 @@ def check_metadata(
         md["column"] = decisive.column
     if decisive.per_column:
         md["columns"] = dg.MetadataValue.json({c: x.as_dict() for c, x in decisive.per_column.items()})
-    if len(outcomes) > 1:
-        md["partitions"] = dg.MetadataValue.json(
-            {o.partition: {"column": o.column, **o.result.as_dict()} for o in outcomes}
-        )
+    if len(outcomes) > 1:  # counts and the failing partitions: the same size for any range
+        failing = [o for o in outcomes if not o.result.passed]
+        md["partitions_judged"] = len(outcomes)
+        md["partitions_failed"] = len(failing)
+        md["partitions_in_warmup"] = sum(o.result.in_warmup for o in outcomes)
+        md["first_partition"], md["last_partition"] = outcomes[0].partition, outcomes[-1].partition
+        if failing:
+            md["failing_partitions"] = dg.MetadataValue.json(
+                {o.partition: {"column": o.column, **o.result.as_dict()} for o in failing[:MAX_LISTED]}
+            )
     if sample is not None:
         md["offending_rows"] = dg.MetadataValue.md(sample)
     return md
@@ -246,7 +254,7 @@ def _profiles(
     return profile_partitions(con, rule.table, rule.partition_column, partitions, grain)
 
 
-def _rule_partitions(rule: QualityRule, run: tuple[str, str] | None) -> list[str] | None:
+def rule_partitions(rule: QualityRule, run: tuple[str, str] | None) -> list[str] | None:
     """The partitions of the rule's own grain that the run wrote; None when the run names no
     partition (then the newest partition in the table is judged)."""
     if run is None or rule.partition_column is None:
@@ -284,6 +292,28 @@ def run_profile_checks(
         else None
     )
     profiles = reused if reused is not None else _profiles(con, rule, partitions)
+    return judge_profiles(rule, profiles, con, store, selected, record=reused is None)
+
+
+def judge_profiles(
+    rule: QualityRule,
+    profiles: Mapping[str, TableProfile],
+    con: duckdb.DuckDBPyConnection,
+    store: ProfileStore,
+    selected: Iterable[str] = PROFILE_CHECKS,
+    *,
+    record: bool = True,
+) -> list[dg.AssetCheckResult]:
+    """The profile checks' verdicts on ``profiles`` (keyed by ``key_of``) against the history.
+
+    Partitions are judged oldest first, each against the ones before it (a backfill builds its
+    own history); with ``record`` they are appended to the history afterwards. A failed column
+    check fetches up to 10 offending rows through ``con``.
+    """
+    asset = asset_key_string(rule.asset_key)
+    selected = [c for c in PROFILE_CHECKS if c in set(selected) and c in rule.checks]
+    if not selected:
+        return []
     if not profiles:
         return [
             dg.AssetCheckResult(
@@ -305,7 +335,7 @@ def run_profile_checks(
         for check, outcome in evaluate_partition(rule, profiles[key], history).items():
             outcomes[check].append(outcome)
         points[key] = HistoryPoint.of(profiles[key])
-    if reused is None:
+    if record:
         store.record(asset, [profiles[k] for k in keys])
     verdicts = {check: _combine(outcomes[check]) for check in selected}
     results = []
@@ -330,7 +360,9 @@ def run_profile_checks(
     return results
 
 
-def run_range(context: dg.AssetCheckExecutionContext) -> tuple[str, str] | None:
+def run_range(
+    context: dg.AssetCheckExecutionContext | dg.AssetExecutionContext,
+) -> tuple[str, str] | None:
     """The first and last partition key of the run, or None when it targets no partition."""
     if context.has_partition_key:
         return context.partition_key, context.partition_key
@@ -377,7 +409,7 @@ def build_profile_checks(
         with opener() as con:  # one connection for the history and every query of the step
             store = ProfileStore(con)
             for rule in (by_key[k] for k in sorted(selected, key=str)):
-                partitions = _rule_partitions(rule, run)
+                partitions = rule_partitions(rule, run)
                 checks = selected[rule.asset_key]
                 for result in run_profile_checks(rule, partitions, con, store, checks, context.run.run_id):
                     results.append((rule, result))
@@ -412,63 +444,15 @@ def _profile_specs(rule: QualityRule) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def build_schema_change_checks(assets: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """Only the column schema-change check, one step per asset (see ``schema_change``)."""
-    return [build_model_checks(key, None) for key in assets]
-
-
-def build_model_checks(
-    key: dg.AssetKey, rule: QualityRule | None, *, connect: Connect | None = None
-) -> dg.AssetChecksDefinition:
-    """Every quality check of one asset in one step: its profile checks (when it has a rule)
-    and its schema-change check.
-
-    One step per asset, because Dagster skips a check step when any asset it checks was not
-    materialized in the run: a shared step would skip every table's checks whenever one model
-    was not due or failed.
-    """
-    specs = _profile_specs(rule) if rule is not None else []
-    specs.append(
-        dg.AssetCheckSpec(
-            SCHEMA_CHECK,
-            asset=key,
-            description="Columns added, removed or retyped since the previous run's materialization.",
-        )
+def schema_check_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        SCHEMA_CHECK,
+        asset=key,
+        description="Columns added, removed or retyped since the previous run's materialization.",
     )
-    opener = connect or warehouse_writer()
-
-    @dg.multi_asset_check(
-        name=_check_name("quality", key),
-        specs=specs,
-        can_subset=True,
-        retry_policy=RETRY,
-        description=f"Quality checks of {key.to_user_string()}.",
-    )
-    def _model_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
-        names = {k.name for k in context.selected_asset_check_keys}
-        results: list[dg.AssetCheckResult] = []
-        if rule is not None and names & set(rule.checks):
-            partitions = _rule_partitions(rule, run_range(context))
-            with opener() as con:
-                results += run_profile_checks(rule, partitions, con, None, names, context.run.run_id)
-        if SCHEMA_CHECK in names:
-            results.append(schema_change_result(context.instance, key, WARN))
-        # yielded after the warehouse is closed again; no log line per result: the evaluation
-        # event already carries the description, and every event is a write to Dagster's storage
-        # (a tenth of a 100-model run's check cost, measured in bench/bench_pipeline.py)
-        yield from results
-
-    return _model_checks
 
 
-def build_quality_checks(
-    rules: Sequence[QualityRule],
-    *,
-    connect: Connect | None = None,
-    schema_change_assets: Sequence[dg.AssetKey] = (),
-) -> list[dg.AssetChecksDefinition]:
-    """One quality step per asset: the rules' profile checks, and a schema-change check on
-    the rules' assets and on ``schema_change_assets``."""
-    by_key = {r.asset_key: r for r in rules}
-    keys = list(dict.fromkeys([*by_key, *schema_change_assets]))
-    return [build_model_checks(key, by_key.get(key), connect=connect) for key in keys]
+def quality_check_specs(key: dg.AssetKey, rule: QualityRule | None) -> list[dg.AssetCheckSpec]:
+    """Every quality check of one asset: its profile checks (when it has a rule) and its
+    schema-change check."""
+    return [*(_profile_specs(rule) if rule is not None else []), schema_check_spec(key)]

@@ -1,10 +1,10 @@
 """The column schema-change check: what the last materialization's columns changed.
 
 Dagster's ``build_column_schema_change_checks`` makes one check step for all assets, which
-Dagster skips as soon as any one of them was not materialized in the run; this check lives in
-each asset's own quality step. It compares the ``dagster/column_schema`` of the newest
-materialization with the newest one from an earlier run (a ranged run materializes every
-partition with the same schema, so the previous event of the same run would hide a change).
+Dagster skips as soon as any one of them was not materialized in the run; this check is made
+in the SQLMesh step with each model's materialization. It compares the ``dagster/column_schema``
+the run is about to record with the newest one from an earlier run (a ranged run materializes
+every partition with the same schema, so the previous event of the same run would hide a change).
 """
 
 from __future__ import annotations
@@ -34,18 +34,42 @@ def schema_changes(old: dict[str, str], new: dict[str, str]) -> dict[str, list[s
 def schema_change_result(
     instance: dg.DagsterInstance, key: dg.AssetKey, severity: dg.AssetCheckSeverity
 ) -> dg.AssetCheckResult:
-    """Pass when nothing changed or there is nothing to compare with yet."""
+    """The newest materialization against the newest one from an earlier run (a check run
+    alone, after the fact). Passes when nothing changed or there is nothing to compare with."""
     latest = instance.fetch_materializations(key, limit=1).records
     if not latest:
         return dg.AssetCheckResult(
             asset_key=key, check_name=SCHEMA_CHECK, passed=True, description="not materialized yet"
         )
-    run = instance.get_run_record_by_id(latest[0].run_id)
-    before = run.start_time if run is not None and run.start_time else latest[0].timestamp
-    earlier = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, before_timestamp=before), limit=1
-    ).records
     new = _columns(latest[0])
+    return schema_change_before(instance, key, new, _run_start(instance, latest[0]), severity)
+
+
+def run_start(instance: dg.DagsterInstance, run_id: str) -> float | None:
+    """When a run started (None if it has no start time yet)."""
+    record = instance.get_run_record_by_id(run_id)
+    return record.start_time if record is not None else None
+
+
+def _run_start(instance: dg.DagsterInstance, record: Any) -> float:
+    return run_start(instance, record.run_id) or record.timestamp
+
+
+def columns_of(schema: dg.TableSchema | None) -> dict[str, str] | None:
+    return None if schema is None else {c.name: c.type for c in schema.columns}
+
+
+def schema_change_before(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    new: dict[str, str] | None,
+    before: float | None,
+    severity: dg.AssetCheckSeverity,
+) -> dg.AssetCheckResult:
+    """``new`` columns against the newest materialization before ``before`` (a timestamp; None:
+    the newest of all). Passes when nothing changed or there is nothing to compare with."""
+    records_filter = dg.AssetRecordsFilter(asset_key=key, before_timestamp=before)
+    earlier = instance.fetch_materializations(records_filter, limit=1).records
     old = _columns(earlier[0]) if earlier else None
     if new is None or old is None:
         return dg.AssetCheckResult(

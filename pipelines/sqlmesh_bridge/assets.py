@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from pipelines.sqlmesh_bridge.project import ProjectInfo
-from pipelines.sqlmesh_bridge.resource import MetadataHook, SQLMeshResource
+from pipelines.sqlmesh_bridge.resource import ModelHook, SQLMeshResource
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
 
@@ -22,13 +22,16 @@ def sqlmesh_assets(
     name: str = "sqlmesh_models",
     pool: str | None = "sqlmesh",
     resource_key: str = "sqlmesh",
-    metadata_hook: MetadataHook | None = None,
+    model_hook: ModelHook | None = None,
 ) -> dg.AssetsDefinition:
-    """One asset per model; ``metadata_hook`` adds metadata (a profile...) per materialization."""
+    """One asset per model; ``model_hook`` adds metadata (a profile...) and its own checks to
+    each materialization."""
     translator = translator or SQLMeshTranslator()
     models = project.internal_models
     specs = [translator.get_asset_spec(m, project) for m in models]
     check_specs = [spec for m in models for spec in translator.get_check_specs(m, project)]
+    if model_hook is not None:
+        check_specs += model_hook.check_specs()
 
     @dg.multi_asset(
         name=name,
@@ -43,9 +46,7 @@ def sqlmesh_assets(
         context: dg.AssetExecutionContext, config: SQLMeshRunConfig
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
         resource: SQLMeshResource = getattr(context.resources, resource_key)
-        yield from resource.run(
-            context, project, translator, restate=config.restate, metadata_hook=metadata_hook
-        )
+        yield from resource.run(context, project, translator, restate=config.restate, model_hook=model_hook)
 
     return _sqlmesh_models
 

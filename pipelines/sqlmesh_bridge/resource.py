@@ -6,11 +6,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
 from pydantic import Field
@@ -25,12 +26,39 @@ if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
 
 log = logging.getLogger(__name__)
 
-# Called once per run with every evaluated (model, asset key, partition keys or None), so a hook
-# can batch its work (one write for the whole run); returns materialization metadata by model fqn.
-# (SQLMesh context, [(model, asset key, partitions)] evaluated, Dagster run id) -> {fqn: metadata}
-MetadataHook = Callable[
-    [Any, "list[tuple[ModelInfo, dg.AssetKey, list[str] | None]]", str], "dict[str, dict[str, Any]]"
-]
+
+@dataclass
+class ModelReport:
+    """What a hook adds to one model's materialization: metadata and check results."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+
+class ModelHook(Protocol):
+    """Work done on each model the moment SQLMesh finished it (a profile, checks of its data),
+    so that its results travel with the model's materialization instead of a step of their own.
+
+    ``materialized`` runs in SQLMesh's worker thread, on SQLMesh's own connection (``ctx``), before
+    the materialization is stored; ``partitions`` are the run's keys of the model's own
+    partitions definition, or None. ``checks_alone`` answers a run that selected the hook's
+    checks without their assets: it judges what is already in the warehouse.
+    """
+
+    def check_specs(self) -> list[dg.AssetCheckSpec]: ...
+
+    def materialized(
+        self,
+        ctx: Any,
+        model: ModelInfo,
+        key: dg.AssetKey,
+        partitions: list[str] | None,
+        context: dg.AssetExecutionContext,
+    ) -> ModelReport: ...
+
+    def checks_alone(
+        self, context: dg.AssetExecutionContext, models: list[tuple[ModelInfo, dg.AssetKey]]
+    ) -> Iterator[dg.AssetCheckResult]: ...
 
 
 class SQLMeshPlanRequired(dg.Failure):
@@ -313,7 +341,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         project: ProjectInfo,
         translator: SQLMeshTranslator,
         restate: bool | None = None,
-        metadata_hook: MetadataHook | None = None,
+        model_hook: ModelHook | None = None,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
         """Run the selected models; yield each model's results as soon as SQLMesh finished it.
 
@@ -327,6 +355,12 @@ class SQLMeshResource(dg.ConfigurableResource):
 
         by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
         selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
+        if not selected:  # only checks were selected: judge what the warehouse holds, run nothing
+            checked = {k.asset_key for k in context.selected_asset_check_keys}
+            alone = [(project.models[by_key[k]], k) for k in sorted(checked, key=str) if k in by_key]
+            if model_hook is not None and alone:
+                yield from model_hook.checks_alone(context, alone)
+            return
         window = _partition_window(context)
         if restate is None:
             restate = not is_automated(context.run.tags)
@@ -343,7 +377,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                 selected,
                 window,
                 restate,
-                metadata_hook,
+                model_hook,
                 timer,
                 console,
                 collector,
@@ -365,7 +399,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         selected: list[ModelInfo],
         window: tuple[datetime, datetime] | None,
         restate: bool,
-        metadata_hook: MetadataHook | None,
+        model_hook: ModelHook | None,
         timer: _StageTimer,
         console: RecordingConsole,
         collector: AuditCollector,
@@ -391,7 +425,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             if restate and restated:
                 with timer("restate intervals"):
                     self._remove_intervals(ctx, restated, window, context.log)
-            reporter = _Reporter(context, project, translator, ctx, collector, window, metadata_hook)
+            reporter = _Reporter(context, project, translator, ctx, collector, window, model_hook)
             console.on_finished = lambda fqn: reporter.prepare(fqn, console.record)
             with timer(f"sqlmesh run of {len(names)} model(s) {kwargs or ''}"):
                 runner = _SQLMeshThread(ctx, self.environment, names, kwargs)
@@ -539,11 +573,11 @@ class _Reporter:
         ctx: Any,
         collector: AuditCollector,
         window: tuple[datetime, datetime] | None,
-        hook: MetadataHook | None,
+        hook: ModelHook | None,
     ) -> None:
         self.context, self.project, self.translator, self.ctx = context, project, translator, ctx
         self.collector, self.window, self.hook = collector, window, hook
-        self.prepared: dict[str, dict[str, Any]] = {}
+        self.prepared: dict[str, ModelReport] = {}
 
     def partitions(self, model: ModelInfo) -> list[str] | None:
         """The run's partitions in the keys of the model's own partitions definition (an
@@ -557,12 +591,12 @@ class _Reporter:
         return partition_keys_in_window(pdef, *self.window) or None
 
     def prepare(self, fqn: str, record: RunRecord) -> None:
-        """Metadata of a model SQLMesh just finished, computed in SQLMesh's worker thread."""
+        """The report of a model SQLMesh just finished, made in SQLMesh's worker thread."""
         model = self.project.models.get(fqn)
         outcome = record.outcomes.get(fqn)
         if model is None or outcome is None or outcome.failed or not outcome.batches_done:
             return
-        self.prepared[fqn] = self._extra(model, sorted(set(outcome.intervals)))
+        self.prepared[fqn] = self._report(model, sorted(set(outcome.intervals)))
 
     def model_results(
         self, model: ModelInfo, record: RunRecord
@@ -579,8 +613,8 @@ class _Reporter:
             return
         failures = [f for f in self.collector.failures() if f.model == model.fqn]
         runtime_error = outcome.failed and not failures
+        selected_checks = context.selected_asset_check_keys
         if not runtime_error:
-            selected_checks = context.selected_asset_check_keys
             for index, audit in enumerate(model.audits):
                 name = translator.get_check_name(model, audit, index)
                 if dg.AssetCheckKey(key, name) not in selected_checks:
@@ -608,31 +642,30 @@ class _Reporter:
             "sqlmesh/audits_passed": outcome.audits_passed,
             "sqlmesh/audits_failed": outcome.audits_failed,
         }
-        prepared = self.prepared.pop(model.fqn, None)
-        metadata.update(prepared if prepared is not None else self._extra(model, intervals))
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        report = self.prepared.pop(model.fqn, None) or self._report(model, intervals)
+        metadata.update(report.metadata)
+        # the hook's checks travel with the materialization, so they judge this one
+        checks = [c for c in report.checks if dg.AssetCheckKey(key, c.check_name) in selected_checks]
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
 
-    def _extra(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> dict[str, Any]:
-        """The hook's metadata (e.g. a profile), with a row count of what was computed when the
-        hook gave none."""
+    def _report(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> ModelReport:
+        """The hook's report (a profile, checks), with a row count of what was computed when
+        the hook gave none."""
         key = self.translator.get_asset_key(model)
-        extra: dict[str, Any] = {}
+        report = ModelReport()
         if self.hook is not None:
             try:
-                parts = self.partitions(model)
-                extra = dict(
-                    self.hook(self.ctx, [(model, key, parts)], self.context.run_id).get(model.fqn, {})
-                )
+                report = self.hook.materialized(self.ctx, model, key, self.partitions(model), self.context)
             except Exception as exc:  # metadata informs, it is never a reason to fail the run
-                log.warning("no metadata from the hook for %s: %s", model.fqn, exc)
-        if "dagster/row_count" in extra:
-            return extra
+                log.warning("no report from the hook for %s: %s", model.fqn, exc)
+        if "dagster/row_count" in report.metadata:
+            return report
         try:
             sql = f"SELECT count(*) FROM {model.fqn}{self._where(model, intervals)}"
-            extra["dagster/row_count"] = int(self.ctx.engine_adapter.fetchone(sql)[0])
+            report.metadata["dagster/row_count"] = int(self.ctx.engine_adapter.fetchone(sql)[0])
         except Exception as exc:
             log.warning("no row count for %s: %s", model.fqn, exc)
-        return extra
+        return report
 
     def _where(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> str:
         """The computed range as SQLMesh's model would filter it (string time columns included)."""

@@ -1,0 +1,180 @@
+"""Quality checks made in the SQLMesh step, the moment SQLMesh finishes each model.
+
+Each model's new partitions are profiled with one SQL aggregate on SQLMesh's own connection,
+judged against the shared history, appended to it, and the verdicts travel with the model's
+materialization (``MaterializeResult.check_results``). A step per model's checks cost Dagster
+more than the checks themselves (docs/benchmarks.md, "Checks on a generated 100-model project").
+
+Blocking keeps its meaning: an ERROR check that fails fails the SQLMesh step once every model is
+reported, so the steps after it (the report...) do not run. Checks selected without their
+assets judge what the warehouse already holds, through a connection of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+
+from pipelines.quality.checks import (
+    Connect,
+    judge_profiles,
+    quality_check_specs,
+    rule_partitions,
+    run_profile_checks,
+    run_range,
+)
+from pipelines.quality.grain import grain_of
+from pipelines.quality.history import ProfileStore, key_of
+from pipelines.quality.profile import (
+    TableProfile,
+    asset_key_string,
+    describe,
+    latest_partition,
+    profile_materialization,
+    profile_metadata,
+)
+from pipelines.quality.rules import PROFILE_CHECKS, WARN, QualityRule
+from pipelines.quality.schema_change import (
+    SCHEMA_CHECK,
+    columns_of,
+    run_start,
+    schema_change_before,
+    schema_change_result,
+)
+from pipelines.sqlmesh_bridge import ModelInfo
+from pipelines.sqlmesh_bridge.resource import ModelReport
+
+log = logging.getLogger(__name__)
+# kinds that are not profiled: a view would run its whole query, an embedded model is no table
+NOT_PROFILED = {"VIEW", "EMBEDDED"}
+
+
+class QualityHook:
+    """The SQLMesh step's profile and quality checks for every model of a project.
+
+    ``rules`` are the profiled models' rules (by asset key); every model in ``keys`` gets a
+    schema-change check. ``profile`` off (the benchmark's baseline) leaves out profiles and
+    checks alike. ``connect`` opens a writable warehouse connection for checks run alone.
+    """
+
+    def __init__(self, rules: Sequence[QualityRule], keys: Sequence[dg.AssetKey], connect: Connect) -> None:
+        self.rules = {r.asset_key: r for r in rules}
+        self.keys = list(dict.fromkeys([*self.rules, *keys]))
+        self.connect = connect
+        self._run_starts: dict[str, float | None] = {}
+
+    def check_specs(self) -> list[dg.AssetCheckSpec]:
+        return [spec for key in self.keys for spec in quality_check_specs(key, self.rules.get(key))]
+
+    def materialized(
+        self,
+        ctx: Any,
+        model: ModelInfo,
+        key: dg.AssetKey,
+        partitions: list[str] | None,
+        context: dg.AssetExecutionContext,
+    ) -> ModelReport:
+        con = ctx.engine_adapter.cursor
+        report = ModelReport()
+        profiles: list[TableProfile] | None = None
+        try:
+            if model.kind in NOT_PROFILED:
+                report.metadata = _column_schema(con, model)
+            else:
+                profiles = _profile(con, model, partitions)
+                report.metadata = profile_metadata(profiles, {n: doc for n, _, doc in model.columns if doc})
+        except Exception as exc:  # a profile informs; it never fails the run
+            log.warning("no profile for %s: %s", model.fqn, exc)
+        rule = self.rules.get(key)
+        if rule is not None:
+            report.checks += self._judge(con, rule, profiles)
+        if profiles:
+            try:  # tagged with the run: a check run alone later finds what this run saw
+                ProfileStore(con).record_many({asset_key_string(key): profiles}, run_id=context.run_id)
+            except Exception as exc:
+                log.warning("profiles of %s not kept in the history: %s", model.fqn, exc)
+        if key in self.keys:
+            schema = report.metadata.get("dagster/column_schema")
+            before = self._run_start(context)
+            report.checks.append(
+                schema_change_before(context.instance, key, columns_of(schema), before, WARN)
+            )
+        return report
+
+    def _judge(
+        self, con: Any, rule: QualityRule, profiles: list[TableProfile] | None
+    ) -> list[dg.AssetCheckResult]:
+        """The profile checks' verdicts; a check that could not judge says why and fails (as a
+        WARN), never a false pass."""
+        if profiles is not None:
+            try:
+                store = ProfileStore(con)
+                return judge_profiles(rule, {key_of(p): p for p in profiles}, con, store, record=False)
+            except Exception as exc:
+                reason = f"could not judge {rule.table}: {type(exc).__name__}: {exc}"
+        else:
+            reason = f"could not profile {rule.table} (see the run's log)"
+        return [
+            dg.AssetCheckResult(
+                asset_key=rule.asset_key, check_name=check, passed=False, severity=WARN, description=reason
+            )
+            for check in PROFILE_CHECKS
+            if check in rule.checks
+        ]
+
+    def _run_start(self, context: dg.AssetExecutionContext) -> float | None:
+        """The run's start: the schema is compared with materializations of earlier runs."""
+        run_id = context.run_id
+        if run_id not in self._run_starts:
+            self._run_starts = {run_id: run_start(context.instance, run_id)}
+        return self._run_starts[run_id]
+
+    def checks_alone(
+        self, context: dg.AssetExecutionContext, models: list[tuple[ModelInfo, dg.AssetKey]]
+    ) -> Iterator[dg.AssetCheckResult]:
+        selected: dict[dg.AssetKey, set[str]] = {}
+        for check_key in context.selected_asset_check_keys:
+            selected.setdefault(check_key.asset_key, set()).add(check_key.name)
+        run = run_range(context)
+        results: list[dg.AssetCheckResult] = []
+        profiled = [
+            (m, k) for m, k in models if k in self.rules and selected.get(k, set()) & set(PROFILE_CHECKS)
+        ]
+        if profiled:
+            with self.connect() as con:  # one connection for the history and every query
+                store = ProfileStore(con)
+                for _, key in profiled:
+                    rule = self.rules[key]
+                    parts = rule_partitions(rule, run)
+                    results += run_profile_checks(rule, parts, con, store, selected[key])
+        for _, key in models:
+            if SCHEMA_CHECK in selected.get(key, set()) and key in self.keys:
+                results.append(schema_change_result(context.instance, key, WARN))
+        yield from results  # after the warehouse is closed again
+
+
+def _profile(con: Any, model: ModelInfo, partitions: list[str] | None) -> list[TableProfile]:
+    """What the materialization wrote: one profile per partition of the model's own grain
+    (one SQL aggregate), or the whole table for a model without time partitions."""
+    table = f"{model.schema}.{model.table}"
+    column, grain, keys = None, grain_of(model.interval_unit), None
+    if model.time_partitioned:
+        column = model.time_column
+        keys = grain.run_keys(partitions[0], partitions[-1]) if partitions else None
+        if not keys:  # a run without a range: the newest partition is what it wrote
+            latest = latest_partition(con, table, column, grain)
+            keys = [latest] if latest else None
+    return profile_materialization(con, table, column, keys, grain)
+
+
+def _column_schema(con: Any, model: ModelInfo) -> dict[str, Any]:
+    """A view's columns as the warehouse has them (for its schema-change check), without
+    running the view's query."""
+    table = f"{model.schema}.{model.table}"
+    docs = {name: doc for name, _, doc in model.columns if doc}
+    found = describe(con, table)
+    columns = [dg.TableColumn(name, dtype, description=docs.get(name)) for name, dtype in found]
+    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
