@@ -1,7 +1,8 @@
 """Pipeline benchmarks, as ratios against a baseline measured in the same run.
 
     uv run python bench/bench_pipeline.py [--scale 20] [--days 3] [--repeats 3]
-        [--only ingestion|checks|generated-checks] [--models 100] [--rows-per-day 100000] [--json out.json]
+        [--only ingestion|checks|generated-checks] [--models 100] [--rows-per-day 100000]
+        [--dagster-storage sqlite|postgres] [--json out.json]
 
 1. ingestion throughput (rows/s) of our validated, atomic partition write vs a bare DuckDB
    ``COPY ... TO`` of the same rows from the same source database to Parquet;
@@ -29,6 +30,7 @@ import duckdb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from bench_engine import POSTGRES_YAML, _postgres_env  # noqa: E402
 from generate_project import generate  # noqa: E402
 
 
@@ -119,45 +121,85 @@ print(json.dumps({"seconds": elapsed, "checks": checks, "events": len(records),
 
 
 def bench_checks(
-    days: int, scale: float, repeats: int = 3, models: int | None = None, rows_per_day: int = 100_000
-) -> dict[str, float]:
+    days: int,
+    scale: float,
+    repeats: int = 3,
+    models: int | None = None,
+    rows_per_day: int = 100_000,
+    storage: str = "sqlite",
+) -> dict[str, Any]:
     """Same data, fresh deployments: materialize without checks, with every check, and with
     every check answered by a constant (Dagster's own cost of recording them: the floor).
 
     The variants alternate (A B C A B C ...) so that a change in machine load hits all alike;
     the overhead is the median of the ratios within each triple. With ``models`` the deployment
     runs a generated project of that many daily models instead of the demo (generated afresh,
-    with its own warehouse and SQLMesh state, for every run).
+    with its own warehouse and SQLMesh state, for every run). ``storage="postgres"`` keeps
+    Dagster's run and event storage in PostgreSQL, as production does (a fresh database per run).
     """
     runs: dict[str, list[dict[str, float]]] = {"without_checks": [], "with_checks": [], "floor": []}
     variants = (("without_checks", "0", "0"), ("with_checks", "1", "1"), ("floor", "floor", "1"))
-    for _ in range(repeats):
-        for label, flag, profile in variants:
-            with tempfile.TemporaryDirectory() as tmp:
-                env = {
-                    **os.environ,
-                    "DAGSTER_HOME": tmp,
-                    "PIPELINES_DATA_DIR": f"{tmp}/data",
-                    "PIPELINES_LAKE_URI": f"{tmp}/lake",
-                    "PIPELINES_DEMO_SCALE": str(scale),
-                    "PIPELINES_PROFILE": profile,
-                }
-                if models is not None:
-                    project = generate(Path(tmp) / "generated", models, rows_per_day=rows_per_day)
-                    env["SQLMESH_PROJECT_DIR"] = str(project)
-                # the instance users get: the repository's dagster.yaml
-                (Path(tmp) / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-                last = f"2026-03-{days:02d}"
-                proc = subprocess.run(
-                    [sys.executable, "-c", CHECKS_RUN, "2026-03-01", last, flag]
-                    + (["bench"] if models is not None else []),
-                    env=env,
-                    cwd=REPO,
-                    capture_output=True,
-                    text=True,
-                    check=True,
+    server = None
+    if storage == "postgres":
+        from pipelines_tests.services import _candidate_bin_dirs, start_postgres
+
+        server = start_postgres(_candidate_bin_dirs()[0][1], durable=True)
+    try:
+        for attempt in range(repeats):
+            for label, flag, profile in variants:
+                runs[label].append(
+                    _checks_run(days, scale, models, rows_per_day, flag, profile, server, attempt)
                 )
-                runs[label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        if server is not None:
+            from pipelines_tests.services import stop_postgres
+
+            stop_postgres(server)
+    return _checks_report(runs, repeats)
+
+
+def _checks_run(
+    days: int,
+    scale: float,
+    models: int | None,
+    rows_per_day: int,
+    flag: str,
+    profile: str,
+    server: Any,
+    attempt: int,
+) -> dict[str, float]:
+    """One run of the check benchmark in a fresh deployment (and a fresh Dagster database)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": tmp,
+            "PIPELINES_DATA_DIR": f"{tmp}/data",
+            "PIPELINES_LAKE_URI": f"{tmp}/lake",
+            "PIPELINES_DEMO_SCALE": str(scale),
+            "PIPELINES_PROFILE": profile,
+        }
+        if models is not None:
+            project = generate(Path(tmp) / "generated", models, rows_per_day=rows_per_day)
+            env["SQLMESH_PROJECT_DIR"] = str(project)
+        if server is not None:  # production's Dagster storage
+            env.update(_postgres_env(server, f"bench_checks_{flag}_{attempt}"))
+            (Path(tmp) / "dagster.yaml").write_text(POSTGRES_YAML)
+        else:  # the instance users get: the repository's dagster.yaml
+            (Path(tmp) / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+        last = f"2026-03-{days:02d}"
+        proc = subprocess.run(
+            [sys.executable, "-c", CHECKS_RUN, "2026-03-01", last, flag]
+            + (["bench"] if models is not None else []),
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _checks_report(runs: dict[str, list[dict[str, float]]], repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {"pairs": repeats}
     for label, results in runs.items():
         out[f"{label}_s"] = statistics.median(r["seconds"] for r in results)
@@ -194,16 +236,27 @@ def main() -> None:
     )
     parser.add_argument("--models", type=int, default=100, help="models of the generated project")
     parser.add_argument("--rows-per-day", type=int, default=100_000, help="rows per generated model-day")
+    parser.add_argument(
+        "--dagster-storage",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="Dagster's storage in the check benchmarks: the local default, or PostgreSQL as in production",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = {}
     if args.only in (None, "ingestion"):
         report["ingestion"] = bench_ingestion(args.scale)
     if args.only in (None, "checks"):
-        report["checks"] = bench_checks(args.days, args.scale, args.repeats)
+        report["checks"] = bench_checks(args.days, args.scale, args.repeats, storage=args.dagster_storage)
     if args.only in (None, "generated-checks"):
         report["generated_checks"] = bench_checks(
-            args.days, args.scale, args.repeats, models=args.models, rows_per_day=args.rows_per_day
+            args.days,
+            args.scale,
+            args.repeats,
+            models=args.models,
+            rows_per_day=args.rows_per_day,
+            storage=args.dagster_storage,
         )
     text = json.dumps(report, indent=2)
     print(text)
