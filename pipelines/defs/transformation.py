@@ -1,6 +1,5 @@
 """Transformation: every SQLMesh model of the configured project as a Dagster asset."""
 
-import logging
 import os
 
 import dagster as dg
@@ -20,8 +19,6 @@ from pipelines.sqlmesh_bridge import (
 )
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome
 from pipelines.sqlmesh_bridge.resource import ModelHook
-
-log = logging.getLogger(__name__)
 
 
 class PipelinesTranslator(SQLMeshTranslator):

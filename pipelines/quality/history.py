@@ -120,7 +120,7 @@ class ProfileStore:
     """Profiles kept in ``pipelines_quality.profiles`` of the warehouse, one row per
     (asset, partition, column) and recording.
 
-    Give it a connection (the SQLMesh run's own, or a check step's) or a function that opens
+    Give it a connection (the SQLMesh run's own, or one of checks run alone) or a function that opens
     one; :meth:`session` keeps one connection across many reads and writes.
     """
 

@@ -9,6 +9,7 @@ every partition with the same schema, so the previous event of the same run woul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -70,7 +71,31 @@ def schema_change_before(
     the newest of all). Passes when nothing changed or there is nothing to compare with."""
     records_filter = dg.AssetRecordsFilter(asset_key=key, before_timestamp=before)
     earlier = instance.fetch_materializations(records_filter, limit=1).records
-    old = _columns(earlier[0]) if earlier else None
+    return schema_change_of(key, _columns(earlier[0]) if earlier else None, new, severity)
+
+
+def latest_schemas(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]
+) -> dict[dg.AssetKey, tuple[str, dict[str, str] | None]]:
+    """Each asset's newest materialization as (run id, its columns), with one query for all."""
+    found = {}
+    for record in instance.get_asset_records(list(keys)):
+        entry = record.asset_entry
+        latest = entry.last_materialization
+        if latest is not None and latest.asset_materialization is not None:
+            schema = latest.asset_materialization.metadata.get("dagster/column_schema")
+            columns = None if schema is None else {c.name: c.type for c in schema.value.columns}
+            found[entry.asset_key] = (latest.run_id, columns)
+    return found
+
+
+def schema_change_of(
+    key: dg.AssetKey,
+    old: dict[str, str] | None,
+    new: dict[str, str] | None,
+    severity: dg.AssetCheckSeverity,
+) -> dg.AssetCheckResult:
+    """The check's verdict on two column lists (None: nothing to compare with)."""
     if new is None or old is None:
         return dg.AssetCheckResult(
             asset_key=key,

@@ -40,12 +40,13 @@ from pipelines.quality.rules import PROFILE_CHECKS, WARN, QualityRule
 from pipelines.quality.schema_change import (
     SCHEMA_CHECK,
     columns_of,
+    latest_schemas,
     run_start,
     schema_change_before,
+    schema_change_of,
     schema_change_result,
 )
-from pipelines.sqlmesh_bridge import ModelInfo
-from pipelines.sqlmesh_bridge.resource import ModelReport
+from pipelines.sqlmesh_bridge import ModelInfo, ModelReport
 
 log = logging.getLogger(__name__)
 # kinds that are not profiled: a view would run its whole query, an embedded model is no table
@@ -64,7 +65,8 @@ class QualityHook:
         self.rules = {r.asset_key: r for r in rules}
         self.keys = list(dict.fromkeys([*self.rules, *keys]))
         self.connect = connect
-        self._run_starts: dict[str, float | None] = {}
+        # per run: each asset's newest materialization (run id, columns) when the run began
+        self._latest: dict[str, dict[dg.AssetKey, tuple[str, dict[str, str] | None]]] = {}
 
     def check_specs(self) -> list[dg.AssetCheckSpec]:
         return [spec for key in self.keys for spec in quality_check_specs(key, self.rules.get(key))]
@@ -97,12 +99,25 @@ class QualityHook:
             except Exception as exc:
                 log.warning("profiles of %s not kept in the history: %s", model.fqn, exc)
         if key in self.keys:
-            schema = report.metadata.get("dagster/column_schema")
-            before = self._run_start(context)
-            report.checks.append(
-                schema_change_before(context.instance, key, columns_of(schema), before, WARN)
-            )
+            report.checks.append(self._schema_change(context, key, report.metadata))
         return report
+
+    def _schema_change(
+        self, context: dg.AssetExecutionContext, key: dg.AssetKey, metadata: dict[str, Any]
+    ) -> dg.AssetCheckResult:
+        """The columns about to be recorded against the asset's newest materialization, read for
+        every asset of the project with one query per run: each model is materialized once per
+        run, after this, so the newest one is from an earlier run (a retried step's own first
+        attempt is skipped with a query of its own)."""
+        new = columns_of(metadata.get("dagster/column_schema"))
+        run_id = context.run_id
+        if run_id not in self._latest:
+            self._latest = {run_id: latest_schemas(context.instance, self.keys)}
+        latest_run, old = self._latest[run_id].get(key, (None, None))
+        if latest_run != run_id:
+            return schema_change_of(key, old, new, WARN)
+        before = run_start(context.instance, run_id)
+        return schema_change_before(context.instance, key, new, before, WARN)
 
     def _judge(
         self, con: Any, rule: QualityRule, profiles: list[TableProfile] | None
@@ -124,13 +139,6 @@ class QualityHook:
             for check in PROFILE_CHECKS
             if check in rule.checks
         ]
-
-    def _run_start(self, context: dg.AssetExecutionContext) -> float | None:
-        """The run's start: the schema is compared with materializations of earlier runs."""
-        run_id = context.run_id
-        if run_id not in self._run_starts:
-            self._run_starts = {run_id: run_start(context.instance, run_id)}
-        return self._run_starts[run_id]
 
     def checks_alone(
         self, context: dg.AssetExecutionContext, models: list[tuple[ModelInfo, dg.AssetKey]]

@@ -13,7 +13,9 @@ bridge reads no environment variable of its own.
   implements SQLMesh's ``Console``)
 - :mod:`.resource` runs SQLMesh for a Dagster selection and partition range and streams each
   model's results as SQLMesh finishes it; runs a person launched recompute, runs of schedules,
-  sensors and automation compute what is due; ``apply_plan`` deploys model changes
+  sensors and automation compute what is due; ``apply_plan`` deploys model changes. A
+  ``ModelHook`` adds metadata and its own checks to each model's materialization, made the
+  moment SQLMesh finished the model (the code location's quality checks are one)
 - :mod:`.assets` builds the ``multi_asset`` and the external asset specs
 
 Example (a complete code location for any SQLMesh project)::
@@ -40,12 +42,14 @@ Example (a complete code location for any SQLMesh project)::
 
 from pipelines.sqlmesh_bridge.assets import sqlmesh_assets, sqlmesh_external_specs
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo, load_project
-from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+from pipelines.sqlmesh_bridge.resource import ModelHook, ModelReport, SQLMeshResource
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
 __all__ = [
     "AuditInfo",
+    "ModelHook",
     "ModelInfo",
+    "ModelReport",
     "ProjectInfo",
     "SQLMeshResource",
     "SQLMeshTranslator",
