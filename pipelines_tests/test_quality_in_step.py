@@ -13,7 +13,7 @@ from pipelines_tests.conftest import Deployment, check_results, materialized_key
 from pipelines_tests.sqlmesh_projects import CONFIG
 
 COUNTS = """\
-MODEL (name t.counts, kind FULL);
+MODEL (name t.counts, kind FULL, audits (not_null(columns := (id))));
 SELECT id, id * 2 AS amount FROM read_csv('{csv}')
 """
 TOTALS = """\
@@ -68,6 +68,9 @@ def test_a_failing_blocking_check_fails_the_step_after_every_model_is_reported(
     assert checks[("t/counts", "volume_anomaly")].passed
     assert checks[("t/counts", "column_schema_change")].passed
     assert checks[("t/totals", "volume_anomaly")].passed
+    for name in ("volume_anomaly", "not_null"):  # the SQLMesh audit too: each judges this materialization
+        target = checks[("t/counts", name)].target_materialization_data
+        assert target is not None and target.run_id == first.run_id, name
     assert [e.step_key for e in first.all_events if e.event_type_value == "STEP_START"] == [
         "sqlmesh_models",
         "report",

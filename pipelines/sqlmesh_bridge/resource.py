@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator, partition_keys_in_window
 
 if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
-    from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole, RunRecord
+    from pipelines.sqlmesh_bridge.events import AuditCollector, AuditFailure, RecordingConsole, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class ModelHook(Protocol):
     """Work done on each model the moment SQLMesh finished it (a profile, checks of its data),
     so that its results travel with the model's materialization instead of a step of their own.
 
-    ``materialized`` runs in SQLMesh's worker thread, on SQLMesh's own connection (``ctx``), before
-    the materialization is stored; ``partitions`` are the run's keys of the model's own
-    partitions definition, or None. ``checks_alone`` answers a run that selected the hook's
+    ``materialized`` runs (usually in SQLMesh's worker thread) on SQLMesh's own connection
+    (``ctx``), before the materialization is stored; ``partitions`` are the run's keys of the
+    model's own partitions definition, or None. ``checks_alone`` answers a run that selected the hook's
     checks without their assets: it judges what is already in the warehouse.
     """
 
@@ -614,24 +615,9 @@ class _Reporter:
         failures = [f for f in self.collector.failures() if f.model == model.fqn]
         runtime_error = outcome.failed and not failures
         selected_checks = context.selected_asset_check_keys
-        if not runtime_error:
-            for index, audit in enumerate(model.audits):
-                name = translator.get_check_name(model, audit, index)
-                if dg.AssetCheckKey(key, name) not in selected_checks:
-                    continue
-                failed = [f for f in failures if f.index == index]
-                yield dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=name,
-                    passed=not failed,
-                    severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
-                    metadata={
-                        "failing_rows": sum(f.count for f in failed),
-                        "audit": f"{audit.name}({audit.args})",
-                        **({"sql": dg.MetadataValue.md(f"```sql\n{failed[0].sql}\n```")} if failed else {}),
-                    },
-                )
+        audits = [] if runtime_error else self._audit_results(model, key, failures, selected_checks)
         if outcome.failed or not outcome.batches_done:
+            yield from audits  # a blocking audit failed: no materialization for them to judge
             return
         intervals = sorted(set(outcome.intervals))
         metadata: dict[str, Any] = {
@@ -644,9 +630,39 @@ class _Reporter:
         }
         report = self.prepared.pop(model.fqn, None) or self._report(model, intervals)
         metadata.update(report.metadata)
-        # the hook's checks travel with the materialization, so they judge this one
+        # audits and the hook's checks travel with the materialization, so they judge this one
         checks = [c for c in report.checks if dg.AssetCheckKey(key, c.check_name) in selected_checks]
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=[*audits, *checks])
+
+    def _audit_results(
+        self,
+        model: ModelInfo,
+        key: dg.AssetKey,
+        failures: list[AuditFailure],
+        selected: AbstractSet[dg.AssetCheckKey],
+    ) -> list[dg.AssetCheckResult]:
+        """The verdicts of the model's selected SQLMesh audits in this run."""
+        results = []
+        for index, audit in enumerate(model.audits):
+            name = self.translator.get_check_name(model, audit, index)
+            if dg.AssetCheckKey(key, name) not in selected:
+                continue
+            failed = [f for f in failures if f.index == index]
+            sql = {"sql": dg.MetadataValue.md(f"```sql\n{failed[0].sql}\n```")} if failed else {}
+            results.append(
+                dg.AssetCheckResult(
+                    asset_key=key,
+                    check_name=name,
+                    passed=not failed,
+                    severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "failing_rows": sum(f.count for f in failed),
+                        "audit": f"{audit.name}({audit.args})",
+                        **sql,
+                    },
+                )
+            )
+        return results
 
     def _report(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> ModelReport:
         """The hook's report (a profile, checks), with a row count of what was computed when
