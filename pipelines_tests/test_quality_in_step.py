@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from pipelines_tests.conftest import Deployment, check_results, materialized_keys
@@ -88,3 +89,34 @@ def test_a_failing_blocking_check_fails_the_step_after_every_model_is_reported(
     failure = next(e for e in second.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "sqlmesh_models" and "blocking asset check" in str(failure.event_specific_data)
     assert after == ["ran"]  # the step after it did not run
+
+
+def test_checks_alone_run_the_audits_and_the_profile_checks_without_sqlmesh_building(
+    project: Path, deployment: Deployment
+) -> None:
+    """Selected without their asset (the UI's "Execute checks"), a model's SQLMesh audits run
+    SQLMesh's own audit query on the environment's table, and its quality checks judge the
+    warehouse; nothing is materialized."""
+    write_ids(deployment, 10)
+    assert deployment.run("*").success
+    keys = [dg.AssetCheckKey(COUNTS_KEY, "not_null"), dg.AssetCheckKey(COUNTS_KEY, "volume_anomaly")]
+    selection = dg.AssetSelection.checks(*keys)
+    alone = deployment.run(selection)  # type: ignore[arg-type]
+    assert alone.success and materialized_keys(alone) == set()
+    checks = check_results(alone)
+    assert set(checks) == {("t/counts", "not_null"), ("t/counts", "volume_anomaly")}
+    assert checks[("t/counts", "not_null")].passed
+    assert checks[("t/counts", "not_null")].metadata["failing_rows"].value == 0
+
+    # a NULL id slipped into the model's table: the audit alone finds it, and it blocks
+    with duckdb.connect(str(deployment.settings.data_dir / "warehouse.duckdb")) as con:
+        [(schema, table)] = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name LIKE 't__counts__%' AND table_type = 'BASE TABLE'"
+        ).fetchall()
+        con.execute(f'INSERT INTO "{schema}"."{table}" VALUES (NULL, NULL)')
+    failing = deployment.run(selection)  # type: ignore[arg-type]
+    assert not failing.success and materialized_keys(failing) == set()
+    audit = check_results(failing)[("t/counts", "not_null")]
+    assert not audit.passed and audit.severity == dg.AssetCheckSeverity.ERROR
+    assert audit.metadata["failing_rows"].value == 1 and "IS NULL" in audit.metadata["sql"].value.upper()

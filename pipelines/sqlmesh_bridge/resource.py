@@ -19,7 +19,7 @@ from pydantic import Field
 
 from pipelines.sqlmesh_bridge.locks import connect_state, file_lock, model_locks, postgres_state
 from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
-from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
+from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator, partition_keys_in_window
 
 if TYPE_CHECKING:  # importing SQLMesh costs seconds: only runs pay for it
@@ -359,6 +359,8 @@ class SQLMeshResource(dg.ConfigurableResource):
         if not selected:  # only checks were selected: judge what the warehouse holds, run nothing
             checked = {k.asset_key for k in context.selected_asset_check_keys}
             alone = [(project.models[by_key[k]], k) for k in sorted(checked, key=str) if k in by_key]
+            if alone:
+                yield from self._audits_alone(context, translator, alone)
             if model_hook is not None and alone:
                 yield from model_hook.checks_alone(context, alone)
             return
@@ -383,6 +385,75 @@ class SQLMeshResource(dg.ConfigurableResource):
                 console,
                 collector,
             )
+
+    def _audits_alone(
+        self,
+        context: dg.AssetExecutionContext,
+        translator: SQLMeshTranslator,
+        models: list[tuple[ModelInfo, dg.AssetKey]],
+    ) -> list[dg.AssetCheckResult]:
+        """The selected audits of models this run does not build: SQLMesh's own audit queries
+        on the environment's tables, over the run's partition range (the whole table when the
+        run names none). An audit that cannot run fails as a WARN that says why."""
+        from pipelines.sqlmesh_bridge.events import audit_index
+
+        selected = context.selected_asset_check_keys
+        wanted = [
+            (model, key, index, name)
+            for model, key in models
+            for index, audit in enumerate(model.audits)
+            if dg.AssetCheckKey(key, name := translator.get_check_name(model, audit, index)) in selected
+        ]
+        if not wanted:
+            return []
+        window = _partition_window(context)
+        start, end = window if window is not None else (None, datetime.now(UTC))
+        ctx = self.context()
+        verdicts: dict[tuple[str, int], Any] = {}
+        try:
+            env = ctx.state_sync.get_environment(self.environment)
+            found = ctx.state_sync.get_snapshots(env.snapshots) if env is not None else {}
+            snapshots = {s.name: s for s in found.values()}
+            for fqn in dict.fromkeys(model.fqn for model, *_ in wanted):
+                if fqn not in snapshots:
+                    continue
+                snapshot = snapshots[fqn]
+                for r in ctx.snapshot_evaluator.audit(
+                    snapshot=snapshot, snapshots=snapshots, start=start, end=end
+                ):
+                    verdicts[(fqn, audit_index(snapshot.model, r.audit.name, r.audit_args or {}))] = (
+                        r,
+                        snapshot.model.dialect,
+                    )
+        finally:
+            ctx.close()
+            try:
+                ctx.engine_adapter.close()
+            except Exception as exc:
+                log.debug("closing the engine adapter: %s", exc)
+        results = []
+        for model, key, index, name in wanted:
+            verdict, dialect = verdicts.get((model.fqn, index), (None, None))
+            if verdict is None or verdict.skipped:
+                why = (
+                    "SQLMesh skipped this audit"
+                    if verdict
+                    else f"{model.name} has no table in '{self.environment}'"
+                )
+                results.append(
+                    dg.AssetCheckResult(
+                        asset_key=key,
+                        check_name=name,
+                        passed=False,
+                        severity=dg.AssetCheckSeverity.WARN,
+                        description=why,
+                    )
+                )
+                continue
+            count = int(verdict.count or 0)
+            sql = verdict.query.sql(dialect) if count and verdict.query is not None else None
+            results.append(audit_check_result(key, name, model.audits[index], count, sql))
+        return results
 
     @contextmanager
     def _lock(self, log: Any) -> Iterator[None]:
@@ -563,6 +634,23 @@ class _SQLMeshThread(threading.Thread):
             self.error = exc
 
 
+def audit_check_result(
+    key: dg.AssetKey, name: str, audit: AuditInfo, failing_rows: int, sql: str | None
+) -> dg.AssetCheckResult:
+    """A SQLMesh audit's verdict as a Dagster check result: blocking audits are ERROR."""
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=name,
+        passed=not failing_rows,
+        severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "failing_rows": failing_rows,
+            "audit": f"{audit.name}({audit.args})",
+            **({"sql": dg.MetadataValue.md(f"```sql\n{sql}\n```")} if sql else {}),
+        },
+    )
+
+
 class _Reporter:
     """Turns one model's recorded outcome into Dagster check results and a materialization."""
 
@@ -648,20 +736,8 @@ class _Reporter:
             if dg.AssetCheckKey(key, name) not in selected:
                 continue
             failed = [f for f in failures if f.index == index]
-            sql = {"sql": dg.MetadataValue.md(f"```sql\n{failed[0].sql}\n```")} if failed else {}
-            results.append(
-                dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=name,
-                    passed=not failed,
-                    severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
-                    metadata={
-                        "failing_rows": sum(f.count for f in failed),
-                        "audit": f"{audit.name}({audit.args})",
-                        **sql,
-                    },
-                )
-            )
+            sql = failed[0].sql if failed else None
+            results.append(audit_check_result(key, name, audit, sum(f.count for f in failed), sql))
         return results
 
     def _report(self, model: ModelInfo, intervals: list[tuple[int, int]]) -> ModelReport:
