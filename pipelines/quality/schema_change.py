@@ -18,10 +18,12 @@ SCHEMA_CHECK = "column_schema_change"
 
 
 def _columns(record: Any) -> dict[str, str] | None:
-    schema = record.asset_materialization.metadata.get("dagster/column_schema")
-    if schema is None:
-        return None
-    return {c.name: c.type for c in schema.value.columns}
+    return _event_columns(record.asset_materialization)
+
+
+def _event_columns(materialization: Any) -> dict[str, str] | None:
+    schema = materialization.metadata.get("dagster/column_schema")
+    return columns_of(schema.value if schema is not None else None)
 
 
 def schema_changes(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
@@ -83,9 +85,7 @@ def latest_schemas(
         entry = record.asset_entry
         latest = entry.last_materialization
         if latest is not None and latest.asset_materialization is not None:
-            schema = latest.asset_materialization.metadata.get("dagster/column_schema")
-            columns = None if schema is None else {c.name: c.type for c in schema.value.columns}
-            found[entry.asset_key] = (latest.run_id, columns)
+            found[entry.asset_key] = (latest.run_id, _event_columns(latest.asset_materialization))
     return found
 
 

@@ -426,11 +426,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                         snapshot.model.dialect,
                     )
         finally:
-            ctx.close()
-            try:
-                ctx.engine_adapter.close()
-            except Exception as exc:
-                log.debug("closing the engine adapter: %s", exc)
+            _close(ctx)
         results = []
         for model, key, index, name in wanted:
             verdict, dialect = verdicts.get((model.fqn, index), (None, None))
@@ -532,11 +528,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             # the console stays SQLMesh's global console: drop its link to this run's context
             console.on_finished = None
             locks.close()
-            ctx.close()
-            try:  # the adapter row counts and hooks used, if not the evaluator's own
-                ctx.engine_adapter.close()
-            except Exception as exc:
-                log.debug("closing the engine adapter: %s", exc)
+            _close(ctx)
             collector.close()
         _raise_on_failure(context, selected, record, status)
 
@@ -566,11 +558,7 @@ class SQLMeshResource(dg.ConfigurableResource):
                         )
                 yield
         finally:
-            ctx.close()
-            try:
-                ctx.engine_adapter.close()
-            except Exception as exc:
-                log.debug("closing the engine adapter: %s", exc)
+            _close(ctx)
 
     def _remove_intervals(
         self,
@@ -769,6 +757,16 @@ class _Reporter:
         high = sqlmesh_model.convert_to_time_column(intervals[-1][1]).sql(dialect=dialect)
         column = f'"{model.time_column}"'
         return f" WHERE {column} >= {low} AND {column} < {high}"
+
+
+def _close(ctx: Any) -> None:
+    """Close a SQLMesh context and its engine adapter (the one row counts and hooks used, if not
+    the evaluator's own)."""
+    ctx.close()
+    try:
+        ctx.engine_adapter.close()
+    except Exception as exc:
+        log.debug("closing the engine adapter: %s", exc)
 
 
 def _failed_upstream(project: ProjectInfo, model: ModelInfo, record: RunRecord) -> list[str]:
