@@ -18,7 +18,7 @@ WORKDIR /app
 # --frozen: install exactly uv.lock and fail if it is out of date with pyproject.toml.
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
-# The package, including the SQLMesh project (pipelines/sqlmesh_project) and lifecycle rules.
+# The package, including the SQLMesh project (pipelines/shop/sqlmesh_project) and lifecycle rules.
 COPY pipelines/ ./pipelines/
 RUN uv sync --frozen --no-dev
 
@@ -43,10 +43,10 @@ COPY --from=build --chown=app:app /app /app
 
 USER app
 # DuckDB extensions from the pinned wheels into ~/.duckdb now, so pods never download them.
-RUN python -c "from pipelines.duckdb_extensions import install_extensions; install_extensions()"
+RUN python -c "from pipelines.platform.duckdb_extensions import install_extensions; install_extensions()"
 # The code location's caches, built once here so no pod renders the SQLMesh project again: the
 # bridge's project cache for the `prod` gateway the Helm values set
-# (pipelines/sqlmesh_project/.cache/dagster-bridge, keyed by the project files, the gateway and
+# (pipelines/shop/sqlmesh_project/.cache/dagster-bridge, keyed by the project files, the gateway and
 # PIPELINES_ENV, so both are set as in the pods)
 # and SQLMesh's own model cache next to it. Reading the project needs a SQLMesh state, not its
 # contents: a throwaway DuckDB file stands in for the PostgreSQL state during the build only, and
@@ -57,7 +57,7 @@ RUN PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__TYPE=duckdb \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__DATABASE=/tmp/build-state.duckdb \
     PIPELINES_PII_SALT=read-the-project-only \
-    python -c "from pipelines.configured_project import load_configured_project; load_configured_project()" \
+    python -c "from pipelines.component.configured_project import load_configured_project; load_configured_project()" \
     && rm -f /tmp/build-state.duckdb*
 
 EXPOSE 4000

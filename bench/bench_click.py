@@ -119,7 +119,7 @@ def bare_sqlmesh_run(data_dir: Path, lake: Path, model: str, day: str) -> float:
     ]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(
-        cmd, cwd=REPO / "pipelines" / "sqlmesh_project", env=env, capture_output=True, text=True
+        cmd, cwd=REPO / "pipelines" / "shop" / "sqlmesh_project", env=env, capture_output=True, text=True
     )
     elapsed = time.perf_counter() - start
     if done.returncode != 0 or "daily_revenue" not in done.stdout:

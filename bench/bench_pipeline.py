@@ -35,11 +35,11 @@ from generate_project import generate  # noqa: E402
 
 
 def bench_ingestion(scale: float, repeats: int = 7) -> dict[str, float]:
-    from pipelines.duckdb_extensions import install_extensions
-    from pipelines.lake import Lake
-    from pipelines.sources import demo
-    from pipelines.sources.contracts import CONTRACTS
-    from pipelines.sources.readers import attach_shop_database, database_query, ingest_database
+    from pipelines.platform.duckdb_extensions import install_extensions
+    from pipelines.platform.lake import Lake
+    from pipelines.shop.sources import demo
+    from pipelines.shop.sources.contracts import CONTRACTS
+    from pipelines.shop.sources.readers import attach_shop_database, database_query, ingest_database
 
     install_extensions()
     day = date(2026, 3, 3)

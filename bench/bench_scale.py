@@ -84,7 +84,7 @@ def main() -> None:
         models = [
             f"{schema}/{p.stem}"
             for schema in ("staging", "intermediate", "marts")
-            for p in (REPO / "pipelines/sqlmesh_project/models" / schema).glob("*.sql")
+            for p in (REPO / "pipelines/shop/sqlmesh_project/models" / schema).glob("*.sql")
         ]
         backfill = run(env, first.isoformat(), last.isoformat(), models)
         import duckdb

@@ -24,12 +24,12 @@ from aws_cdk import aws_secretsmanager as sm
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from pipelines.lifecycle import load_rules
+from pipelines.platform.lifecycle import load_rules
 
 POSTGRES_PORT = 5432
 ECR_REPOSITORY = "pipelines"
 ADMIN_USER = "postgres_admin"
-# Database roles and the databases bootstrap-db creates (pipelines/bootstrap.py reads these too).
+# Database roles and the databases bootstrap-db creates (pipelines/platform/bootstrap.py reads these too).
 DB_USERS = {"dagster": "dagster", "pipelines": "pipelines", "data_api": "data_api"}
 # Secret name suffixes: <deployment>/<suffix> in Secrets Manager.
 SECRET_SUFFIXES = ("db-admin", "db-dagster", "db-pipelines", "db-data-api", "shop-db-reader", "pii-salt")
@@ -111,7 +111,8 @@ def _checkov(construct: Construct, *reasons: tuple[str, str]) -> None:
 
 
 def lifecycle_rules(lake_prefix: str) -> list[s3.LifecycleRule]:
-    """``pipelines/lifecycle_rules.yaml`` as CDK rules, with pipelines.lifecycle's IDs and prefixes."""
+    """``pipelines/platform/lifecycle_rules.yaml`` as CDK rules, with the IDs and prefixes of
+    pipelines.platform.lifecycle."""
     out = []
     for rule in load_rules():
         abort = rule.get("abort_incomplete_multipart_upload_days")

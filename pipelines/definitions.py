@@ -1,10 +1,11 @@
 """The code location: ``dagster dev`` / ``dg dev`` load ``defs`` from here.
 
-Any SQLMesh project gets its own models (and the tables they read, as external assets); the
-bundled shop's ingestion, report, quality rules, governance and automation join only when the
-bundled project is the one configured, or when ``PIPELINES_SHOP_DEFS=1`` asks for them
-(``PIPELINES_SHOP_DEFS=0`` leaves them out). ``SQLMESH_PROJECT_DIR`` may name several project
-paths of one multi-repo project, separated by ``:`` (``os.pathsep``).
+By default everything comes from the defs folder (``pipelines/defs/``) through Dagster's own
+loader: the platform's jobs, and the bundled shop declared as component instances. A
+deployment that sets ``SQLMESH_PROJECT_DIR`` (one path, or several of one multi-repo project
+separated by ``:``) gets that project instead of the shop, declared as the same component;
+``PIPELINES_SHOP_DEFS=1`` adds the shop's sources, report and governance to it, and
+``PIPELINES_SHOP_DEFS=0`` leaves them out of the bundled project too.
 """
 
 from __future__ import annotations
@@ -15,17 +16,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.configured_project import load_configured_project, settings_from_env
-from pipelines.defs import automation, maintenance, quality, transformation
-from pipelines.resources import build_resources
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings, require_production_settings
-from pipelines.sqlmesh_bridge import SQLMeshResource, sqlmesh_external_specs
+from pipelines.component.component import component_for_dirs
+from pipelines.component.configured_project import load_configured_project, settings_from_env
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings, require_production_settings
 
-# Steps of a run share its process: launched from the UI, a mart's partition with its checks used
-# to start four processes that each loaded the code location and SQLMesh again (2/3 of the run's
-# time, docs/benchmarks.md, "Latency of one click"). A step that raises still fails alone (steps
-# that do not depend on it still run); in production each run is its own pod.
-EXECUTOR = dg.in_process_executor
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shop_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
@@ -39,6 +34,27 @@ def shop_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -
     return settings.sqlmesh_project_dir == BUNDLED_SQLMESH_PROJECT.resolve()
 
 
+def _platform_defs() -> dg.Definitions:
+    from pipelines.defs.platform.defs import defs as platform
+
+    return platform()
+
+
+def _project_defs(settings: Settings, dirs: Sequence[Path], shop: bool) -> dg.Definitions:
+    """One SQLMesh project declared in Python as its defs.yaml would declare it."""
+    component = component_for_dirs(dirs, gateway=settings.sqlmesh_gateway, external_assets=not shop)
+    parts = [component.build_project_defs(load_configured_project(settings, list(dirs))), _platform_defs()]
+    if shop:
+        from pipelines.shop.component import ShopComponent
+
+        parts.append(_shop_defs(ShopComponent(project=BUNDLED_SQLMESH_PROJECT)))
+    return dg.Definitions.merge(*parts)
+
+
+def _shop_defs(component: dg.Component) -> dg.Definitions:
+    return component.build_defs(None)  # type: ignore[arg-type]  # it reads nothing from the context
+
+
 def build_definitions(
     settings: Settings | None = None, project_dirs: Sequence[str | Path] | None = None
 ) -> dg.Definitions:
@@ -47,48 +63,10 @@ def build_definitions(
         settings, dirs = settings_from_env()
     else:
         dirs = [Path(p).resolve() for p in project_dirs] if project_dirs else [settings.sqlmesh_project_dir]
-    project = load_configured_project(settings, dirs)
-    resources = build_resources(settings)
-    if len(dirs) > 1:
-        base: SQLMeshResource = resources["sqlmesh"]  # type: ignore[assignment]
-        resources["sqlmesh"] = SQLMeshResource(
-            project_dir=str(dirs[0]),
-            extra_project_dirs=[str(d) for d in dirs[1:]],
-            gateway=base.gateway,
-            environment=base.environment,
-            lock_file=base.lock_file,
-        )
-    if not shop_enabled(settings):
-        # any project: its models, quality checks and automation; none of the shop's sources
-        translator = transformation.PipelinesTranslator()
-        return dg.Definitions.merge(
-            transformation.build_defs(
-                settings, project, translator, quality.quality_hook(project, translator)
-            ),
-            automation.build_defs(project, translator, landing=False),
-            maintenance.defs,
-            dg.Definitions(
-                assets=sqlmesh_external_specs(project, translator), resources=resources, executor=EXECUTOR
-            ),
-        )
-    # the bundled shop: imported only when used
-    from pipelines.defs import governance, ingestion, reporting
-    from pipelines.governance import column_classifications
-
-    translator = transformation.PipelinesTranslator(column_classifications(project))
-    ingested = {
-        key for ad in ingestion.defs.assets or [] if isinstance(ad, dg.AssetsDefinition) for key in ad.keys
-    }
-    return dg.Definitions.merge(
-        ingestion.defs,
-        transformation.build_defs(settings, project, translator, quality.quality_hook(project, translator)),
-        dg.Definitions(assets=sqlmesh_external_specs(project, translator, exclude=ingested)),
-        reporting.build_defs(),
-        maintenance.defs,
-        governance.build_defs(project),
-        automation.build_defs(project, translator),
-        dg.Definitions(resources=resources, executor=EXECUTOR),
-    )
+    bundled = dirs == [BUNDLED_SQLMESH_PROJECT.resolve()]
+    if bundled and shop_enabled(settings) and (REPOSITORY_ROOT / "pyproject.toml").is_file():
+        return dg.load_from_defs_folder(project_root=REPOSITORY_ROOT)
+    return _project_defs(settings, dirs, shop=shop_enabled(settings))
 
 
 defs = build_definitions()

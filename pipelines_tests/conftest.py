@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.sources.readers import start_demo_rates_api
+from pipelines.shop.sources.readers import start_demo_rates_api
 from pipelines_tests.services import PostgresServer, S3Env
 
 
@@ -87,7 +87,7 @@ MARTS = ("daily_revenue", "fct_orders", "category_sales", "web_funnel", "dim_cus
 
 def mart_fingerprints() -> dict[str, tuple[int, int]]:
     """Row count and an order-independent checksum of every mart, read as the API reads them."""
-    from pipelines import warehouse
+    from pipelines.platform import warehouse
 
     with warehouse.warehouse() as con:
         return {

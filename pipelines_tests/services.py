@@ -8,7 +8,7 @@ endpoint), so a bug in connection handling shows up here and not on EKS.
   binaries if the wheel cannot start; skipped with the reason if neither can.
 * ``s3_server`` (session): moto's S3 server; yields its endpoint URL.
 * ``s3_env`` (function): points the standard ``AWS_*`` variables at ``s3_server`` and creates a
-  fresh bucket, so boto3, ``pipelines.lake`` and DuckDB httpfs all reach it without extra code.
+  fresh bucket, so boto3, ``pipelines.platform.lake`` and DuckDB httpfs all reach it without extra code.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import boto3
 import psycopg2
 import pytest
 
-from pipelines.identifiers import safe_identifier
+from pipelines.platform.identifiers import safe_identifier
 
 __all__ = [
     "PostgresServer",

@@ -18,8 +18,8 @@ from schemathesis.generation.modes import GenerationMode
 
 from pipelines.api import create_app
 from pipelines.api.auth import KeyRing, parse_keys, token_hash
-from pipelines.settings import Settings
-from pipelines.warehouse import connect
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import connect
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-full-access-0123456789"  # noqa: S105 - a test credential

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from pipelines.api import create_app
 from pipelines.api.auth import TOKEN_FILE, AuthConfigError, load_keys, parse_keys, token_hash
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 from pipelines_tests.api_server import REPO, api_process
 
 FULL = "full-7d1c0b7e2f4a49c4b8c1a2b3c4d5e6f7"  # noqa: S105 - test credentials

@@ -21,8 +21,8 @@ import psycopg2
 import pytest
 
 from pipelines.api.auth import token_hash
-from pipelines.sources import demo
-from pipelines.warehouse import connect
+from pipelines.platform.warehouse import connect
+from pipelines.shop.sources import demo
 from pipelines_tests.api_server import api_process
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.services import PostgresServer

@@ -41,7 +41,7 @@ WATCHED = (("staging.stg_web_events", "event_date"), ("marts.web_funnel", "event
 # sends the INSERT that follows web_funnel's DELETE; with "stock" it runs stock SQLMesh.
 RUNNER = """\
 import os, signal, sys
-from pipelines.cli import run_range
+from pipelines.ops.cli import run_range
 start, end, selection, mode = sys.argv[1:5]
 if "stock" in mode:
     import pipelines.sqlmesh_bridge.sqlmesh_private as private
@@ -68,7 +68,7 @@ sys.exit(0 if ok else 1)
 POLLER = """\
 import json, sys, time
 from pathlib import Path
-from pipelines.warehouse import connect
+from pipelines.platform.warehouse import connect
 out, stop, watched = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 con = connect(read_only=True)
 queries = {}
@@ -115,7 +115,7 @@ def run(stack: Stack, mode: str = "") -> Child:
 
 def per_day() -> dict[str, dict[str, list[Any]]]:
     """What a reader sees now: per watched table and day, [rows, checksum]."""
-    from pipelines.warehouse import connect
+    from pipelines.platform.warehouse import connect
 
     con = connect(read_only=True)
     try:
@@ -176,7 +176,7 @@ def during(reads: list[dict[str, Any]], window: tuple[float, float]) -> list[dic
 
 
 def snapshots_since(snapshot: int) -> list[tuple[int, dict[str, list[str]]]]:
-    from pipelines.warehouse import connect
+    from pipelines.platform.warehouse import connect
 
     con = connect(read_only=True)
     try:
@@ -192,7 +192,7 @@ def snapshots_since(snapshot: int) -> list[tuple[int, dict[str, list[str]]]]:
 
 def table_ids(model: str) -> set[str]:
     """The DuckLake table ids of ``model``'s physical tables (``sqlmesh__marts.marts__web_funnel__…``)."""
-    from pipelines.warehouse import connect
+    from pipelines.platform.warehouse import connect
 
     schema, name = model.split(".")
     con = connect(read_only=True)
@@ -207,7 +207,7 @@ def table_ids(model: str) -> set[str]:
 
 
 def last_snapshot() -> int:
-    from pipelines.warehouse import connect
+    from pipelines.platform.warehouse import connect
 
     con = connect(read_only=True)
     try:

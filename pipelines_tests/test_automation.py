@@ -28,15 +28,15 @@ from pipelines.automation.schedules import (
     catch_up_keys,
     cron_groups,
 )
-from pipelines.defs import ingestion
-from pipelines.defs.automation import build_defs
-from pipelines.defs.transformation import PipelinesTranslator, sqlmesh_plan_job
-from pipelines.lake import Lake
-from pipelines.partition_runs import contiguous_key_ranges, keys_closed_between
-from pipelines.partitions import DAILY
-from pipelines.resources import build_resources
-from pipelines.settings import Settings
+from pipelines.component.automation import build_defs
+from pipelines.component.transformation import PipelinesTranslator, sqlmesh_plan_job
+from pipelines.platform.lake import Lake
+from pipelines.platform.partitions import DAILY
+from pipelines.platform.settings import Settings
+from pipelines.shop import ingestion
+from pipelines.shop.resources import build_resources
 from pipelines.sqlmesh_bridge import ProjectInfo, load_project, sqlmesh_assets
+from pipelines.sqlmesh_bridge.partition_runs import contiguous_key_ranges, keys_closed_between
 from pipelines_tests.conftest import RANGE_END, RANGE_START, Deployment
 from pipelines_tests.services import S3Env
 

@@ -42,7 +42,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> dg.RepositoryDefinit
         env.delenv("SQLMESH_PROJECT_DIR", raising=False)
         env.delenv("SQLMESH_GATEWAY", raising=False)
         from pipelines.definitions import build_definitions
-        from pipelines.settings import Settings
+        from pipelines.platform.settings import Settings
 
         # the repository, not the Definitions: it includes sensors Dagster adds by itself
         return build_definitions(Settings.from_env()).get_repository_def()

@@ -19,8 +19,8 @@ from pipelines.automation.schedules import (
     catch_up_keys,
     cron_groups,
 )
-from pipelines.defs.transformation import PipelinesTranslator
-from pipelines.settings import Settings
+from pipelines.component.transformation import PipelinesTranslator
+from pipelines.platform.settings import Settings
 from pipelines.sqlmesh_bridge import load_project
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.sqlmesh_projects import CONFIG, write_files

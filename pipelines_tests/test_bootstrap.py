@@ -11,9 +11,9 @@ import duckdb
 import psycopg2
 import pytest
 
-from pipelines.bootstrap import BootstrapError, BootstrapPlan
-from pipelines.cli import main
-from pipelines.duckdb_extensions import install_extensions
+from pipelines.ops.cli import main
+from pipelines.platform.bootstrap import BootstrapError, BootstrapPlan
+from pipelines.platform.duckdb_extensions import install_extensions
 from pipelines_tests.services import PostgresServer
 
 

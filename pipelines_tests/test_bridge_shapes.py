@@ -141,7 +141,7 @@ def test_multi_repo_project_by_argument_and_setting(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipelines.definitions import build_definitions, settings_from_env
-    from pipelines.settings import Settings
+    from pipelines.platform.settings import Settings
 
     repos = write_multi_repo(deployment.root / "ours")
     monkeypatch.setenv("SQLMESH_PROJECT_DIR", ":".join(str(r) for r in repos))
@@ -186,7 +186,7 @@ def test_the_documented_example_is_a_working_code_location(tmp_path: Path) -> No
 
 def test_the_bundled_shop_joins_only_its_own_project_or_when_asked(tmp_path: Path) -> None:
     from pipelines.definitions import shop_enabled
-    from pipelines.settings import Settings
+    from pipelines.platform.settings import Settings
 
     bundled = Settings.from_env({"PIPELINES_DATA_DIR": str(tmp_path)})
     other = Settings.from_env({"SQLMESH_PROJECT_DIR": str(write_shapes_project(tmp_path))})

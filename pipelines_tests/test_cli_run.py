@@ -17,7 +17,7 @@ DIM = 'key:"marts/dim_customers"'
 def test_a_selection_without_partitioned_assets_runs_unpartitioned(deployment: Deployment) -> None:
     # its own process, as an operator runs it (the CLI builds the definitions from the environment)
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--start", "2026-04-05", "--select", DIM],
+        [sys.executable, "-m", "pipelines.ops.cli", "run", "--start", "2026-04-05", "--select", DIM],
         env=dict(os.environ), capture_output=True, text=True, timeout=600, cwd=deployment.root,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
@@ -33,10 +33,10 @@ def test_a_selection_without_partitioned_assets_runs_unpartitioned(deployment: D
 
 
 def test_mixed_and_unpartitioned_selections_are_told_apart(deployment: Deployment) -> None:
-    from pipelines import cli
     from pipelines.definitions import defs
-    from pipelines.partition_runs import split_by_partitions
-    from pipelines.partitions import DAILY
+    from pipelines.ops import cli
+    from pipelines.platform.partitions import DAILY
+    from pipelines.sqlmesh_bridge.partition_runs import split_by_partitions
 
     graph = defs.resolve_asset_graph()
 

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 from pipelines_tests.conftest import RANGE_END, RANGE_START, Deployment
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
@@ -43,7 +43,7 @@ FOUR_RUNS = [*TWO_RUNS, (FUNNEL, DAYS[0], DAYS[2]), (STG, DAYS[1], DAYS[1])]
 RUNNER = """\
 import sys, time
 from pathlib import Path
-from pipelines.cli import run_range
+from pipelines.ops.cli import run_range
 import pipelines.definitions, sqlmesh, sqlmesh.core.context  # imported before the start signal
 start, end, selection, go = sys.argv[1:5]
 print("RUNNER READY", flush=True)
@@ -74,7 +74,7 @@ def start_runner(env: dict[str, str], selection: str, start: str, end: str, go: 
 
 def checksums() -> dict[str, tuple[int, Any]]:
     """Per table: row count and a sum of row hashes (doubles rounded), independent of row order."""
-    from pipelines.warehouse import connect
+    from pipelines.platform.warehouse import connect
 
     con = connect(read_only=True)
     try:

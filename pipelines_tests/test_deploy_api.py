@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.api import create_app
 from pipelines.api.auth import parse_keys, token_hash
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "api"
 

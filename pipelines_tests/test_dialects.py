@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlglot.errors import ErrorLevel
 
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
 
 ENGINES = {"athena": "awsdatacatalog", "trino": "iceberg"}  # engine -> the catalog the gateway uses
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"

@@ -31,7 +31,7 @@ def state_intervals(deployment: Deployment, model: str) -> list[tuple[str, str]]
     """Processed intervals of ``model`` in prod, read from SQLMesh state (as ISO days)."""
     from sqlmesh import Context
 
-    from pipelines.settings import Settings
+    from pipelines.platform.settings import Settings
 
     ctx = Context(paths=str(Settings.from_env().sqlmesh_project_dir))
     try:

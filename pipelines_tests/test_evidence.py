@@ -11,12 +11,12 @@ import duckdb
 import pytest
 import yaml
 
-from pipelines.defs import reporting
-from pipelines.lake import Lake
-from pipelines.reporting import evidence
-from pipelines.resources import LakeResource
-from pipelines.settings import Settings
-from pipelines.warehouse import connect
+from pipelines.platform.lake import Lake
+from pipelines.platform.resources import LakeResource
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import connect
+from pipelines.shop import report_assets as reporting
+from pipelines.shop.reporting import evidence
 from pipelines_tests.services import S3Env
 
 PROJECT = evidence.PROJECT_DIR

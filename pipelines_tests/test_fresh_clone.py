@@ -26,7 +26,7 @@ import pytest
 from pipelines_tests.ui_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT = Path("pipelines") / "sqlmesh_project"
+PROJECT = Path("pipelines") / "shop" / "sqlmesh_project"
 # stderr lines a user can act on or that are plain progress, each with its reason
 PROGRESS = re.compile(r" - (DEBUG|INFO) - ")  # Dagster's run log goes to stderr
 PROBLEM = re.compile(r"Warning\b|WARNING|ERROR|CRITICAL|Traceback|[Ee]xception")

@@ -16,7 +16,6 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.defs.governance import build_defs, retention_job, sqlmesh_janitor_job
 from pipelines.governance.audit_log import audit_key, audit_sensors, write_audit_record
 from pipelines.governance.classification import (
     Governance,
@@ -28,13 +27,14 @@ from pipelines.governance.classification import (
 )
 from pipelines.governance.impact import impact, impacted_reports, parse_column_ref
 from pipelines.governance.impact import main as impact_main
+from pipelines.governance.jobs import build_defs, retention_job, sqlmesh_janitor_job
 from pipelines.governance.pii_lint import lint_pii
 from pipelines.governance.pii_lint import main as lint_main
 from pipelines.governance.retention import apply_retention
-from pipelines.lake import Lake
-from pipelines.resources import LakeResource
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT, Settings
-from pipelines.sources.contracts import CONTRACTS
+from pipelines.platform.lake import Lake
+from pipelines.platform.resources import LakeResource
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings
+from pipelines.shop.sources.contracts import CONTRACTS
 from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshResource, SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment
 

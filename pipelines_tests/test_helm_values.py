@@ -30,9 +30,9 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
-from pipelines.lake import Lake
-from pipelines.lifecycle import load_rules
-from pipelines.settings import Settings
+from pipelines.platform.lake import Lake
+from pipelines.platform.lifecycle import load_rules
+from pipelines.platform.settings import Settings
 from pipelines_tests.services import PostgresServer, S3Env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -711,4 +711,4 @@ def test_docs_explain_every_placeholder_and_secret() -> None:
         assert key in docs, key
     assert "helm repo add dagster https://dagster-io.github.io/helm" in docs
     assert "helm upgrade --install dagster dagster/dagster" in docs
-    assert "python -m pipelines.lifecycle" in docs
+    assert "python -m pipelines.platform.lifecycle" in docs

@@ -75,7 +75,8 @@ def test_the_built_layout_loads_definitions_from_the_baked_cache(tmp_path: Path)
     app = tmp_path / "app"
     app.mkdir()
     _copy_build_context(app)
-    assert not (app / "pipelines" / "sqlmesh_project" / ".cache").exists(), "caches are not copied in"
+    project = app / "pipelines" / "shop" / "sqlmesh_project"
+    assert not (project / ".cache").exists(), "caches are not copied in"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINES_", "SQLMESH_", "DAGSTER_"))}
     env.update({"PYTHONPATH": str(app), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
 
@@ -84,10 +85,10 @@ def test_the_built_layout_loads_definitions_from_the_baked_cache(tmp_path: Path)
     subprocess.run(["sh", "-c", _cache_step()], cwd=app, env=env, check=True, timeout=300)
     bake_seconds = time.perf_counter() - started
     bridge = list(
-        (app / "pipelines" / "sqlmesh_project" / ".cache" / "dagster-bridge").glob("project-*.json")
+        (app / "pipelines" / "shop" / "sqlmesh_project" / ".cache" / "dagster-bridge").glob("project-*.json")
     )
     assert len(bridge) == 1
-    assert (app / "pipelines" / "sqlmesh_project" / ".cache" / "model_definition").is_dir()
+    assert (app / "pipelines" / "shop" / "sqlmesh_project" / ".cache" / "model_definition").is_dir()
     assert not list(Path("/tmp").glob("build-state.duckdb*")), "the stand-in state is removed"
 
     # A pod: the Helm values' environment, no database reachable (nothing listens on 9).
@@ -126,7 +127,7 @@ def test_the_built_layout_loads_definitions_from_the_baked_cache(tmp_path: Path)
     print(f"image cache step: {bake_seconds:.1f} s")
 
     # The same load without the baked cache renders the project (with the build's stand-in state).
-    shutil.rmtree(app / "pipelines" / "sqlmesh_project" / ".cache")
+    shutil.rmtree(app / "pipelines" / "shop" / "sqlmesh_project" / ".cache")
     stand_in = {
         "SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__TYPE": "duckdb",
         "SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__DATABASE": str(tmp_path / "state.duckdb"),

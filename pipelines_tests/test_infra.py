@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.lifecycle import apply_lifecycle, load_rules, to_s3_rules
+from pipelines.platform.lifecycle import apply_lifecycle, load_rules, to_s3_rules
 from pipelines_tests.services import S3Env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_synthesized_lifecycle_rules_equal_the_rules_file(template: dict[str, An
 def test_bucket_configuration_applies_to_the_s3_server_and_reads_back(
     template: dict[str, Any], s3_env: S3Env
 ) -> None:
-    """What the stack puts on the bucket, put on moto's: S3 accepts it, and pipelines.lifecycle
+    """What the stack puts on the bucket, put on moto's: S3 accepts it, and pipelines.platform.lifecycle
     finds nothing to change (the CDK rules and the CLI's rules are the same rules)."""
     client, bucket = s3_env.client(), s3_env.bucket
     props = _lake(template)
@@ -422,7 +422,7 @@ def test_secret_names_and_keys_agree_with_the_stack_values_and_code(template: di
 def test_service_accounts_buckets_and_databases_agree(template: dict[str, Any]) -> None:
     import yaml
 
-    from pipelines.bootstrap import BootstrapPlan
+    from pipelines.platform.bootstrap import BootstrapPlan
 
     values = yaml.safe_load(HELM_VALUES.read_text())
     namespace, sa = CONTEXT["k8s_namespace"], CONTEXT["service_account"]
@@ -487,7 +487,7 @@ def test_service_accounts_buckets_and_databases_agree(template: dict[str, Any]) 
 
 def _example_outputs(template: dict[str, Any]) -> dict[str, dict[str, str]]:
     """What `cdk deploy --outputs-file` writes, with example values for every output."""
-    from pipelines.helm_fill import FROM_OUTPUTS
+    from pipelines.ops.helm_fill import FROM_OUTPUTS
 
     assert set(FROM_OUTPUTS.values()) <= set(template["Outputs"]), "fill-values reads outputs the stack has"
     example = {
@@ -511,7 +511,7 @@ def test_fill_values_fills_every_placeholder_from_the_outputs(
     import kubernetes_validate
     import yaml
 
-    from pipelines.cli import main
+    from pipelines.ops.cli import main
 
     outputs = tmp_path / "cdk-outputs.json"
     outputs.write_text(json.dumps(_example_outputs(template)))
@@ -584,7 +584,7 @@ def test_fill_values_fills_every_placeholder_from_the_outputs(
 def test_fill_values_refuses_unfilled_or_unsafe_values(
     template: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipelines.cli import main
+    from pipelines.ops.cli import main
 
     outputs = tmp_path / "cdk-outputs.json"
     outputs.write_text(json.dumps(_example_outputs(template)))

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.duckdb_s3 import configure_s3
-from pipelines.lifecycle import (
+from pipelines.platform.duckdb_s3 import configure_s3
+from pipelines.platform.lifecycle import (
     DEFAULT_RULES_PATH,
     LifecycleError,
     apply_lifecycle,

@@ -11,15 +11,15 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.identifiers import InvalidIdentifierError, sql_string
-from pipelines.lake import Lake
+from pipelines.platform.identifiers import InvalidIdentifierError, sql_string
+from pipelines.platform.lake import Lake
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
 from pipelines.quality import checks
 from pipelines.quality.rules import project_rules
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT
-from pipelines.sources import demo
-from pipelines.sources.contracts import CONTRACTS
-from pipelines.sources.ingest import ContractViolation
-from pipelines.sources.readers import attach_shop_database, ingest_database, ingest_files
+from pipelines.shop.sources import demo
+from pipelines.shop.sources.contracts import CONTRACTS
+from pipelines.shop.sources.ingest import ContractViolation
+from pipelines.shop.sources.readers import attach_shop_database, ingest_database, ingest_files
 from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment, check_results, materialized_keys
 

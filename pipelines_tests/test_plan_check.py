@@ -9,12 +9,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.identifiers import InvalidIdentifierError
-from pipelines.plan_check import environment_name
+from pipelines.ops.cli import main as cli_main
+from pipelines.ops.plan_check import environment_name
+from pipelines.platform.identifiers import InvalidIdentifierError
 from pipelines_tests.warehouse_fixture import DEMO_DAYS, build_warehouse
 
-BUNDLED = Path(__file__).parents[1] / "pipelines" / "sqlmesh_project"
+BUNDLED = Path(__file__).parents[1] / "pipelines" / "shop" / "sqlmesh_project"
 
 NEW_MODEL = """\
 MODEL (
@@ -174,7 +174,7 @@ def test_plan_check_diffs_a_breaking_and_a_non_breaking_change_and_leaves_prod_a
 
 
 def test_summaries_leave_pii_and_masked_columns_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.plan_check import TableDiffSummary, _diff_markdown, _hidden_columns
+    from pipelines.ops.plan_check import TableDiffSummary, _diff_markdown, _hidden_columns
 
     monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
     hidden = {

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pytest
 
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 from pipelines.sqlmesh_bridge.locks import model_lock_key, model_locks
 from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, postgres_plan_lock
 from pipelines_tests.conftest import Deployment, check_results

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import data_locations
-from pipelines.settings import Settings
+from pipelines.ops.cli import data_locations
+from pipelines.platform.settings import Settings
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 
@@ -64,7 +64,7 @@ def test_run_on_the_prod_instance_from_outside_the_cluster(
             "DAGSTER_K8S_NAMESPACE": "dagster",
         }
         out = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "run", "--start", DAY, "--end", DAY, "--select",
+            [sys.executable, "-m", "pipelines.ops.cli", "run", "--start", DAY, "--end", DAY, "--select",
              "key:raw/fx_rates or key:raw/orders"],
             env=run_env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
         )  # fmt: skip

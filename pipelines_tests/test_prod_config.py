@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.postgres import pg_sslmode, sqlmesh_state_params
-from pipelines.settings import (
+from pipelines.platform.postgres import pg_sslmode, sqlmesh_state_params
+from pipelines.platform.settings import (
     PROD_REQUIRED,
     SettingsError,
     missing_production_settings,
@@ -71,8 +71,8 @@ def test_local_needs_none_of_them() -> None:
 def test_no_demo_rates_api_in_prod(monkeypatch: pytest.MonkeyPatch) -> None:
     import dagster as dg
 
-    from pipelines.resources import RatesApiResource
-    from pipelines.sources.readers import embedded_rates_api_url
+    from pipelines.shop.resources import RatesApiResource
+    from pipelines.shop.sources.readers import embedded_rates_api_url
 
     monkeypatch.setenv("PIPELINES_ENV", "prod")
     with pytest.raises(dg.Failure, match="PIPELINES_RATES_API_URL"):
@@ -88,7 +88,7 @@ def test_sqlmesh_config_refuses_prod_without_the_salt(tmp_path: Path) -> None:
     """The plain ``sqlmesh`` CLI on prod must not hash PII with the development salt."""
     env = {k: v for k, v in os.environ.items() if k != "PIPELINES_PII_SALT"}
     env.update(PIPELINES_ENV="prod", PIPELINES_DATA_DIR=str(tmp_path))
-    code = "import pipelines.sqlmesh_project.config"
+    code = "import pipelines.shop.sqlmesh_project.config"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "PIPELINES_PII_SALT" in out.stderr
     env["PIPELINES_PII_SALT"] = "s"
@@ -186,10 +186,10 @@ def _every_connection(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> d
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from pipelines.resources import ShopDatabaseResource
-    from pipelines.sources.readers import attach_shop_database
+    from pipelines.platform.sqlmesh_gateways import prod_gateway
+    from pipelines.shop.resources import ShopDatabaseResource
+    from pipelines.shop.sources.readers import attach_shop_database
     from pipelines.sqlmesh_bridge.resource import postgres_plan_lock
-    from pipelines.sqlmesh_gateways import prod_gateway
 
     results: dict[str, str] = {}
 
@@ -220,9 +220,9 @@ def _every_connection(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> d
         finally:
             adapter.close()
 
-    def reader() -> None:  # the checks, report and data API (pipelines.warehouse)
-        from pipelines import warehouse
-        from pipelines.settings import Settings
+    def reader() -> None:  # the checks, report and data API (pipelines.platform.warehouse)
+        from pipelines.platform import warehouse
+        from pipelines.platform.settings import Settings
 
         with warehouse.warehouse(Settings.from_env()) as con:
             assert con.execute("SELECT x FROM main.t").fetchone() == (1,)

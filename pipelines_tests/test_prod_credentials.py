@@ -21,7 +21,7 @@ import boto3
 import duckdb
 import pytest
 
-from pipelines.duckdb_s3 import configure_s3, s3_secret_options
+from pipelines.platform.duckdb_s3 import configure_s3, s3_secret_options
 
 REGION = "us-east-1"
 BUCKET = "rotating-credentials"

@@ -13,8 +13,8 @@ import os
 import dagster as dg
 import pytest
 
-from pipelines import maintenance, warehouse
-from pipelines.lake import Lake
+from pipelines.platform import maintenance, warehouse
+from pipelines.platform.lake import Lake
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import mart_fingerprints
 
@@ -87,7 +87,7 @@ def test_maintenance_jobs_are_scheduled_stopped_and_harmless_locally(deployment:
 def test_retention_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
-    from pipelines.settings import SettingsError
+    from pipelines.platform.settings import SettingsError
 
     monkeypatch.delenv(maintenance.RETENTION_ENV, raising=False)
     assert maintenance.retention_from_env() == timedelta(days=7)

@@ -16,9 +16,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines import maintenance, warehouse
-from pipelines.cli import RANGE_END, RANGE_START
-from pipelines.lake import Lake
+from pipelines.ops.cli import RANGE_END, RANGE_START
+from pipelines.platform import maintenance, warehouse
+from pipelines.platform.lake import Lake
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import mart_fingerprints
 
@@ -35,7 +35,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     home = tmp_path / "operator_home"
     home.mkdir(exist_ok=True)
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
+        [sys.executable, "-m", "pipelines.ops.cli", *args],
         env={**os.environ, "DAGSTER_HOME": str(home)},
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )  # fmt: skip
@@ -120,7 +120,7 @@ def test_lost_files_are_named_then_repaired_recomputing_only_the_lost_days(
 # the fault: the repair's process dies after its rebuilds, before its first recompute run
 _KILLED_BEFORE_RECOMPUTE = (
     "import os, sys\n"
-    "import pipelines.cli as cli\n"
+    "import pipelines.ops.cli as cli\n"
     "cli._run_range = lambda *a, **k: os._exit(137)\n"
     "sys.exit(cli.main(['repair-files']))\n"
 )
@@ -132,7 +132,7 @@ def _done_days(model: str) -> set[str]:
 
     from sqlmesh.utils.date import to_ds
 
-    from pipelines.cli import _sqlmesh_resource
+    from pipelines.ops.cli import _sqlmesh_resource
 
     ctx = _sqlmesh_resource().context()
     try:

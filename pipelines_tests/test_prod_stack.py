@@ -12,7 +12,7 @@ import subprocess
 import sys
 from datetime import date
 
-from pipelines.sources import demo
+from pipelines.shop.sources import demo
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.services import PostgresServer, S3Env
 
@@ -49,7 +49,7 @@ def test_prod_pipeline_keeps_metadata_in_postgres_and_data_on_s3(
     # a fresh process reads the marts through DuckLake alone
     expected = sum(demo.order_count(date.fromisoformat(d), 1.0) for d in DAYS)
     code = (
-        "import json; from pipelines.warehouse import connect; con = connect(read_only=True); "
+        "import json; from pipelines.platform.warehouse import connect; con = connect(read_only=True); "
         "print(json.dumps(con.execute('SELECT count(*), count(DISTINCT order_id) FROM marts.fct_orders')"
         ".fetchone()))"
     )

@@ -2,7 +2,7 @@
 
 A synthetic ``marts.fct_orders`` (same columns as the SQLMesh model, weekday-seasonal volume) is
 written day by day in SQL; a stand-in asset writes one partition per run and records its profile
-the way the SQLMesh bridge should, and the real checks from ``pipelines.defs.quality`` judge it.
+the way the SQLMesh bridge should, and the real checks from ``pipelines.component.quality`` judge it.
 """
 
 import math
@@ -16,9 +16,11 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.defs.quality import quality_hook
-from pipelines.identifiers import InvalidIdentifierError
-from pipelines.partitions import DAILY
+from pipelines.component.quality import quality_hook
+from pipelines.platform.identifiers import InvalidIdentifierError
+from pipelines.platform.partitions import DAILY
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import warehouse, warehouse_path
 from pipelines.quality.anomaly import distribution_drift, null_rate_drift, volume_anomaly
 from pipelines.quality.checks import (
     DRIFT,
@@ -33,8 +35,6 @@ from pipelines.quality.history import ProfileStore, record_profile
 from pipelines.quality.profile import profile_partitions, profile_table
 from pipelines.quality.rules import WARN, project_rules
 from pipelines.quality.schema_change import schema_change_before, schema_change_result
-from pipelines.settings import Settings
-from pipelines.warehouse import warehouse, warehouse_path
 from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
 
 START = date(2026, 1, 1)
@@ -451,7 +451,7 @@ def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance
 
 
 def test_definitions_cover_every_model_of_the_bundled_project() -> None:
-    from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+    from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
     from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 
     project = load_project(BUNDLED_SQLMESH_PROJECT)
@@ -484,7 +484,7 @@ def test_definitions_cover_every_model_of_the_bundled_project() -> None:
 
 def test_rules_fit_the_real_sqlmesh_tables(built_warehouse: Settings) -> None:  # noqa: F811
     """Every rule's table and columns exist in the warehouse the SQLMesh project builds."""
-    from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+    from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
     from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 
     rules = project_rules(load_project(BUNDLED_SQLMESH_PROJECT), SQLMeshTranslator())

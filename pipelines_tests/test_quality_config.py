@@ -88,7 +88,7 @@ models:
     checks: false
 """
     )
-    from pipelines.defs.quality import project_quality_config
+    from pipelines.component.quality import project_quality_config
     from pipelines.quality.rules import project_rules
     from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import warehouse
 from pipelines.quality.checks import run_profile_checks
 from pipelines.quality.history import TABLE as HISTORY
 from pipelines.quality.history import ProfileStore
-from pipelines.settings import Settings
-from pipelines.warehouse import warehouse
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 from pipelines_tests.test_quality import RULE, SCHEMA, day, orders_on, write_day

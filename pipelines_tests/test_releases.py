@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.lake import Lake
-from pipelines.releases import list_releases, release_keys
+from pipelines.component.releases import list_releases, release_keys
+from pipelines.ops.cli import main as cli_main
+from pipelines.platform.lake import Lake
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.services import S3Env
 from pipelines_tests.sqlmesh_projects import write_project
@@ -147,7 +147,7 @@ def test_a_plan_applied_whose_recomputation_fails_is_still_released(
 def test_release_records_on_s3_list_newest_first(s3_env: S3Env, capsys: pytest.CaptureFixture) -> None:
     from datetime import UTC, datetime
 
-    from pipelines.releases import build_release, format_releases, write_release
+    from pipelines.component.releases import build_release, format_releases, write_release
     from pipelines.sqlmesh_bridge.plan_outcome import ModelChange, PlanOutcome
 
     lake = Lake(s3_env.uri("lake"))

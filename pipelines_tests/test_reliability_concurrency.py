@@ -1,6 +1,6 @@
 """Concurrent runs over overlapping partitions: no lock errors, no lost or duplicated intervals.
 
-Embedded default: four processes run ``pipelines.cli.run_range`` for overlapping ranges on the
+Embedded default: four processes run ``pipelines.ops.cli.run_range`` for overlapping ranges on the
 same ``DAGSTER_HOME`` (the repo's pools: one ``sqlmesh`` slot, op granularity). Threads in one
 process would share DuckDB connections and prove nothing, so these are real processes.
 
@@ -26,8 +26,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.settings import Settings
-from pipelines.sources import demo
+from pipelines.platform.settings import Settings
+from pipelines.shop.sources import demo
 from pipelines.sqlmesh_bridge import resource as bridge_resource
 from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, SQLMeshResource
 from pipelines_tests.conftest import Deployment
@@ -234,7 +234,7 @@ def two_chains_on_ducklake(
     creators = sum(child.seen("does not exist: creating it") for child in children)
     assert creators == (0 if create_environment_first else 1)
 
-    from pipelines.warehouse import connect
+    from pipelines.platform.warehouse import connect
 
     con = connect(read_only=True)
     try:

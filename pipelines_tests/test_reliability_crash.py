@@ -1,7 +1,7 @@
 """kill -9 in the middle of a run, run again: the result equals an undisturbed run.
 
 Each trial runs the pipeline (ingestion + every SQLMesh model) for a day in a subprocess
-through ``pipelines.cli.run_range`` — what ``pipelines demo`` does — on an embedded-default
+through ``pipelines.ops.cli.run_range`` — what ``pipelines demo`` does — on an embedded-default
 deployment in a temp dir whose ``dagster.yaml`` has the repo's pools. A seeded trigger kills it
 during ingestion or during the SQLMesh step. Then the trial checks what a reader would see:
 
@@ -62,7 +62,7 @@ telemetry:
 
 RUNNER = """\
 import json, sys
-from pipelines.cli import run_range
+from pipelines.ops.cli import run_range
 start, end, selection, repeat, out = sys.argv[1:6]
 
 
@@ -76,7 +76,7 @@ for _ in range(int(repeat)):
         sys.exit(1)
     if out:
         from pipelines_tests.test_reliability_crash import snapshot
-        from pipelines.settings import Settings
+        from pipelines.platform.settings import Settings
         settings = Settings.from_env()
         snapshots.append(snapshot(settings.data_dir, settings.lake_uri))
 if out:
@@ -254,7 +254,7 @@ def start_run(
     end: str = END,
     selection: str = SELECTION,
 ) -> Child:
-    """``pipelines.cli.run_range(start, end, selection)`` in a subprocess, ``repeat`` times."""
+    """``pipelines.ops.cli.run_range(start, end, selection)`` in a subprocess, ``repeat`` times."""
     args = [sys.executable, "-c", RUNNER, start, end, selection, str(repeat), str(snapshots_out or "")]
     proc = subprocess.Popen(
         args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -442,7 +442,8 @@ def test_kill_and_rerun_equals_an_undisturbed_run(
 
 
 def _demo_resources(root: Path) -> tuple[Any, Any, Any, Any]:
-    from pipelines.resources import DemoDataResource, LakeResource, RatesApiResource, ShopDatabaseResource
+    from pipelines.platform.resources import LakeResource
+    from pipelines.shop.resources import DemoDataResource, RatesApiResource, ShopDatabaseResource
 
     return (
         LakeResource(uri=str(root / "lake")),
@@ -458,8 +459,8 @@ def test_demo_seeding_recovers_from_a_crash_between_its_two_landing_files(tmp_pa
     ``DemoDataResource.prepare`` only writes when the landing folder is empty, so the re-run
     ingests half a day, and keeps doing so.
     """
-    from pipelines.defs.ingestion import ingest_one
-    from pipelines.sources.contracts import CONTRACTS
+    from pipelines.shop.ingestion import ingest_one
+    from pipelines.shop.sources.contracts import CONTRACTS
 
     contract = CONTRACTS["web_events"]
     complete = ingest_one(contract, START, *_demo_resources(tmp_path / "complete"))
@@ -476,12 +477,12 @@ def test_demo_seeding_recovers_from_a_crash_between_orders_and_order_items(tmp_p
 
     ``seed_shop_database`` skips a day whose order count is complete, so its lines never come.
     """
-    from pipelines.defs.ingestion import ingest_one
-    from pipelines.sources.contracts import CONTRACTS
+    from pipelines.shop.ingestion import ingest_one
+    from pipelines.shop.sources.contracts import CONTRACTS
 
     resources = _demo_resources(tmp_path)
     complete = ingest_one(CONTRACTS["order_items"], START, *resources)
-    from pipelines.sources.readers import attach_shop_database
+    from pipelines.shop.sources.readers import attach_shop_database
 
     con = duckdb.connect()
     attach_shop_database(con, sqlite_path=str(tmp_path / "shop.sqlite"), read_only=False)

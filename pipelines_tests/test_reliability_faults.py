@@ -2,7 +2,7 @@
 
 The S3 endpoint is moto behind :mod:`pipelines_tests.fault_proxy`, which returns 5xx, delays
 past the client timeout or resets connections on a schedule. ``AWS_ENDPOINT_URL`` points at the
-proxy, so boto3 (``pipelines.lake``) and DuckDB httpfs go through it like they would go through
+proxy, so boto3 (``pipelines.platform.lake``) and DuckDB httpfs go through it like they would go through
 a flaky network to real S3.
 """
 
@@ -23,10 +23,10 @@ import pytest
 import yaml
 from boto3.exceptions import S3UploadFailedError
 
-from pipelines.duckdb_s3 import configure_s3
-from pipelines.lake import Lake, s3_config
-from pipelines.sources.contracts import CONTRACTS
-from pipelines.sources.readers import ingest_files
+from pipelines.platform.duckdb_s3 import configure_s3
+from pipelines.platform.lake import Lake, s3_config
+from pipelines.shop.sources.contracts import CONTRACTS
+from pipelines.shop.sources.readers import ingest_files
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.fault_proxy import FaultProxy, running_proxy
 from pipelines_tests.services import S3Env

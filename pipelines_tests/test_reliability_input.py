@@ -34,11 +34,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.identifiers import InvalidIdentifierError, safe_file_name
-from pipelines.lake import Lake
-from pipelines.sources.contracts import CONTRACTS, SourceContract
-from pipelines.sources.ingest import ContractViolation, IngestResult, quarantine_key, raw_key
-from pipelines.sources.readers import HttpSourceError, fetch_json, ingest_files, ingest_http, landing_prefix
+from pipelines.platform.identifiers import InvalidIdentifierError, safe_file_name
+from pipelines.platform.lake import Lake
+from pipelines.shop.sources.contracts import CONTRACTS, SourceContract
+from pipelines.shop.sources.ingest import ContractViolation, IngestResult, quarantine_key, raw_key
+from pipelines.shop.sources.readers import (
+    HttpSourceError,
+    fetch_json,
+    ingest_files,
+    ingest_http,
+    landing_prefix,
+)
 from pipelines_tests.services import S3Env
 
 DAY = "2026-05-04"

@@ -1,4 +1,4 @@
-"""Rebuilding a DuckLake table without its lost files (pipelines/repair.py), on a real DuckLake
+"""Rebuilding a DuckLake table without its lost files (pipelines/platform/repair.py), on a real DuckLake
 catalog (a local metadata file and data folder: the same extension code as on S3, faster).
 
 The prod-stack repair end to end (S3, PostgreSQL catalog, SQLMesh restatement) is
@@ -14,10 +14,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines import maintenance, repair
-from pipelines.duckdb_extensions import install_extensions
-from pipelines.lake import Lake
-from pipelines.repair import DayRange, TableDamage
+from pipelines.platform import maintenance, repair
+from pipelines.platform.duckdb_extensions import install_extensions
+from pipelines.platform.lake import Lake
+from pipelines.platform.repair import DayRange, TableDamage
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo
 
 DAYS = [date(2026, 4, d) for d in range(5, 10)]
@@ -173,7 +173,7 @@ def test_restatements_group_models_by_lost_range_and_order_full_rebuilds() -> No
 def test_repair_files_is_harmless_on_the_local_warehouse(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipelines.cli import main
+    from pipelines.ops.cli import main
 
     monkeypatch.setenv("PIPELINES_ENV", "local")
     monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))

@@ -11,12 +11,12 @@ import duckdb
 import plotly.offline
 import pytest
 
-from pipelines.defs.reporting import MART_DEPS, latest_mart_checks, shop_report
-from pipelines.lake import Lake
-from pipelines.reporting import REPORT_KEY, render_report, write_report
-from pipelines.resources import LakeResource
-from pipelines.settings import Settings
-from pipelines.warehouse import connect
+from pipelines.platform.lake import Lake
+from pipelines.platform.resources import LakeResource
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import connect
+from pipelines.shop.report_assets import MART_DEPS, latest_mart_checks, shop_report
+from pipelines.shop.reporting import REPORT_KEY, render_report, write_report
 
 # Until conftest.py registers it for the whole suite (harmless once it does).
 

@@ -21,14 +21,14 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.identifiers import (
+from pipelines.platform.identifiers import (
     InvalidIdentifierError,
     safe_file_name,
     safe_identifier,
     safe_partition_key,
 )
-from pipelines.settings import Settings
-from pipelines.sources.readers import attach_shop_database
+from pipelines.platform.settings import Settings
+from pipelines.shop.sources.readers import attach_shop_database
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
@@ -296,8 +296,8 @@ def test_every_ducklake_reader_and_writer_refuses_a_bad_metadata_schema(
     schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The schema name goes into ATTACH options and catalog queries: it is refused before any SQL."""
-    from pipelines import maintenance, sqlmesh_gateways, warehouse
-    from pipelines.postgres import ducklake_metadata_schema
+    from pipelines.platform import maintenance, sqlmesh_gateways, warehouse
+    from pipelines.platform.postgres import ducklake_metadata_schema
 
     with pytest.raises(InvalidIdentifierError, match="PIPELINES_DUCKLAKE_SCHEMA"):
         ducklake_metadata_schema({"PIPELINES_DUCKLAKE_SCHEMA": schema})
@@ -314,9 +314,10 @@ def test_every_ducklake_reader_and_writer_refuses_a_bad_metadata_schema(
 @pytest.mark.parametrize("key", ["2026-04-06' OR 1=1 --", "../../2026-04-06", "2026-02-30"])
 def test_ingestion_refuses_a_bad_partition_key(deployment: Deployment, key: str) -> None:
     """Directly (``ingest_one``) and through Dagster: refused before any SQL or path is built."""
-    from pipelines.defs.ingestion import ingest_one
-    from pipelines.resources import DemoDataResource, LakeResource, RatesApiResource, ShopDatabaseResource
-    from pipelines.sources.contracts import CONTRACTS
+    from pipelines.platform.resources import LakeResource
+    from pipelines.shop.ingestion import ingest_one
+    from pipelines.shop.resources import DemoDataResource, RatesApiResource, ShopDatabaseResource
+    from pipelines.shop.sources.contracts import CONTRACTS
 
     lake_dir = deployment.root / "lake"
     resources = (

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlmesh
 
-from pipelines.settings import BUNDLED_SQLMESH_PROJECT
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
 from pipelines.sqlmesh_bridge.sqlmesh_private import PINNED_SQLMESH, atomic_batches, model_source_path
 
 
@@ -95,7 +95,7 @@ def test_a_restated_interval_is_one_ducklake_snapshot(tmp_path: Path) -> None:
     from sqlmesh import Context
     from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
 
-    from pipelines.duckdb_extensions import install_extensions
+    from pipelines.platform.duckdb_extensions import install_extensions
 
     install_extensions()
     (tmp_path / "models").mkdir()

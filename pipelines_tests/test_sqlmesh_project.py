@@ -1,6 +1,6 @@
 """The bundled SQLMesh project's own checks, as CI runs them: SQLMesh unit tests
-(``pipelines/sqlmesh_project/tests/*.yaml``) and SQLMesh's linter with our rules
-(``pipelines/sqlmesh_project/linter/``). A broken model or a lint violation fails here with
+(``pipelines/shop/sqlmesh_project/tests/*.yaml``) and SQLMesh's linter with our rules
+(``pipelines/shop/sqlmesh_project/linter/``). A broken model or a lint violation fails here with
 SQLMesh's own output (its row diff, the model and rule named)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-PROJECT = Path(__file__).parents[1] / "pipelines" / "sqlmesh_project"
+PROJECT = Path(__file__).parents[1] / "pipelines" / "shop" / "sqlmesh_project"
 # not the development default: the tests must hold under whatever secret salt prod uses
 SALT = "a-secret-salt-with-a-'quote"
 SQLMESH = str(Path(sys.executable).parent / "sqlmesh")

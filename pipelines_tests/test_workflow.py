@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.cli import main as cli_main
-from pipelines.settings import Settings
+from pipelines.ops.cli import main as cli_main
+from pipelines.platform.settings import Settings
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import build_prod_env, postgres_instance, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 
 ROOT = Path(__file__).parents[1]
-BUNDLED = ROOT / "pipelines" / "sqlmesh_project"
+BUNDLED = ROOT / "pipelines" / "shop" / "sqlmesh_project"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 SECRET = re.compile(r"^\$\{\{\s*secrets\.([A-Z0-9_]+)\s*\}\}$")
 

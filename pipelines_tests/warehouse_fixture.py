@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
 EXECUTION_TIME = "2026-11-23"
@@ -30,14 +30,10 @@ def build_warehouse(root: Path, days: tuple[str, ...] = DEMO_DAYS) -> Settings:
     """
     from sqlmesh import Context
 
-    from pipelines.defs.ingestion import ingest_one
-    from pipelines.resources import (
-        DemoDataResource,
-        LakeResource,
-        RatesApiResource,
-        ShopDatabaseResource,
-    )
-    from pipelines.sources.contracts import CONTRACTS
+    from pipelines.platform.resources import LakeResource
+    from pipelines.shop.ingestion import ingest_one
+    from pipelines.shop.resources import DemoDataResource, RatesApiResource, ShopDatabaseResource
+    from pipelines.shop.sources.contracts import CONTRACTS
 
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import uvicorn
 from pipelines.api.app import create_app
 from pipelines.api.auth import AuthConfigError
 from pipelines.api.connection import ApiConfigError
-from pipelines.settings import SettingsError
+from pipelines.platform.settings import SettingsError
 
 
 def main() -> None:

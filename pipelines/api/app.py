@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.api.auth import Grant, KeyRing, load_keys
 from pipelines.api.connection import CatalogConnections, catalog_login
-from pipelines.identifiers import safe_identifier
-from pipelines.settings import Settings
-from pipelines.sources.contracts import CONTRACTS
+from pipelines.platform.identifiers import safe_identifier
+from pipelines.platform.settings import Settings
+from pipelines.shop.sources.contracts import CONTRACTS
 
 # ---------------------------------------------------------------------------------------------
 # The catalog: what may be served

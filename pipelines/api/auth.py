@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.settings import Settings
+from pipelines.platform.settings import Settings
 
 ALL = "*"
 TOKEN_FILE = "api_token"  # noqa: S105 - a file name, not a secret

@@ -21,12 +21,12 @@ from collections.abc import Mapping
 
 import duckdb
 
-from pipelines.duckdb_extensions import install_extensions
-from pipelines.duckdb_s3 import configure_s3
-from pipelines.identifiers import safe_identifier
-from pipelines.postgres import ducklake_metadata_schema
-from pipelines.settings import Settings
-from pipelines.warehouse import connect as connect_local
+from pipelines.platform.duckdb_extensions import install_extensions
+from pipelines.platform.duckdb_s3 import configure_s3
+from pipelines.platform.identifiers import safe_identifier
+from pipelines.platform.postgres import ducklake_metadata_schema
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import connect as connect_local
 
 
 class ApiConfigError(RuntimeError):

@@ -1,6 +1,6 @@
 """Unattended runs: cron schedules, catch-up, landing-file sensor, declarative automation, alerts.
 
-``pipelines.defs.automation.build_defs`` assembles them; the per-model policies
+``pipelines.component.automation.build_defs`` assembles them; the per-model policies
 (:func:`automation_condition_for`, :func:`freshness_policy_for`) are attached by the translator.
 """
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.lake import Lake
-from pipelines.settings import Settings
+from pipelines.platform.lake import Lake
+from pipelines.platform.settings import Settings
 
 WEBHOOK_ENV = "PIPELINES_ALERT_WEBHOOK_URL"
 ALERT_VERSION = 1

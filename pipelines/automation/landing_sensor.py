@@ -20,12 +20,12 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from pipelines.automation.schedules import RUN_RETRY_TAGS, Clock, last_closed_day, utc_now
-from pipelines.defs.ingestion import raw_asset_key
-from pipelines.identifiers import InvalidIdentifierError, safe_file_name, safe_partition_key
-from pipelines.lake import Lake
-from pipelines.partitions import PROJECT_START
-from pipelines.settings import Settings
-from pipelines.sources.contracts import CONTRACTS
+from pipelines.platform.identifiers import InvalidIdentifierError, safe_file_name, safe_partition_key
+from pipelines.platform.lake import Lake
+from pipelines.platform.partitions import PROJECT_START
+from pipelines.platform.settings import Settings
+from pipelines.shop.ingestion import raw_asset_key
+from pipelines.shop.sources.contracts import CONTRACTS
 
 log = logging.getLogger(__name__)
 LANDING = "landing"

@@ -22,9 +22,9 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from croniter import croniter
 
-from pipelines.partition_runs import contiguous_key_ranges, keys_closed_between
-from pipelines.partitions import DAILY
+from pipelines.platform.partitions import DAILY
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
+from pipelines.sqlmesh_bridge.partition_runs import contiguous_key_ranges, keys_closed_between
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 # Step-level RetryPolicy already covers transient source errors; a run-level retry is only for
@@ -101,6 +101,7 @@ class CronGroup:
     model_keys: tuple[dg.AssetKey, ...]
     partitions_def: dg.PartitionsDefinition | None = None
     suffix: str = ""
+    prefix: str = ""  # one per SQLMesh project of a code location (``orders_``); empty for one
 
     @property
     def partitioned(self) -> bool:
@@ -108,7 +109,7 @@ class CronGroup:
 
     @property
     def job_name(self) -> str:
-        return f"scheduled_{cron_slug(self.cron)}" + (f"_{self.suffix}" if self.suffix else "")
+        return f"{self.prefix}scheduled_{cron_slug(self.cron)}" + (f"_{self.suffix}" if self.suffix else "")
 
     @property
     def schedule_name(self) -> str:
@@ -132,7 +133,7 @@ class CronGroup:
         )
 
 
-def cron_groups(project: ProjectInfo, translator: SQLMeshTranslator) -> list[CronGroup]:
+def cron_groups(project: ProjectInfo, translator: SQLMeshTranslator, prefix: str = "") -> list[CronGroup]:
     """One group per distinct cron (aliases and their cron strings are the same group) and
     partitions definition. Unpartitioned models (FULL, VIEW...) share the run of their cron's
     partitioned models when these have one definition, else they are a group of their own."""
@@ -165,12 +166,17 @@ def cron_groups(project: ProjectInfo, translator: SQLMeshTranslator) -> list[Cro
                     model_keys=tuple(translator.get_asset_key(m) for m in members),
                     partitions_def=pdef,
                     suffix=suffix,
+                    prefix=prefix,
                 )
             )
     return groups
 
 
-def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_schedule(
+    group: CronGroup,
+    job: dg.UnresolvedAssetJobDefinition,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+) -> dg.ScheduleDefinition:
     """Tick on the group's cron; request the partitions of the group's own definition that
     closed since the previous tick."""
     cron = cron_string(group.cron)
@@ -181,7 +187,7 @@ def build_schedule(group: CronGroup, job: dg.UnresolvedAssetJobDefinition) -> dg
         execution_timezone="UTC",
         job=job,
         description=f"Runs {group.job_name} on the models' own cron ({group.cron}).",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
+        default_status=default_status,
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         tick = context.scheduled_execution_time or utc_now()
@@ -239,6 +245,8 @@ def build_catch_up_sensor(
     groups: list[tuple[CronGroup, dg.UnresolvedAssetJobDefinition, list[dg.AssetKey]]],
     clock: Clock = utc_now,
     minimum_interval_seconds: int = 3600,
+    name: str = "catch_up",
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
     """Request one single-run backfill per gap of missing partitions in the look-back window.
 
@@ -251,10 +259,10 @@ def build_catch_up_sensor(
     """
 
     @dg.sensor(
-        name="catch_up",
+        name=name,
         jobs=[job for _, job, _ in groups],
         minimum_interval_seconds=minimum_interval_seconds,
-        default_status=dg.DefaultSensorStatus.STOPPED,
+        default_status=default_status,
         description="Backfills missed daily partitions of the scheduled jobs (single run per gap).",
     )
     def _catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult:

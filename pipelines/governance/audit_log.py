@@ -18,8 +18,8 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.lake import Lake
-from pipelines.resources import LakeResource
+from pipelines.platform.lake import Lake
+from pipelines.platform.resources import LakeResource
 
 AUDIT_PREFIX = "audit"
 SCHEMA_VERSION = 1

@@ -1,6 +1,6 @@
 """Column classifications of every model, declared or inherited through column lineage.
 
-Source columns are classified in their contracts (``pipelines/sources/contracts.py``). A SQLMesh
+Source columns are classified in their contracts (``pipelines/shop/sources/contracts.py``). A SQLMesh
 model column is classified in ``governance.yaml`` next to the models, or else inherits the
 strictest level of the columns it is computed from, so a new model is classified the moment it
 exists and nobody has to remember to do it. Levels, least to most restricted::
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipelines.sources.contracts import CONTRACTS, SourceContract
+from pipelines.shop.sources.contracts import CONTRACTS, SourceContract
 from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 
 if TYPE_CHECKING:

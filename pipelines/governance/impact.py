@@ -22,7 +22,7 @@ from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 
 
 def _default_reports() -> dict[dg.AssetKey, list[dg.AssetKey]]:
-    from pipelines.defs.reporting import MART_DEPS, REPORT_ASSET_KEY
+    from pipelines.shop.report_assets import MART_DEPS, REPORT_ASSET_KEY
 
     return {REPORT_ASSET_KEY: list(MART_DEPS)}
 
@@ -89,7 +89,7 @@ def impacted_reports(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.settings import Settings
+    from pipelines.platform.settings import Settings
     from pipelines.sqlmesh_bridge import load_project
 
     parser = argparse.ArgumentParser(

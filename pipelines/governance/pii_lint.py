@@ -132,7 +132,7 @@ def lint_pii(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.settings import Settings
+    from pipelines.platform.settings import Settings
     from pipelines.sqlmesh_bridge import load_project
 
     parser = argparse.ArgumentParser(

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
-from pipelines.lake import Lake
-from pipelines.sources.contracts import CONTRACTS, SourceContract
+from pipelines.platform.lake import Lake
+from pipelines.shop.sources.contracts import CONTRACTS, SourceContract
 
 ZONES = ("raw", "quarantine")
 _PARTITION = re.compile(r"^ds=(\d{4}-\d{2}-\d{2})$")

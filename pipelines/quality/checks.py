@@ -18,6 +18,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import warehouse
 from pipelines.quality.anomaly import (
     AnomalyResult,
     distribution_drift,
@@ -47,8 +49,6 @@ from pipelines.quality.rules import (
     QualityRule,
 )
 from pipelines.quality.schema_change import SCHEMA_CHECK
-from pipelines.settings import Settings
-from pipelines.warehouse import warehouse
 
 __all__ = [
     "DRIFT",

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from pipelines.identifiers import InvalidIdentifierError
+from pipelines.platform.identifiers import InvalidIdentifierError
 
 _DAY_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MINUTE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}:\d{2}$")

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from pipelines.identifiers import safe_identifier
+from pipelines.platform.identifiers import safe_identifier
 from pipelines.quality.grain import DAY, Grain
 
 _NUMERIC = {

@@ -30,7 +30,7 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from pipelines.identifiers import safe_identifier
+from pipelines.platform.identifiers import safe_identifier
 from pipelines.quality.grain import Grain, grain_of
 from pipelines.quality.profile import table_sql
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator

@@ -559,3 +559,12 @@ def load_project(
         except OSError as exc:  # a read-only image without a baked cache still works
             log.warning("could not write bridge cache %s: %s", cache_file, exc)
     return info
+
+
+def project_to_json(info: ProjectInfo) -> str:
+    """The project as the JSON the cache (and the Dagster component's state) stores."""
+    return _to_json(info)
+
+
+def project_from_json(text: str) -> ProjectInfo:
+    return _from_json(text)

@@ -1,0 +1,274 @@
+"""``SQLMeshProjectComponent``: a SQLMesh project declared in a ``defs.yaml``.
+
+It is state-backed like dagster-dbt's ``DbtProjectComponent``: the state is the project read
+into plain data (the bridge's cache, ``pipelines/sqlmesh_bridge/project.py``), written by
+``dg utils refresh-defs-state`` (the image bakes it) or on every ``dg dev`` load. A state that
+no longer matches the project's files is not trusted: the project is read again (from the
+bridge's cache when that matches), so a stale state never shows yesterday's models.
+"""
+
+import json
+import logging
+import re
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import dagster as dg
+from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDefsStateConfig
+
+from pipelines.component.automation import AutomationModel
+from pipelines.component.quality import QualityModel
+from pipelines.component.scaffolder import SQLMeshProjectScaffolder
+from pipelines.component.translation import Translation, TranslationModel, resolve_translation
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+# asset keys and names each SQLMesh component of one load claimed: collisions name both projects
+_CLAIMS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
+
+
+def resolve_project(context: dg.ResolutionContext, value: Any) -> list[Path]:
+    """One path or a list (a multi-repo project), relative to the folder of the ``defs.yaml``."""
+    raw = context.resolve_value(value)
+    paths = [raw] if isinstance(raw, str) else list(raw or [])
+    if not paths:
+        raise ValueError("project: name the SQLMesh project's folder (or a list of folders)")
+    resolved = [context.resolve_source_relative_path(str(p)).resolve() for p in paths]
+    for path in resolved:
+        if not (path / "config.yaml").exists() and not (path / "config.py").exists():
+            raise ValueError(f"project: {path} is not a SQLMesh project (no config.yaml or config.py)")
+    return resolved
+
+
+def _default_translation() -> Translation:
+    return Translation(None, None)
+
+
+@dg.scaffold_with(SQLMeshProjectScaffolder)
+@dataclass
+class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
+    """Every model of a SQLMesh project as a Dagster asset, with its audits and the platform's
+    default quality checks as asset checks, a ``sqlmesh_plan`` job to deploy model changes, and
+    schedules, catch-up and declarative automation per model cron.
+
+    .. code-block:: yaml
+
+        type: pipelines.SQLMeshProjectComponent
+        attributes:
+          project: ../../sqlmesh_project       # relative to this file; or a list of folders
+          name: orders                         # prefixes jobs, sensors, resource (two projects)
+          translation: {key_prefix: orders, group_name: "orders_{{ model.schema }}"}
+    """
+
+    project: Annotated[
+        list[Path],
+        dg.Resolver(
+            resolve_project,
+            model_field_type=str | list[str],
+            description="The SQLMesh project's folder, or a list of folders for a multi-repo project, "
+            "relative to this defs.yaml.",
+            examples=["../../sqlmesh_project", ["../repo_a", "../repo_b"]],
+        ),
+    ]
+    gateway: Annotated[
+        str | None,
+        dg.Resolver.default(description="SQLMesh gateway (default: SQLMESH_GATEWAY, else the project's)."),
+    ] = None
+    environment: Annotated[
+        str, dg.Resolver.default(description="SQLMesh environment the runs build and read.")
+    ] = "prod"
+    name: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="Prefix of this project's jobs, sensors and SQLMesh resource key; needed when a "
+            "code location declares more than one SQLMesh project.",
+            examples=["orders"],
+        ),
+    ] = None
+    translation: Annotated[
+        Translation,
+        dg.Resolver(
+            resolve_translation,
+            model_field_type=TranslationModel,
+            description="Asset key prefix, group, tags and owners; templates see `model` "
+            "(name, catalog, schema, table, kind, tags, owner...).",
+            examples=[
+                {"key_prefix": "orders", "group_name": "{{ model.schema }}", "tags": {"team": "sales"}}
+            ],
+        ),
+    ] = field(default_factory=_default_translation)
+    quality: Annotated[
+        QualityModel,
+        dg.Resolver(
+            lambda context, value: QualityModel.model_validate(context.resolve_value(value) or {}),
+            model_field_type=QualityModel,
+            description="default_checks (on/off) and defaults tuning them (docs/quality.md); "
+            "the project's quality.yaml keeps working.",
+            examples=[{"default_checks": True, "defaults": {"severity": "ERROR", "warmup": 14}}],
+        ),
+    ] = field(default_factory=QualityModel)
+    automation: Annotated[
+        AutomationModel,
+        dg.Resolver(
+            lambda context, value: AutomationModel.model_validate(context.resolve_value(value) or {}),
+            model_field_type=AutomationModel,
+            description="Which schedules/sensors to build and their default status.",
+            examples=[
+                {"schedules": True, "catch_up": True, "declarative": False, "default_status": "STOPPED"}
+            ],
+        ),
+    ] = field(default_factory=AutomationModel)
+    external_assets: Annotated[
+        bool,
+        dg.Resolver.default(
+            description="Declare the tables the models read but SQLMesh does not build as external "
+            "assets; false when another component of the project builds them (ingestion)."
+        ),
+    ] = True
+    defs_state: ResolvedDefsStateConfig = field(default_factory=DefsStateConfigArgs.local_filesystem)
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not _NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name: {self.name!r} must be letters, digits and underscores, starting with a letter"
+            )
+
+    # -- naming -----------------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}_" if self.name else ""
+
+    @property
+    def resource_key(self) -> str:
+        return f"sqlmesh_{self.name}" if self.name else "sqlmesh"
+
+    @property
+    def defs_state_config(self) -> DefsStateConfig:
+        return DefsStateConfig.from_args(
+            self.defs_state, default_key=f"SQLMeshProjectComponent[{self.resource_key}]"
+        )
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _read_args(self) -> dict[str, Any]:
+        from pipelines.platform.settings import Settings
+
+        settings = Settings.from_env()
+        return {
+            "gateway": self.gateway if self.gateway is not None else settings.sqlmesh_gateway,
+            "exclude": [settings.data_dir],
+            "cache_salt": settings.env,
+        }
+
+    def _project_key(self) -> str:
+        from pipelines.sqlmesh_bridge.project import project_hash
+
+        args = self._read_args()
+        return project_hash(self.project, args["gateway"], args["exclude"], args["cache_salt"])
+
+    def load_project_info(self, state_path: Path | None = None) -> Any:
+        """The project from the state when it matches the files, else read (bridge cache)."""
+        from pipelines.sqlmesh_bridge import load_project
+        from pipelines.sqlmesh_bridge.project import project_from_json
+
+        if state_path is not None and state_path.is_file():
+            try:
+                stored = json.loads(state_path.read_text())
+                if stored.get("key") == self._project_key():
+                    return project_from_json(stored["project"])
+                log.info(
+                    "SQLMesh project %s changed since its state was written: reading it", self.project[0]
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable component state %s: %s", state_path, exc)
+        args = self._read_args()
+        return load_project(
+            self.project, args["gateway"], exclude=args["exclude"], cache_salt=args["cache_salt"]
+        )
+
+    def write_state_to_path(self, state_path: Path) -> None:
+        from pipelines.sqlmesh_bridge.project import project_to_json
+
+        info = self.load_project_info()
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"key": self._project_key(), "project": project_to_json(info)}))
+
+    # -- definitions --------------------------------------------------------------------------
+
+    def build_defs_from_state(
+        self, context: dg.ComponentLoadContext, state_path: Path | None
+    ) -> dg.Definitions:
+        project = self.load_project_info(state_path)
+        defs = self.build_project_defs(project)
+        _claim(context.component_tree, defs, self, str(context.path))
+        return defs
+
+    def build_project_defs(self, project: Any) -> dg.Definitions:
+        """The models' assets and checks, external tables, plan job, automation, resources."""
+        from pipelines.component import automation, quality, transformation
+        from pipelines.component.translation import PipelinesTranslator
+        from pipelines.governance import column_classifications
+        from pipelines.platform.resources import shared_resources, sqlmesh_resource
+        from pipelines.platform.settings import Settings
+        from pipelines.sqlmesh_bridge import sqlmesh_external_specs
+
+        settings = Settings.from_env()
+        quality.configure_quality(project, self.quality)
+        translator = PipelinesTranslator(column_classifications(project), self.translation)
+        hook = quality.quality_hook(project, translator) if self.quality.default_checks else None
+        resource = sqlmesh_resource(settings, self.project, self._read_args()["gateway"], self.environment)
+        parts = [
+            transformation.build_defs(
+                settings, project, translator, hook, prefix=self.prefix, resource_key=self.resource_key
+            ),
+            automation.build_defs(project, translator, self.automation, prefix=self.prefix),
+            dg.Definitions(resources={self.resource_key: resource, **shared_resources(settings)}),
+        ]
+        if self.external_assets:
+            parts.append(dg.Definitions(assets=sqlmesh_external_specs(project, translator)))
+        return dg.Definitions.merge(*parts)
+
+
+def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, where: str) -> None:
+    """Fail, naming both projects and the fix, when two SQLMesh components of one code location
+    make the same asset or use the same name (Dagster's own error names neither)."""
+    try:
+        claims = _CLAIMS.setdefault(tree, {})
+    except TypeError:  # a tree that cannot be weakly referenced: Dagster's own error remains
+        return
+    owner = f"{where} (project {component.project[0]})"
+    name_claim = ("name", component.resource_key)
+    if name_claim in claims and claims[name_claim] != owner:
+        raise ValueError(
+            f"two SQLMesh projects of this code location use the same name: {claims[name_claim]} and "
+            f"{owner}. Give each its own `name:` in its defs.yaml (it prefixes jobs, sensors and the "
+            "resource key)."
+        )
+    claims[name_claim] = owner
+    for asset in defs.assets or []:
+        keys = asset.keys if isinstance(asset, dg.AssetsDefinition) else [asset.key]  # type: ignore[union-attr]
+        for key in keys:
+            claim = ("asset", key.to_user_string())
+            if claim in claims and claims[claim] != owner:
+                raise ValueError(
+                    f"asset {key.to_user_string()!r} is made by two SQLMesh projects: {claims[claim]} and "
+                    f"{owner}. Set a key prefix for one of them in its defs.yaml, e.g. "
+                    f"`translation: {{key_prefix: {_suggest(component)}}}` (or `external_assets: false` "
+                    "when the other builds a table this one only reads)."
+                )
+            claims[claim] = owner
+
+
+def _suggest(component: SQLMeshProjectComponent) -> str:
+    return component.name or re.sub(r"[^A-Za-z0-9_]", "_", component.project[0].name) or "project_b"
+
+
+def component_for_dirs(
+    dirs: Sequence[Path], name: str | None = None, **attributes: Any
+) -> SQLMeshProjectComponent:
+    """A component built in Python (the ``SQLMESH_PROJECT_DIR`` override), as a defs.yaml would."""
+    return SQLMeshProjectComponent(project=[Path(d).resolve() for d in dirs], name=name, **attributes)

@@ -1,0 +1,1 @@
+"""Operator commands: the ``pipelines`` CLI, the pull-request plan check, Helm values filling."""

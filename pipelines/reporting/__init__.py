@@ -1,5 +1,0 @@
-"""Static HTML reports over the marts, written into the lake."""
-
-from pipelines.reporting.report import REPORT_KEY, render_report, write_report
-
-__all__ = ["REPORT_KEY", "render_report", "write_report"]
