@@ -47,17 +47,19 @@ RUN python -c "from pipelines.platform.duckdb_extensions import install_extensio
 # The code location's caches, built once here so no pod renders the SQLMesh project again: the
 # bridge's project cache for the `prod` gateway the Helm values set
 # (pipelines/shop/sqlmesh_project/.cache/dagster-bridge, keyed by the project files, the gateway and
-# PIPELINES_ENV, so both are set as in the pods)
-# and SQLMesh's own model cache next to it. Reading the project needs a SQLMesh state, not its
+# PIPELINES_ENV, so both are set as in the pods), SQLMesh's own model cache next to it, and the
+# state of every SQLMeshProjectComponent in pipelines/defs (`dg utils refresh-defs-state`, into
+# pipelines/defs/.local_defs_state). Reading the project needs a SQLMesh state, not its
 # contents: a throwaway DuckDB file stands in for the PostgreSQL state during the build only, and
 # a placeholder salt satisfies config.py's fail-closed check (no data is hashed here; the pods'
 # secret salt applies at run time). load_configured_project keys the cache as the pods do.
 # pipelines_tests/test_image_caches.py repeats this step and times a load from the result.
-RUN PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
+RUN export PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__TYPE=duckdb \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__DATABASE=/tmp/build-state.duckdb \
     PIPELINES_PII_SALT=read-the-project-only \
-    python -c "from pipelines.component.configured_project import load_configured_project; load_configured_project()" \
+    && python -c "from pipelines.component.configured_project import load_configured_project; load_configured_project()" \
+    && dg utils refresh-defs-state \
     && rm -f /tmp/build-state.duckdb*
 
 EXPOSE 4000

@@ -17,12 +17,6 @@ import pytest
 
 from pipelines.automation import cron_string, freshness_policy_for
 from pipelines.automation.alerts import build_failure_alert_sensor, redact
-from pipelines.automation.landing_sensor import (
-    LandingCursor,
-    build_landing_sensor,
-    evaluate_landing,
-    landing_job,
-)
 from pipelines.automation.schedules import (
     build_catch_up_sensor,
     catch_up_keys,
@@ -34,6 +28,12 @@ from pipelines.platform.lake import Lake
 from pipelines.platform.partitions import DAILY
 from pipelines.platform.settings import Settings
 from pipelines.shop import ingestion
+from pipelines.shop.landing_sensor import (
+    LandingCursor,
+    build_landing_sensor,
+    evaluate_landing,
+    landing_job,
+)
 from pipelines.shop.resources import build_resources
 from pipelines.sqlmesh_bridge import ProjectInfo, load_project, sqlmesh_assets
 from pipelines.sqlmesh_bridge.partition_runs import contiguous_key_ranges, keys_closed_between

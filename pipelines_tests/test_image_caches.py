@@ -89,6 +89,8 @@ def test_the_built_layout_loads_definitions_from_the_baked_cache(tmp_path: Path)
     )
     assert len(bridge) == 1
     assert (app / "pipelines" / "shop" / "sqlmesh_project" / ".cache" / "model_definition").is_dir()
+    states = list((app / "pipelines" / "defs" / ".local_defs_state").glob("*/state"))
+    assert len(states) == 1 and "marts" in states[0].read_text(), "the component's state is baked"
     assert not list(Path("/tmp").glob("build-state.duckdb*")), "the stand-in state is removed"
 
     # A pod: the Helm values' environment, no database reachable (nothing listens on 9).

@@ -10,7 +10,6 @@ bridge's cache when that matches), so a stale state never shows yesterday's mode
 import json
 import logging
 import re
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,18 @@ from pipelines.component.translation import Translation, TranslationModel, resol
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
-# asset keys and names each SQLMesh component of one load claimed: collisions name both projects
-_CLAIMS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
+# asset keys and names each SQLMesh component of one load claimed: collisions name both projects.
+# Keyed by the load's component tree (not weakly referenceable): the latest few loads are kept.
+_CLAIMS: dict[int, tuple[Any, dict[tuple[str, str], str]]] = {}
+
+
+def _claims_for(tree: Any) -> dict[tuple[str, str], str]:
+    entry = _CLAIMS.get(id(tree))
+    if entry is None or entry[0] is not tree:
+        while len(_CLAIMS) >= 4:
+            _CLAIMS.pop(next(iter(_CLAIMS)))
+        entry = _CLAIMS[id(tree)] = (tree, {})
+    return entry[1]
 
 
 def resolve_project(context: dg.ResolutionContext, value: Any) -> list[Path]:
@@ -236,10 +245,7 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
 def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, where: str) -> None:
     """Fail, naming both projects and the fix, when two SQLMesh components of one code location
     make the same asset or use the same name (Dagster's own error names neither)."""
-    try:
-        claims = _CLAIMS.setdefault(tree, {})
-    except TypeError:  # a tree that cannot be weakly referenced: Dagster's own error remains
-        return
+    claims = _claims_for(tree)
     owner = f"{where} (project {component.project[0]})"
     name_claim = ("name", component.resource_key)
     if name_claim in claims and claims[name_claim] != owner:

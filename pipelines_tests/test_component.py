@@ -1,0 +1,279 @@
+"""``pipelines.SQLMeshProjectComponent`` in a team's own Dagster project, outside this repository.
+
+The test writes a fresh ``dg`` project (its own pyproject.toml and defs folder) and two SQLMesh
+projects, scaffolds one component instance per project with ``dg scaffold defs``, checks them
+with ``dg check defs``, loads them with Dagster's own ``load_from_defs_folder`` and materializes a
+partition range and an unpartitioned model with their audits and default checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DG = str(Path(sys.executable).parent / "dg")
+
+CONFIG = """\
+gateways:
+  local:
+    connection: {{type: duckdb, database: {db}}}
+    state_connection: {{type: duckdb, database: {state}}}
+default_gateway: local
+model_defaults: {{dialect: duckdb, start: '2026-01-01', cron: '@daily'}}
+"""
+DAILY = """\
+MODEL (
+  name sales.daily_orders,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds),
+  grain (ds, id),
+  audits (not_null(columns := (ds, id)))
+);
+SELECT d::DATE AS ds, i AS id, i * {factor} AS amount
+FROM generate_series(@start_date, @end_date, INTERVAL 1 DAY) AS t(d), range(4) AS r(i)
+"""
+SUMMARY = """\
+MODEL (
+  name sales.order_summary,
+  kind FULL,
+  audits (not_null(columns := (days)))
+);
+SELECT count(DISTINCT ds)::BIGINT AS days, sum(amount)::BIGINT AS amount FROM sales.daily_orders
+"""
+
+
+def write_sqlmesh_project(root: Path, factor: int) -> Path:
+    (root / "models").mkdir(parents=True)
+    config = CONFIG.format(db=root / "warehouse.duckdb", state=root / "state.duckdb")
+    (root / "config.yaml").write_text(config)
+    (root / "models" / "daily_orders.sql").write_text(DAILY.format(factor=factor))
+    (root / "models" / "order_summary.sql").write_text(SUMMARY)
+    return root
+
+
+def write_dg_project(root: Path) -> str:
+    """A minimal dg project like `create-dagster project` writes; returns its module name."""
+    module = f"team_{uuid.uuid4().hex[:8]}"
+    (root / module / "defs").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            [project]
+            name = "{module}"
+            version = "0.1.0"
+
+            [tool.dg]
+            directory_type = "project"
+
+            [tool.dg.project]
+            root_module = "{module}"
+            """
+        )
+    )
+    (root / module / "__init__.py").write_text("")
+    (root / module / "defs" / "__init__.py").write_text("")
+    (root / module / "definitions.py").write_text(
+        "from pathlib import Path\n\nimport dagster as dg\n\n\n@dg.definitions\ndef defs():\n"
+        "    return dg.load_from_defs_folder(project_root=Path(__file__).parent.parent)\n"
+    )
+    return module
+
+
+@pytest.fixture
+def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    project = tmp_path / "team"
+    module = write_dg_project(project)
+    write_sqlmesh_project(project / "sqlmesh" / "orders", factor=10)
+    write_sqlmesh_project(project / "sqlmesh" / "web", factor=1)
+    for name in ("PIPELINES_ENV", "SQLMESH_PROJECT_DIR", "SQLMESH_GATEWAY", "PIPELINES_SHOP_DEFS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PIPELINES_LAKE_URI", str(tmp_path / "lake"))
+    monkeypatch.syspath_prepend(str(project))
+    return project, module
+
+
+def dg_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{REPO}", "NO_COLOR": "1"}
+    return subprocess.run([DG, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
+def scaffold(project: Path, name: str) -> subprocess.CompletedProcess[str]:
+    component = "pipelines.SQLMeshProjectComponent"
+    return dg_cli(project, "scaffold", "defs", component, name, "--project-path", f"sqlmesh/{name}")
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, set[str | None]]:
+    out: dict[str, set[str | None]] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        out.setdefault(mat.asset_key.to_user_string(), set()).add(mat.partition)
+    return out
+
+
+def test_dg_lists_the_component() -> None:
+    listed = dg_cli(REPO, "list", "components", "--json")
+    assert listed.returncode == 0, listed.stderr
+    keys = {entry["key"] for entry in json.loads(listed.stdout)["items"]}
+    assert "pipelines.SQLMeshProjectComponent" in keys
+
+
+def test_two_sqlmesh_projects_in_a_team_dg_project(team: tuple[Path, str]) -> None:
+    project, module = team
+    for name in ("orders", "web"):
+        made = scaffold(project, name)
+        assert made.returncode == 0, made.stdout + made.stderr
+    written = (project / module / "defs" / "orders" / "defs.yaml").read_text()
+    assert "type: pipelines.SQLMeshProjectComponent" in written and "../../../sqlmesh/orders" in written
+
+    checked = dg_cli(project, "check", "defs")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    defs = dg.load_from_defs_folder(project_root=project)
+    orders_daily = dg.AssetKey(["orders", "sales", "daily_orders"])
+    orders_summary = dg.AssetKey(["orders", "sales", "order_summary"])
+    web_daily = dg.AssetKey(["web", "sales", "daily_orders"])
+    repo = defs.get_repository_def()
+    assert {"orders_sqlmesh_plan", "web_sqlmesh_plan"} <= {j.name for j in repo.get_all_jobs()}
+    graph = defs.resolve_asset_graph()
+    assert {orders_daily, orders_summary, web_daily} <= set(graph.get_all_asset_keys())
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("orders/sales/daily_orders", "not_null") in checks
+    assert ("orders/sales/daily_orders", "volume_anomaly") in checks  # a default check
+
+    range_tags = {
+        "dagster/asset_partition_range_start": "2026-01-01",
+        "dagster/asset_partition_range_end": "2026-01-03",
+    }
+    jobs = [
+        dg.define_asset_job("daily", selection=[orders_daily, web_daily]),
+        dg.define_asset_job("summary", selection=[orders_summary]),
+    ]
+    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=jobs))
+    with dg.instance_for_test() as instance:
+        daily = merged.resolve_job_def("daily").execute_in_process(instance=instance, tags=range_tags)
+        summary = merged.resolve_job_def("summary").execute_in_process(instance=instance)
+    days = {"2026-01-01", "2026-01-02", "2026-01-03"}
+    assert materialized(daily) == {"orders/sales/daily_orders": days, "web/sales/daily_orders": days}
+    assert materialized(summary) == {"orders/sales/order_summary": {None}}
+    evaluations = [
+        e.asset_check_evaluation_data
+        for r in (daily, summary)
+        for e in r.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    by_check = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in evaluations}
+    assert by_check[("orders/sales/daily_orders", "not_null")] is True
+    assert by_check[("orders/sales/order_summary", "not_null")] is True
+    assert ("orders/sales/daily_orders", "column_schema_change") in by_check
+    with duckdb.connect(str(project / "sqlmesh" / "orders" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT days, amount FROM sales.order_summary").fetchone() == (3, 3 * 10 * 6)
+
+
+def test_colliding_keys_point_at_the_key_prefix(team: tuple[Path, str]) -> None:
+    project, module = team
+    for name in ("orders", "web"):
+        folder = project / module / "defs" / name
+        folder.mkdir()
+        (folder / "defs.yaml").write_text(
+            f"type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: ../../../sqlmesh/{name}\n"
+            f"  name: {name}\n"
+        )
+    with pytest.raises(Exception) as raised:
+        dg.load_from_defs_folder(project_root=project)
+    text = "".join(str(e) for e in _chain(raised.value))
+    assert "sales/daily_orders" in text and "key_prefix" in text and "sqlmesh/web" in text
+
+
+def test_a_wrong_attribute_is_dagsters_resolution_error(team: tuple[Path, str]) -> None:
+    project, module = team
+    folder = project / module / "defs" / "orders"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(
+        "type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: ../../../sqlmesh/orders\n"
+        "  translation: {key_prefx: orders}\n"
+    )
+    checked = dg_cli(project, "check", "defs")
+    assert checked.returncode != 0
+    assert "key_prefx" in checked.stdout + checked.stderr
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    out = []
+    while exc is not None:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def test_state_is_written_by_dg_and_trusted_only_while_the_project_is_unchanged(
+    team: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, module = team
+    made = scaffold(project, "orders")
+    assert made.returncode == 0, made.stderr
+    refreshed = dg_cli(project, "utils", "refresh-defs-state")
+    assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
+    states = list((project / ".dagster").rglob("state")) if (project / ".dagster").exists() else []
+    states = states or [p for p in project.rglob("state") if p.is_file()]
+    assert len(states) == 1 and "daily_orders" in states[0].read_text()
+
+    import pipelines.sqlmesh_bridge as bridge
+
+    def no_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the project was read although the state matches it")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(bridge, "load_project", no_read)
+        keys = dg.load_from_defs_folder(project_root=project).resolve_asset_graph().get_all_asset_keys()
+    assert dg.AssetKey(["orders", "sales", "daily_orders"]) in keys
+
+    # a model added after the state was written: the state is stale, the project is read again
+    (project / "sqlmesh" / "orders" / "models" / "extra.sql").write_text(
+        "MODEL (name sales.extra, kind FULL);\nSELECT 1 AS x\n"
+    )
+    keys = dg.load_from_defs_folder(project_root=project).resolve_asset_graph().get_all_asset_keys()
+    assert dg.AssetKey(["orders", "sales", "extra"]) in keys
+
+
+def test_without_the_shop_folder_the_platform_loads_and_its_tests_pass(tmp_path: Path) -> None:
+    """The bundled shop is the folder pipelines/defs/shop: a copy without it still loads (the
+    platform's jobs, no shop asset) and the platform's component tests pass in that copy."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    ignore = shutil.ignore_patterns(".cache", ".local_defs_state", "__pycache__", ".data", ".lake")
+    for name in ("pipelines", "pipelines_tests"):
+        shutil.copytree(REPO / name, copy / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, copy / name)
+    shutil.rmtree(copy / "pipelines" / "defs" / "shop")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINES_", "SQLMESH_"))}
+    env.update({"PYTHONPATH": str(copy), "PIPELINES_DATA_DIR": str(tmp_path / "data")})
+    load = (
+        "import json, pipelines, pipelines.definitions as d; r = d.defs.get_repository_def();"
+        "print(json.dumps({'package': pipelines.__file__, 'jobs': sorted(j.name for j in r.get_all_jobs()),"
+        "'assets': len(list(d.defs.resolve_asset_graph().get_all_asset_keys()))}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", load], cwd=copy, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded["package"].startswith(str(copy))
+    assert {"warehouse_maintenance", "warehouse_file_check"} <= set(loaded["jobs"])
+    assert loaded["assets"] == 0 and "sqlmesh_plan" not in loaded["jobs"]
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "pipelines_tests/test_component.py",
+         "-k", "colliding or wrong_attribute or lists_the_component"],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert "3 passed" in tests.stdout
