@@ -58,7 +58,7 @@ RUN export PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__TYPE=duckdb \
     SQLMESH__GATEWAYS__PROD__STATE_CONNECTION__DATABASE=/tmp/build-state.duckdb \
     PIPELINES_PII_SALT=read-the-project-only \
-    && python -c "from pipelines.component.configured_project import load_configured_project; load_configured_project()" \
+    && python -c "from pipelines.platform.configured_project import load_configured_project; load_configured_project()" \
     && dg utils refresh-defs-state \
     && rm -f /tmp/build-state.duckdb*
 

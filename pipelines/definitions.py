@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.component.component import component_for_dirs
-from pipelines.component.configured_project import load_configured_project, settings_from_env
+from pipelines.platform.configured_project import load_configured_project, settings_from_env
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings, require_production_settings
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]

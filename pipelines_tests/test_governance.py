@@ -27,13 +27,13 @@ from pipelines.governance.classification import (
 )
 from pipelines.governance.impact import impact, impacted_reports, parse_column_ref
 from pipelines.governance.impact import main as impact_main
-from pipelines.governance.jobs import build_defs, retention_job, sqlmesh_janitor_job
 from pipelines.governance.pii_lint import lint_pii
 from pipelines.governance.pii_lint import main as lint_main
 from pipelines.governance.retention import apply_retention
 from pipelines.platform.lake import Lake
 from pipelines.platform.resources import LakeResource
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings
+from pipelines.shop.governance_jobs import build_defs, retention_job, sqlmesh_janitor_job
 from pipelines.shop.sources.contracts import CONTRACTS
 from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshResource, SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment

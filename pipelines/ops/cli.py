@@ -280,7 +280,7 @@ class _PrintLog:
 
 def _sqlmesh_resource() -> SQLMeshResource:
     """The SQLMesh resource the code location runs with (its project paths, gateway, lock)."""
-    from pipelines.component.configured_project import settings_from_env
+    from pipelines.platform.configured_project import settings_from_env
     from pipelines.platform.resources import build_resources
     from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 
@@ -301,8 +301,8 @@ def repair_files(args: argparse.Namespace) -> int:
     recompute exactly the lost days (pipelines/platform/repair.py); ``--dry-run`` only reports."""
     import time
 
-    from pipelines.component.configured_project import load_configured_project
     from pipelines.platform import maintenance, repair, warehouse
+    from pipelines.platform.configured_project import load_configured_project
     from pipelines.platform.lake import Lake
     from pipelines.platform.settings import Settings
 

@@ -71,7 +71,7 @@ def check_files_op(context: dg.OpExecutionContext, lake: LakeResource) -> int:
     if settings.env != "prod":
         context.log.info("local DuckDB warehouse: no object store to compare with")
         return 0
-    from pipelines.component.configured_project import load_configured_project
+    from pipelines.platform.configured_project import load_configured_project
     from pipelines.platform.repair import time_columns
 
     columns = time_columns(load_configured_project())

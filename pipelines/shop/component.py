@@ -29,8 +29,8 @@ class ShopComponent(dg.Component, dg.Resolvable):
     landing_sensor: bool = True
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from pipelines.component.configured_project import load_configured_project, settings_from_env
-        from pipelines.governance import jobs as governance
+        from pipelines.platform.configured_project import load_configured_project, settings_from_env
+        from pipelines.shop import governance_jobs as governance
         from pipelines.shop import ingestion, report_assets
         from pipelines.shop.landing_sensor import build_landing_sensor, landing_job
         from pipelines.shop.resources import shop_resources
