@@ -277,3 +277,62 @@ def test_without_the_shop_folder_the_platform_loads_and_its_tests_pass(tmp_path:
     )
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "3 passed" in tests.stdout
+
+
+@pytest.mark.slow
+def test_the_readme_commands_work_verbatim_in_a_team_project(tmp_path: Path) -> None:
+    """README, "Use it in your own Dagster project": its three commands, run as written in a
+    fresh dg project beside a clone of this repository (`dg dev` until its UI lists the asset)."""
+    import re
+    import shutil
+    import time
+    import urllib.request
+
+    from pipelines_tests.api_server import free_port
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Use it in your own Dagster project", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```")[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 3 and commands[-1] == "uv run dg dev"
+    (tmp_path / "pipelines").symlink_to(REPO)
+    project = tmp_path / "team"
+    module = write_dg_project(project)
+    text = (project / "pyproject.toml").read_text()
+    python = 'version = "0.1.0"\nrequires-python = ">=3.11,<3.14"\ndependencies = []\n'
+    (project / "pyproject.toml").write_text(text.replace('version = "0.1.0"\n', python))
+    write_sqlmesh_project(project / "sqlmesh_project", factor=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINES_", "SQLMESH_", "VIRTUAL_ENV"))}
+    env["PIPELINES_DATA_DIR"] = str(tmp_path / "data")
+    uv = shutil.which("uv") or "uv"
+    for command in commands[:-1]:
+        done = subprocess.run(
+            [uv, *command.split()[1:]], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, f"{command}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+    assert (project / module / "defs" / "sales" / "defs.yaml").is_file()
+    port = free_port()
+    dev = subprocess.Popen(
+        [uv, *commands[-1].split()[1:], "--port", str(port)],
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+        deadline, seen = time.monotonic() + 300, ""
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=query,
+                    headers={"Content-Type": "application/json"},
+                )
+                seen = urllib.request.urlopen(request, timeout=10).read().decode()  # noqa: S310 - local
+                if "daily_orders" in seen:
+                    break
+            except OSError:
+                pass
+            time.sleep(2)
+        assert re.search(r'"sales",\s*"sales",\s*"daily_orders"', seen), seen[-1000:]
+    finally:
+        os.killpg(dev.pid, 15)
+        dev.wait(timeout=60)
