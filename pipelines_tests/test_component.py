@@ -336,3 +336,50 @@ def test_the_readme_commands_work_verbatim_in_a_team_project(tmp_path: Path) -> 
     finally:
         os.killpg(dev.pid, 15)
         dev.wait(timeout=60)
+
+
+def test_translation_quality_and_automation_attributes(team: tuple[Path, str]) -> None:
+    project, module = team
+    for name, attributes in {
+        "orders": """
+  name: orders
+  translation:
+    key_prefix: shop
+    group_name: "orders_{{ model.schema }}"
+    tags: {team: "{{ model.schema }}_team"}
+    owners: ["team:sales"]
+  quality:
+    defaults: {severity: ERROR}
+  automation: {default_status: RUNNING, catch_up: false, declarative: false}
+""",
+        "web": """
+  name: web
+  translation: {key_prefix: web}
+  quality: {default_checks: false}
+  automation: {schedules: false}
+""",
+    }.items():
+        folder = project / module / "defs" / name
+        folder.mkdir()
+        header = f"type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: ../../../sqlmesh/{name}"
+        (folder / "defs.yaml").write_text(header + attributes)
+    defs = dg.load_from_defs_folder(project_root=project)
+    graph = defs.resolve_asset_graph()
+    node = graph.get(dg.AssetKey(["shop", "sales", "daily_orders"]))
+    assert node.group_name == "orders_sales"
+    assert node.tags["team"] == "sales_team" and "team:sales" in node.owners
+    checks = {k.asset_key.path[0]: set() for k in graph.asset_check_keys}
+    for check_key in graph.asset_check_keys:
+        checks[check_key.asset_key.path[0]].add(check_key.name)
+    assert "volume_anomaly" in checks["shop"] and "volume_anomaly" not in checks["web"]
+    assert "not_null" in checks["web"]  # the SQLMesh audits stay
+    volume_key = dg.AssetCheckKey(dg.AssetKey(["shop", "sales", "daily_orders"]), "volume_anomaly")
+    volume = graph.get_check_spec(volume_key)
+    assert volume.blocking  # severity ERROR from the component's quality defaults
+    repo = defs.get_repository_def()
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert schedules["orders_scheduled_daily_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
+    assert not any(name.startswith("web_") for name in schedules)
+    sensors = {s.name for s in repo.sensor_defs}
+    assert "web_catch_up" in sensors and "web_sqlmesh_automation" in sensors
+    assert "orders_catch_up" not in sensors and "orders_sqlmesh_automation" not in sensors
