@@ -255,18 +255,23 @@ def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, 
             "resource key)."
         )
     claims[name_claim] = owner
-    for asset in defs.assets or []:
-        keys = asset.keys if isinstance(asset, dg.AssetsDefinition) else [asset.key]  # type: ignore[union-attr]
-        for key in keys:
-            claim = ("asset", key.to_user_string())
-            if claim in claims and claims[claim] != owner:
-                raise ValueError(
-                    f"asset {key.to_user_string()!r} is made by two SQLMesh projects: {claims[claim]} and "
-                    f"{owner}. Set a key prefix for one of them in its defs.yaml, e.g. "
-                    f"`translation: {{key_prefix: {_suggest(component)}}}` (or `external_assets: false` "
-                    "when the other builds a table this one only reads)."
-                )
-            claims[claim] = owner
+    keys = sorted(
+        (key for asset in defs.assets or [] for key in _asset_keys(asset)), key=lambda k: k.to_user_string()
+    )
+    for key in keys:
+        claim = ("asset", key.to_user_string())
+        if claim in claims and claims[claim] != owner:
+            raise ValueError(
+                f"asset {key.to_user_string()!r} is made by two SQLMesh projects: {claims[claim]} and "
+                f"{owner}. Set a key prefix for one of them in its defs.yaml, e.g. "
+                f"`translation: {{key_prefix: {_suggest(component)}}}` (or `external_assets: false` "
+                "when the other builds a table this one only reads)."
+            )
+        claims[claim] = owner
+
+
+def _asset_keys(asset: Any) -> list[dg.AssetKey]:
+    return list(asset.keys) if isinstance(asset, dg.AssetsDefinition) else [asset.key]
 
 
 def _suggest(component: SQLMeshProjectComponent) -> str:
