@@ -43,11 +43,17 @@ def _platform_defs() -> dg.Definitions:
 def _project_defs(settings: Settings, dirs: Sequence[Path], shop: bool) -> dg.Definitions:
     """One SQLMesh project declared in Python as its defs.yaml would declare it."""
     component = component_for_dirs(dirs, gateway=settings.sqlmesh_gateway, external_assets=not shop)
-    parts = [component.build_project_defs(load_configured_project(settings, list(dirs))), _platform_defs()]
+    project = load_configured_project(settings, list(dirs))
+    parts = [component.build_project_defs(project), _platform_defs()]
     if shop:
         from pipelines.shop.component import ShopComponent
+        from pipelines.sqlmesh_bridge import sqlmesh_external_specs
 
-        parts.append(_shop_defs(ShopComponent(project=BUNDLED_SQLMESH_PROJECT)))
+        shop_defs = _shop_defs(ShopComponent(project=BUNDLED_SQLMESH_PROJECT))
+        ingested = {key for asset in shop_defs.assets or [] for key in getattr(asset, "keys", ())}
+        # the tables this project reads that the shop's ingestion does not build stay external
+        externals = sqlmesh_external_specs(project, component.translator_for(project), exclude=ingested)
+        parts += [shop_defs, dg.Definitions(assets=externals)]
     return dg.Definitions.merge(*parts)
 
 

@@ -216,18 +216,29 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
         _claim(context.component_tree, defs, self, str(context.path))
         return defs
 
+    def translator_for(self, project: Any) -> Any:
+        """The project's translator: classification tags, policies, this component's translation."""
+        from pipelines.component.translation import PipelinesTranslator
+        from pipelines.governance import column_classifications
+
+        cached = self.__dict__.get("_translator")
+        if cached is None or cached[0] is not project:
+            cached = self.__dict__["_translator"] = (
+                project,
+                PipelinesTranslator(column_classifications(project), self.translation),
+            )
+        return cached[1]
+
     def build_project_defs(self, project: Any) -> dg.Definitions:
         """The models' assets and checks, external tables, plan job, automation, resources."""
         from pipelines.component import automation, quality, transformation
-        from pipelines.component.translation import PipelinesTranslator
-        from pipelines.governance import column_classifications
         from pipelines.platform.resources import shared_resources, sqlmesh_resource
         from pipelines.platform.settings import Settings
         from pipelines.sqlmesh_bridge import sqlmesh_external_specs
 
         settings = Settings.from_env()
         quality.configure_quality(project, self.quality)
-        translator = PipelinesTranslator(column_classifications(project), self.translation)
+        translator = self.translator_for(project)
         hook = quality.quality_hook(project, translator) if self.quality.default_checks else None
         resource = sqlmesh_resource(settings, self.project, self._read_args()["gateway"], self.environment)
         parts = [
