@@ -29,7 +29,7 @@ import pytest
 from pipelines.platform.settings import Settings
 from pipelines.shop.sources import demo
 from pipelines.sqlmesh_bridge import resource as bridge_resource
-from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, SQLMeshResource
+from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, STATE_INIT_LOCK_KEY, SQLMeshResource
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
@@ -293,6 +293,7 @@ class ListLog:
 class PlanLockProject:
     def __init__(self, root: Path, server: PostgresServer) -> None:
         self.server = server
+        self.resource_root = root
         self.database = server.create_database()
         project_dir = write_project(root, summary=False)
         (project_dir / "config.yaml").write_text(
@@ -306,12 +307,12 @@ class PlanLockProject:
         )
         self.resource = SQLMeshResource(project_dir=str(project_dir))  # no lock file: prod
 
-    def hold_lock(self) -> Any:
+    def hold_lock(self, key: int = PLAN_LOCK_KEY) -> Any:
         """Another session holding the plan lock (a plan in flight); closing it releases the lock."""
         con = self.server.connect(self.database)
         con.autocommit = True
         with con.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (PLAN_LOCK_KEY,))
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
         return con
 
     def sql(self, query: str) -> list[tuple[Any, ...]]:
@@ -324,14 +325,14 @@ class PlanLockProject:
         finally:
             con.close()
 
-    def waiters(self) -> int:
-        """Sessions waiting for the plan lock in this database right now."""
+    def waiters(self, key: int = PLAN_LOCK_KEY) -> int:
+        """Sessions waiting for the plan lock (or ``key``) in this database right now."""
         # a bigint advisory key shows as classid (high 32 bits), objid (low 32 bits), objsubid 1
         return int(
             self.sql(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                f"AND classid = {PLAN_LOCK_KEY >> 32} AND objid = {PLAN_LOCK_KEY & 0xFFFFFFFF} "
+                f"AND classid = {key >> 32} AND objid = {key & 0xFFFFFFFF} "
                 "AND objsubid = 1"
             )[0][0]
         )
@@ -436,6 +437,39 @@ def test_plan_lock_serializes_environment_creation(
     assert env is not None and env.finalized_ts is not None
     assert released * 1000 <= env.finalized_ts and released <= worker.finished
     assert log.saw("got the SQLMesh plan lock")
+
+
+def test_the_first_read_of_a_fresh_state_is_serialized(plan_lock_project: PlanLockProject) -> None:
+    """SQLMesh creates its state tables on the first read of an empty state; two first runs
+    doing so at once failed one ("current transaction is aborted"). The state setup lock makes
+    the second wait, and it never waits for a plan (its own key)."""
+    project = plan_lock_project
+    log = ListLog()
+    plan_holder = project.hold_lock()  # a plan in flight does not delay opening the state
+    try:
+        ctx = project.resource.context()
+        ctx.close()
+    finally:
+        plan_holder.close()
+    assert project.sql("SELECT to_regclass('sqlmesh._versions')")[0][0] is not None
+
+    fresh = PlanLockProject(project.resource_root / "fresh", project.server)
+    holder = fresh.hold_lock(STATE_INIT_LOCK_KEY)
+    try:
+        worker = Worker(lambda: fresh.ensure_environment(log))
+        worker.start()
+        wait_until(
+            lambda: fresh.waiters(STATE_INIT_LOCK_KEY) == 1 or not worker.is_alive(),
+            "it waits for the state setup lock",
+        )
+        assert worker.is_alive(), worker.error
+        assert fresh.sql("SELECT to_regclass('sqlmesh._versions')")[0][0] is None  # nothing created
+    finally:
+        holder.close()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and worker.error is None, worker.error
+    env = fresh.environment()
+    assert env is not None and env.finalized_ts is not None
 
 
 def test_a_run_that_waited_uses_the_environment_created_meanwhile(plan_lock_project: PlanLockProject) -> None:

@@ -79,10 +79,17 @@ PLAN_LOCK_KEY = int.from_bytes(b"sqlmplan", "big")
 _PLAN_LOCK_POLL = "30s"
 
 
+# Held while a process first reads the SQLMesh state: SQLMesh creates (migrates) the state
+# tables on that first read, and two first runs of a fresh deployment doing so at once fail one
+# of them ("current transaction is aborted"). A key of its own, so it never waits for a plan.
+STATE_INIT_LOCK_KEY = int.from_bytes(b"sqlmstat", "big")
+
+
 @contextmanager
-def postgres_plan_lock(state: Any, log: Any) -> Iterator[None]:
-    """Hold ``pg_advisory_lock(PLAN_LOCK_KEY)`` on the database of ``state`` (SQLMesh's
-    ``PostgresConnectionConfig``), on a connection of its own.
+def postgres_advisory_lock(state: Any, log: Any, key: int, what: str, doing: str) -> Iterator[None]:
+    """Hold ``pg_advisory_lock(key)`` on the database of ``state`` (SQLMesh's
+    ``PostgresConnectionConfig``), on a connection of its own; ``what`` names the lock and
+    ``doing`` what its holder does, in the logs.
 
     Session-level and autocommit, so SQLMesh's own transactions are unaffected; closing the
     connection releases it, and PostgreSQL does so too when the holding process dies. The
@@ -90,28 +97,33 @@ def postgres_plan_lock(state: Any, log: Any) -> Iterator[None]:
     """
     from psycopg2 import errors
 
-    con = connect_state(state, "pipelines sqlmesh plan lock")
+    con = connect_state(state, f"pipelines {what}")
     try:
         with con.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (PLAN_LOCK_KEY,))
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             if not cur.fetchone()[0]:
                 log.info(
-                    f"another process is applying a SQLMesh plan (advisory lock {PLAN_LOCK_KEY} "
+                    f"another process is {doing} (advisory lock {key} "
                     f"on database '{state.database}'): waiting for it"
                 )
                 started = time.monotonic()
                 cur.execute(f"SET lock_timeout = '{_PLAN_LOCK_POLL}'")
                 while True:
                     try:
-                        cur.execute("SELECT pg_advisory_lock(%s)", (PLAN_LOCK_KEY,))
+                        cur.execute("SELECT pg_advisory_lock(%s)", (key,))
                         break
                     except errors.LockNotAvailable:
                         waited = time.monotonic() - started
-                        log.info(f"still waiting for the SQLMesh plan lock ({waited:.0f}s)")
-                log.info(f"got the SQLMesh plan lock after {time.monotonic() - started:.1f}s")
+                        log.info(f"still waiting for the {what} ({waited:.0f}s)")
+                log.info(f"got the {what} after {time.monotonic() - started:.1f}s")
         yield
     finally:
         con.close()
+
+
+def postgres_plan_lock(state: Any, log: Any) -> Iterator[None]:
+    """Hold the plan lock (``PLAN_LOCK_KEY``): one SQLMesh plan application at a time."""
+    return postgres_advisory_lock(state, log, PLAN_LOCK_KEY, "SQLMesh plan lock", "applying a SQLMesh plan")
 
 
 class SQLMeshResource(dg.ConfigurableResource):
@@ -139,12 +151,27 @@ class SQLMeshResource(dg.ConfigurableResource):
         from pipelines.sqlmesh_bridge.events import RecordingConsole
 
         set_console(console or RecordingConsole())
-        return Context(
+        ctx = Context(
             paths=[self.project_dir, *self.extra_project_dirs],
             gateway=self.gateway,
             notification_targets=[collector] if collector else None,
             load=True,
         )
+        self._open_state(ctx)
+        return ctx
+
+    def _open_state(self, ctx: Any) -> None:
+        """Read the SQLMesh state once, under ``STATE_INIT_LOCK_KEY`` when it is PostgreSQL and
+        shared by several writers: that first read creates the state tables of a fresh
+        deployment, which two processes must not do at once. Uncontended, the lock costs one
+        connection. A lock file (one writer at a time) or another state engine needs none."""
+        state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
+        if state is None:
+            return
+        with postgres_advisory_lock(
+            state, log, STATE_INIT_LOCK_KEY, "SQLMesh state setup lock", "setting up the SQLMesh state"
+        ):
+            ctx.state_sync  # noqa: B018 - the property creates the state tables when missing
 
     # -- environment --------------------------------------------------------------------------
 
