@@ -137,16 +137,27 @@ def _key(lake: Lake, path: str) -> str | None:
     return path[len(root) :] if path.startswith(root) else None
 
 
+def unplaceable_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, str]:
+    """Files the catalog references outside the lake root (path -> ``schema.table``): the lake's
+    listing cannot say whether they exist, so they are neither present nor missing."""
+    return {path: table for path, table in referenced_files(con).items() if _key(lake, path) is None}
+
+
 def missing_files(
     con: duckdb.DuckDBPyConnection, lake: Lake, time_columns: Mapping[str, str | None] | None = None
 ) -> list[MissingFile]:
-    """Files the catalog references that the object store does not hold, with the days each
+    """Files under the lake root the catalog references that the object store does not hold
+    (never a file outside it: see ``unplaceable_files``), with the days each
     one held when that can be read from the catalog. ``time_columns`` (model -> its time
     column, None for a model without one) names the column; otherwise the table's first DATE
     column is taken."""
     referenced = referenced_files(con)
     present = {obj.key for obj in lake.list("warehouse", hidden=True)}
-    lost = [(path, table) for path, table in referenced.items() if _key(lake, path) not in present]
+    lost = [
+        (path, table)
+        for path, table in referenced.items()
+        if (key := _key(lake, path)) is not None and key not in present
+    ]
     return [
         MissingFile(table, path, _days_in_file(con, table, path, time_columns))
         for path, table in sorted(lost)
