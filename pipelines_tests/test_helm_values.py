@@ -267,6 +267,7 @@ OPTIONAL_ENV = {
     "PIPELINES_S3_MAX_ATTEMPTS",
     "PIPELINES_PG_SSLMODE",  # require in prod
     "PIPELINES_SNAPSHOT_RETENTION_DAYS",  # 7
+    "PIPELINES_MAX_RUN_HOURS",  # 24
     "PIPELINES_SHOP_DEFS",  # on with the bundled project
     "PIPELINES_GIT_COMMIT",  # set in the image at build time (release records)
     # the data API's own Deployment (deploy/api/), not the code location's

@@ -9,6 +9,7 @@ the objects under ``warehouse/`` are exactly the files the catalog references. T
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -37,7 +38,9 @@ def _job(prod: Deployment, name: str, run_config: dict | None = None) -> dg.Exec
 
 
 @pytest.mark.slow
-def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(prod: Deployment) -> None:
+def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(
+    prod: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = prod.run("*", start=DAYS[0], end=DAYS[-1])
     assert first.success
     reference = mart_fingerprints()
@@ -54,6 +57,10 @@ def test_maintenance_leaves_only_referenced_files_and_lost_files_are_named(prod:
     assert _storage()[0] == objects
 
     config = {"ops": {"expire_warehouse_snapshots": {"config": {"retention_days": 0}}}}
+    monkeypatch.delenv(maintenance.MAX_RUN_ENV, raising=False)
+    refused = _job(prod, "warehouse_maintenance", config)  # shorter than the longest run (24 h)
+    assert not refused.success and _storage()[0] == objects
+    monkeypatch.setenv(maintenance.MAX_RUN_ENV, "0")  # no run in flight here
     cleaned = _job(prod, "warehouse_maintenance", config)
     assert cleaned.success
     objects, referenced, snapshots_after = _storage()
@@ -105,3 +112,44 @@ def test_physical_tables_map_back_to_models() -> None:
     )
     assert maintenance.model_of_table("sqlmesh__marts.marts__daily_revenue__1256577675__dev") is None
     assert maintenance.model_of_table("main.something") is None
+
+
+def test_a_retention_shorter_than_the_longest_run_is_refused_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run in flight has written files no snapshot references yet: at retention 0 the orphan
+    cleanup would delete them under it. Maintenance refuses before deleting anything."""
+    from datetime import timedelta
+
+    import duckdb
+
+    from pipelines.platform.duckdb_extensions import install_extensions
+    from pipelines.platform.settings import SettingsError
+
+    monkeypatch.delenv("PIPELINES_DUCKLAKE_SCHEMA", raising=False)
+    monkeypatch.delenv(maintenance.MAX_RUN_ENV, raising=False)
+    install_extensions()
+    data = tmp_path / "lake" / "warehouse"
+    con = duckdb.connect()
+    con.execute("LOAD ducklake")
+    con.execute(f"ATTACH 'ducklake:{tmp_path / 'meta.ducklake'}' AS lake (DATA_PATH '{data}/')")
+    con.execute("CREATE TABLE lake.main.sales AS SELECT range AS n FROM range(10)")
+    committed = set(data.rglob("*.parquet"))
+    # a run in flight: its file is written, its snapshot not yet committed
+    in_flight = data / "main" / "sales" / "ducklake-in-flight.parquet"
+    con.execute(f"COPY (SELECT 1 AS n) TO '{in_flight}' (FORMAT parquet)")
+
+    for retention, longest in ((timedelta(0), None), (timedelta(hours=1), timedelta(hours=2))):
+        with pytest.raises(SettingsError, match=maintenance.MAX_RUN_ENV):
+            maintenance.expire_and_clean(con, retention, longest)
+        assert in_flight.exists()
+
+    monkeypatch.setenv(maintenance.MAX_RUN_ENV, "bad")
+    with pytest.raises(SettingsError, match=maintenance.MAX_RUN_ENV):
+        maintenance.longest_run_from_env()
+    monkeypatch.setenv(maintenance.MAX_RUN_ENV, "0")  # no run can be in flight: the orphan goes
+    report = maintenance.expire_and_clean(con, timedelta(0))
+    assert report.orphans_deleted == 1 and not in_flight.exists()
+    assert set(data.rglob("*.parquet")) == committed
+    assert con.execute("SELECT count(*) FROM lake.main.sales").fetchone()[0] == 10
+    con.close()

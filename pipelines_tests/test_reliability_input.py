@@ -588,6 +588,90 @@ def test_a_body_that_is_not_json_is_an_http_source_error(
         ingest_http(HTTP, DAY, lake, base, timeout=5, attempts=1)
 
 
+def _raw_rows(lake: Lake, contract: SourceContract) -> list[tuple[Any, ...]]:
+    raw = lake.url(raw_key(contract.name, DAY)).replace("'", "''")
+    with duckdb.connect() as con:
+        return con.execute(
+            f"SELECT * FROM read_parquet('{raw}', hive_partitioning = false) ORDER BY ALL"
+        ).fetchall()
+
+
+def test_an_api_page_without_its_data_list_fails_and_keeps_the_previous_partition(
+    tmp_path: Path, payload_server: ThreadingHTTPServer
+) -> None:
+    """A 200 page without ``data`` (or with a next_page that is no later page) used to end paging:
+    the pages before it replaced a complete partition. Now the partition fails, the old one stays."""
+    lake = reset_dir(tmp_path / "lake")
+    base = f"http://127.0.0.1:{payload_server.server_address[1]}"
+    first = {"data": [{"rate_date": DAY, "currency": "EUR", "usd_rate": 1.1}], "next_page": 2}
+    second = {"data": [{"rate_date": DAY, "currency": "GBP", "usd_rate": 1.3}]}
+    payload_server.pages = {1: (200, json.dumps(first).encode()), 2: (200, json.dumps(second).encode())}  # type: ignore[attr-defined]
+    assert ingest_http(HTTP, DAY, lake, base, timeout=5, attempts=1).rows_landed == 2
+    complete = _raw_rows(lake, HTTP)
+    for broken in (
+        {},
+        {"data": None},
+        {"rows": []},
+        {"data": [], "next_page": "3"},
+        {"data": [], "next_page": 1},
+    ):
+        payload_server.pages = {1: (200, json.dumps(first).encode()), 2: (200, json.dumps(broken).encode())}  # type: ignore[attr-defined]
+        with pytest.raises(HttpSourceError, match="page=2"):
+            ingest_http(HTTP, DAY, lake, base, timeout=5, attempts=1)
+        assert _raw_rows(lake, HTTP) == complete, broken
+
+
+def test_api_duplicate_keys_are_judged_on_the_typed_values(
+    tmp_path: Path, payload_server: ThreadingHTTPServer
+) -> None:
+    """'2026-05-04' and '2026-05-04 00:00:00' are one DATE: the second row is a duplicate key."""
+    lake = reset_dir(tmp_path / "lake")
+    rows = [
+        {"rate_date": f"{DAY} 00:00:00", "currency": "EUR", "usd_rate": 1.2},
+        {"rate_date": DAY, "currency": "EUR", "usd_rate": 1.1},
+        {"rate_date": DAY, "currency": "GBP", "usd_rate": 1.3},
+    ]
+    payload_server.pages = {1: (200, json.dumps({"data": rows}).encode())}  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{payload_server.server_address[1]}"
+    result = ingest_http(HTTP, DAY, lake, base, timeout=5, attempts=1)
+    check_published(lake, HTTP, result)
+    assert (result.rows_landed, result.rows_quarantined) == (2, 1)
+    assert result.reasons == {"duplicate key (rate_date, currency)": 1}
+    assert [r[:2] for r in _raw_rows(lake, HTTP)] == [(date(2026, 5, 4), "EUR"), (date(2026, 5, 4), "GBP")]
+
+
+def test_file_duplicate_keys_are_judged_on_the_typed_values(tmp_path: Path) -> None:
+    """A file source keyed by a DATE and a BIGINT: '2026-05-04' / '2026-05-04 00:00:00' and
+    '7' / '07' land as one key each, in JSON lines and in CSV alike."""
+    from pipelines.shop.sources.contracts import Column
+
+    contract = SourceContract(
+        name="daily_totals",
+        kind="files",
+        description="test source with typed keys",
+        key=("day", "store"),
+        partition_column="day",
+        columns=(Column("day", "DATE", False), Column("store", "BIGINT", False), Column("total", "DOUBLE")),
+    )
+    lake = reset_dir(tmp_path / "lake")
+    lines = [
+        {"day": DAY, "store": "7", "total": 1.0},
+        {"day": f"{DAY} 00:00:00", "store": "07", "total": 2.0},
+    ]
+    lake.put_bytes(
+        "\n".join(json.dumps(r) for r in lines).encode(), f"{landing_prefix('daily_totals', DAY)}/a.jsonl"
+    )
+    lake.put_bytes(
+        f"day,store,total\n{DAY}T00:00:00,7,3.0\n{DAY},8,4.0\n".encode(),
+        f"{landing_prefix('daily_totals', DAY)}/b.csv",
+    )
+    result = ingest_files(contract, DAY, lake)
+    check_published(lake, contract, result)
+    assert (result.rows_read, result.rows_landed, result.rows_quarantined) == (4, 2, 2)
+    assert result.reasons == {"duplicate key (day, store)": 2}
+    assert [r[:2] for r in _raw_rows(lake, contract)] == [(date(2026, 5, 4), 7), (date(2026, 5, 4), 8)]
+
+
 # ---------------------------------------------------------------------------------- file names
 
 unsafe_names = st.one_of(

@@ -179,3 +179,35 @@ def test_repair_files_is_harmless_on_the_local_warehouse(
     monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
     assert main(["repair-files"]) == 0
     assert "nothing to repair" in capsys.readouterr().out
+
+
+def test_a_file_outside_the_lake_root_is_never_counted_missing(
+    lake: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """A file the catalog references outside the lake root cannot be placed in the lake's listing:
+    it is reported as unplaceable, never as missing, and repair leaves its table as it is rather
+    than rebuild it without rows whose file still exists."""
+    con = lake
+    outside = tmp_path / "elsewhere" / f"order_date={DAYS[2]}" / "extra.parquet"
+    outside.parent.mkdir(parents=True)
+    con.execute(
+        f"COPY (SELECT ?::DATE AS order_date, range::INTEGER AS n, (range / 7)::DECIMAL(18, 2) AS amount, "
+        f"'y' AS note FROM range(100)) TO '{outside}' (FORMAT parquet)",
+        [DAYS[2]],
+    )
+    con.execute(
+        f"CALL ducklake_add_data_files('lake', 'marts__sales__123', '{outside}', schema => 'sqlmesh__marts')"
+    )
+    root = Lake(str(tmp_path / "lake"))
+    project = _project(("marts.sales", "order_date", []))
+    assert maintenance.unplaceable_files(con, root) == {str(outside): TABLE}
+    assert maintenance.missing_files(con, root) == []  # nothing is lost
+    assert repair.find_damage(con, root, project) == []
+
+    Path(_files(con)[DAYS[1]]).unlink()  # a real loss in the same table
+    assert [f.path for f in maintenance.missing_files(con, root)] == [_files(con)[DAYS[1]]]
+    before = _fingerprint(con, f"order_date <> '{DAYS[1]}'")
+    with pytest.raises(repair.RepairError, match="outside the lake root"):
+        repair.find_damage(con, root, project)
+    assert _fingerprint(con, f"order_date <> '{DAYS[1]}'") == before  # left as it was, extra rows included
+    assert con.execute(f"SELECT count(*) FROM {TABLE} WHERE note = 'y'").fetchone()[0] == 100

@@ -318,6 +318,11 @@ def repair_files(args: argparse.Namespace) -> int:
     project = load_configured_project()
     try:
         with warehouse.warehouse(settings, read_only=False) as con:
+            outside = maintenance.unplaceable_files(con, lake)
+            if outside:
+                print(f"{len(outside)} file(s) outside the lake root {lake.uri}, not checked (not missing):")
+                for path, table in sorted(outside.items()):
+                    print(f"  unplaceable: {table}: {path}")
             found = repair.find_damage(con, lake, project)
             damage = [d for d in found if not wanted or d.model in wanted]
             if not damage:

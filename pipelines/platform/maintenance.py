@@ -23,6 +23,8 @@ from pipelines.platform.settings import SettingsError
 
 RETENTION_ENV = "PIPELINES_SNAPSHOT_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 7.0
+MAX_RUN_ENV = "PIPELINES_MAX_RUN_HOURS"
+DEFAULT_MAX_RUN_HOURS = 24.0
 CATALOG = "lake"  # the DuckLake catalog's name in pipelines.platform.warehouse and the prod gateway
 
 
@@ -36,6 +38,31 @@ def retention_from_env() -> timedelta:
     if not days >= 0:
         raise SettingsError(f"{RETENTION_ENV} must be a number of days >= 0, got {raw!r}")
     return timedelta(days=days)
+
+
+def longest_run_from_env() -> timedelta:
+    """``PIPELINES_MAX_RUN_HOURS`` (default 24): the longest a run of this deployment may take, so
+    the longest any writer holds files it has not committed yet. 0 only where no run can be in
+    flight during maintenance (a stopped deployment, a test)."""
+    raw = os.environ.get(MAX_RUN_ENV, "").strip()
+    try:
+        hours = float(raw) if raw else DEFAULT_MAX_RUN_HOURS
+    except ValueError:
+        hours = -1.0
+    if not hours >= 0:
+        raise SettingsError(f"{MAX_RUN_ENV} must be a number of hours >= 0, got {raw!r}")
+    return timedelta(hours=hours)
+
+
+def check_retention(retention: timedelta, longest_run: timedelta) -> None:
+    """Refuse a retention shorter than the longest run: a run in flight has written files no
+    snapshot references yet, and cleanup deletes such files once they are older than the retention."""
+    if retention < longest_run:
+        raise SettingsError(
+            f"snapshot retention {retention} is shorter than the longest run allowed ({longest_run}, "
+            f"{MAX_RUN_ENV}): maintenance would delete the uncommitted files of a run in flight. "
+            f"Use a retention of at least {longest_run}"
+        )
 
 
 @dataclass(frozen=True)
@@ -58,13 +85,17 @@ def _interval(retention: timedelta) -> str:
     return f"now() - INTERVAL '{int(retention.total_seconds())} seconds'"
 
 
-def expire_and_clean(con: duckdb.DuckDBPyConnection, retention: timedelta) -> MaintenanceReport:
+def expire_and_clean(
+    con: duckdb.DuckDBPyConnection, retention: timedelta, longest_run: timedelta | None = None
+) -> MaintenanceReport:
     """Expire snapshots older than ``retention``, then delete the files only they referenced and
     files no snapshot ever committed (left by killed writers) that are older than ``retention``.
 
-    The newest snapshot is never expired, and a writer's files are at most minutes old when it
-    commits, so a retention of hours or more never touches a run in flight.
+    A writer's files are at most as old as its run when it commits, so a retention of at least
+    ``longest_run`` (default: ``PIPELINES_MAX_RUN_HOURS``) never touches a run in flight; a
+    shorter one is refused before anything is deleted.
     """
+    check_retention(retention, longest_run_from_env() if longest_run is None else longest_run)
     older = _interval(retention)
     before = con.execute(f"SELECT count(*) FROM ducklake_snapshots('{CATALOG}')").fetchone()[0]
     expired = con.execute(f"CALL ducklake_expire_snapshots('{CATALOG}', older_than => {older})").fetchall()
@@ -106,16 +137,27 @@ def _key(lake: Lake, path: str) -> str | None:
     return path[len(root) :] if path.startswith(root) else None
 
 
+def unplaceable_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, str]:
+    """Files the catalog references outside the lake root (path -> ``schema.table``): the lake's
+    listing cannot say whether they exist, so they are neither present nor missing."""
+    return {path: table for path, table in referenced_files(con).items() if _key(lake, path) is None}
+
+
 def missing_files(
     con: duckdb.DuckDBPyConnection, lake: Lake, time_columns: Mapping[str, str | None] | None = None
 ) -> list[MissingFile]:
-    """Files the catalog references that the object store does not hold, with the days each
+    """Files under the lake root the catalog references that the object store does not hold
+    (never a file outside it: see ``unplaceable_files``), with the days each
     one held when that can be read from the catalog. ``time_columns`` (model -> its time
     column, None for a model without one) names the column; otherwise the table's first DATE
     column is taken."""
     referenced = referenced_files(con)
     present = {obj.key for obj in lake.list("warehouse", hidden=True)}
-    lost = [(path, table) for path, table in referenced.items() if _key(lake, path) not in present]
+    lost = [
+        (path, table)
+        for path, table in referenced.items()
+        if (key := _key(lake, path)) is not None and key not in present
+    ]
     return [
         MissingFile(table, path, _days_in_file(con, table, path, time_columns))
         for path, table in sorted(lost)

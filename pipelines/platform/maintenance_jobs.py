@@ -77,6 +77,9 @@ def check_files_op(context: dg.OpExecutionContext, lake: LakeResource) -> int:
     columns = time_columns(load_configured_project())
     with warehouse.warehouse(settings) as con:
         lost = maintenance.missing_files(con, lake.get(), columns)
+        outside = maintenance.unplaceable_files(con, lake.get())
+    if outside:  # neither present nor missing: the lake's listing cannot see them
+        context.log.warning(f"{len(outside)} file(s) outside the lake root, unchecked: {sorted(outside)[:9]}")
     rows = [
         {
             "model": maintenance.model_of_table(f.table),
@@ -92,7 +95,13 @@ def check_files_op(context: dg.OpExecutionContext, lake: LakeResource) -> int:
             return "days " + ", ".join(row["days"])
         return "whole table" if row["model"] in columns and columns[row["model"]] is None else "days unknown"
 
-    context.add_output_metadata({"missing_files": len(rows), "missing": dg.MetadataValue.json(rows[:200])})
+    context.add_output_metadata(
+        {
+            "missing_files": len(rows),
+            "missing": dg.MetadataValue.json(rows[:200]),
+            "unplaceable_files": len(outside),
+        }
+    )
     if rows:
         named = "; ".join(f"{r['model'] or r['table']} {days(r)}" for r in rows[:20])
         raise dg.Failure(

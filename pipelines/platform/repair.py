@@ -92,18 +92,28 @@ def find_damage(con: duckdb.DuckDBPyConnection, lake: Lake, project: ProjectInfo
 
     A lost delete file loses its data file's rows as well (DuckLake cannot read the data file
     without it), so its data file's range counts. Raises ``RepairError`` when a table is not a
-    model's or a lost file's days cannot be read from the catalog.
+    model's, a lost file's days cannot be read from the catalog, or the table also references
+    files outside the lake root (whether those exist cannot be told, so the table is left alone).
     """
     lost = {f.path for f in maintenance.missing_files(con, lake, time_columns(project))}
     if not lost:
         return []
     models = _models_by_table(project)
+    unplaceable = maintenance.unplaceable_files(con, lake)
     by_table: dict[str, set[str]] = {}
     for path, table in maintenance.referenced_files(con).items():
         if path in lost:
             by_table.setdefault(table, set()).add(path)
     damage = []
     for table, paths in sorted(by_table.items()):
+        outside = sorted(p for p, t in unplaceable.items() if t == table)
+        if outside:
+            raise RepairError(
+                f"{table}: files lost ({', '.join(sorted(paths))}), and the table also references "
+                f"file(s) outside the lake root {lake.uri} ({', '.join(outside)}) that repair cannot "
+                "place, so it cannot tell which rows are lost; the table is left as it is: restore "
+                "the lost files from a backup, or restate the model by hand"
+            )
         model_name = maintenance.model_of_table(table)
         model = models.get(model_name or "")
         if model is None:

@@ -359,7 +359,14 @@ class PartitionWriter:
 
     def publish(self, inputs: list[str]) -> IngestResult:
         self._check_types_usable()
-        key_cols = ", ".join(f'"{k}"' for k in self.contract.key)
+        # Duplicates are judged on the values that land (the contract's types), not on the input
+        # text: '2026-04-06' and '2026-04-06 00:00:00' are one DATE.
+        types = {c.name: c.type for c in self.contract.columns}
+        key_cols = ", ".join(
+            f'"{k}"' if k in self.exact_columns else f'TRY_CAST("{k}" AS {types[k]})'
+            for k in self.contract.key
+        )
+        out_order = ", ".join(f'"{k}"' for k in self.contract.key)  # the typed output columns
         # Sources usually return rows in key order already (a primary key scan). A strictly
         # increasing key has no duplicates and needs no sort: one streaming pass decides both.
         key = key_cols if len(self.contract.key) == 1 else f"row({key_cols})"
@@ -404,7 +411,7 @@ class PartitionWriter:
             # without duplicates a row's verdict is the rules' filter: no reasons text per row
             rows = "checked WHERE _reason = ''" if duplicated else f"incoming WHERE {self._valid_sql()}"
             landed = self.con.execute(
-                f"COPY (SELECT {cols} FROM {rows}{'' if in_key_order else ' ORDER BY ' + key_cols}) "
+                f"COPY (SELECT {cols} FROM {rows}{'' if in_key_order else ' ORDER BY ' + out_order}) "
                 f"TO '{data_file}' (FORMAT parquet, COMPRESSION zstd)"
             ).fetchone()[0]
             reasons = (

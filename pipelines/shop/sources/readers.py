@@ -173,12 +173,16 @@ def ingest_http(
         url = f"{base_url.rstrip('/')}/v1/rates?{urlencode({'date': partition, 'page': page})}"
         payload = fetch_json(url, timeout, attempts)
         inputs.append(url)
+        # a malformed page fails the partition: publishing the pages before it would replace a
+        # complete partition by a partial one
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-            records.append((url, "payload has no 'data' list", json.dumps(payload)[:2000]))
-            break
+            shown = json.dumps(payload)[:200]
+            raise HttpSourceError(f"GET {url} answered a page with no 'data' list: {shown}")
         records.extend(_checked_record(f"{url}#{i}", row) for i, row in enumerate(payload["data"]))
         nxt = payload.get("next_page")
-        page = nxt if isinstance(nxt, int) and nxt > page else None
+        if nxt is not None and (not isinstance(nxt, int) or isinstance(nxt, bool) or nxt <= page):
+            raise HttpSourceError(f"GET {url} answered next_page {nxt!r}, not a later page number")
+        page = nxt
     writer = PartitionWriter(contract, partition, lake)
     writer.check_columns_present(*present_columns(contract, records))
     writer.load_arrow(records_table(contract, records))
