@@ -162,6 +162,7 @@ def _side(
             env.update(server.env("BENCH_PG"))
             env.update(BENCH_PG_HOST=bouncer.host, BENCH_PG_PORT=str(bouncer.port))
             env["BENCH_PG_DB"] = server.create_database()
+        logins = pg[1].logins() if storage == "pgbouncer" else 0
         if tool == "bare":
             run, wall, events = _process(sys.executable, BARE_PLAN, env, str(project), first, last, after)
         elif tool == "dsm":
@@ -173,7 +174,10 @@ def _side(
             )
             code = (RUN_DAGSTER if tool == "ours" else RUN_FLOOR) + TIMED_RUN
             run, wall, events = _process(sys.executable, code, env, first, last)
-    return {"run_s": run, "process_s": wall, "events": events}
+    result = {"run_s": run, "process_s": wall, "events": events}
+    if storage == "pgbouncer":  # client connections PgBouncer accepted for the side's processes
+        result["pg_connections"] = pg[1].logins() - logins
+    return result
 
 
 def one_repetition(
@@ -228,6 +232,8 @@ def summarize(reps: list[dict[str, dict[str, float]]], args: argparse.Namespace)
     report: dict[str, object] = {"models": args.models, "days": args.days, "repeats": args.repeats}
     for label in reps[0]:
         row: dict[str, object] = {"events": reps[0][label]["events"]}
+        if "pg_connections" in reps[0][label]:
+            row["pg_connections"] = statistics.median(r[label]["pg_connections"] for r in reps)
         for figure in ("run_s", "process_s"):
             row[figure] = statistics.median(r[label][figure] for r in reps)
             row[f"{figure}_vs_bare"] = statistics.median(r[label][figure] / r["bare"][figure] for r in reps)
