@@ -31,10 +31,13 @@ RUN groupadd --gid 10001 app \
     && mkdir -p /opt/dagster/dagster_home \
     && chown app:app /opt/dagster/dagster_home
 
+# DAGSTER_EVENT_BATCH_SIZE: a ranged output's materializations in one INSERT (issue 27,
+# docs/benchmarks.md; the same as DAGSTER_EVENT_ENV in pipelines/ops/cli.py).
 ENV PATH=/app/.venv/bin:$PATH \
     HOME=/home/app \
     PYTHONUNBUFFERED=1 \
-    DAGSTER_HOME=/opt/dagster/dagster_home
+    DAGSTER_HOME=/opt/dagster/dagster_home \
+    DAGSTER_EVENT_BATCH_SIZE=1000
 
 WORKDIR /app
 # Owned by the app user: SQLMesh writes its cache next to the project, PIPELINES_DATA_DIR

@@ -30,11 +30,22 @@ if TYPE_CHECKING:
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
+# Dagster's event-write knobs as this project sets them (issue 27; measured and chosen in
+# docs/benchmarks.md): a ranged output's materializations are handed to the storage as one batch
+# (one INSERT on PostgreSQL). DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS stays unset: with
+# it, partitions of a failed run are no longer shown as failed. The Dockerfile and
+# helm-values.yaml set the same; pipelines_tests/test_dagster_event_knobs.py holds all three.
+DAGSTER_EVENT_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
+
+
 def _dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to the current folder (the repository root in the README), whose
-    ``dagster.yaml`` configures the instance; set for child processes too (``pipelines ui``)."""
+    ``dagster.yaml`` configures the instance; set for child processes too (``pipelines ui``),
+    with Dagster's event-write knobs unless the environment sets them."""
     home = Path(os.environ.get("DAGSTER_HOME", "").strip() or Path.cwd()).expanduser().resolve()
     os.environ["DAGSTER_HOME"] = str(home)
+    for name, value in DAGSTER_EVENT_ENV.items():
+        os.environ.setdefault(name, value)
     home.mkdir(parents=True, exist_ok=True)
     return home
 
