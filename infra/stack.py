@@ -29,6 +29,9 @@ from pipelines.platform.lifecycle import load_rules
 POSTGRES_PORT = 5432
 ECR_REPOSITORY = "pipelines"
 ADMIN_USER = "postgres_admin"
+# SQLMesh's physical schema of the marts models: the data API reads only its files.
+MARTS_PHYSICAL_SCHEMA = "sqlmesh__marts"
+
 # Database roles and the databases bootstrap-db creates (pipelines/platform/bootstrap.py reads these too).
 DB_USERS = {"dagster": "dagster", "pipelines": "pipelines", "data_api": "data_api"}
 # Secret name suffixes: <deployment>/<suffix> in Secrets Manager.
@@ -51,6 +54,7 @@ class DeploymentContext:
     k8s_namespace: str = "dagster"
     service_account: str = "dagster"
     bootstrap_service_account: str = "dagster-bootstrap"
+    api_service_account: str = "pipelines-api"
     backup_retention_days: int = 14
 
     @classmethod
@@ -83,6 +87,7 @@ class DeploymentContext:
             k8s_namespace=optional("k8s_namespace", "dagster"),
             service_account=optional("service_account", "dagster"),
             bootstrap_service_account=optional("bootstrap_service_account", "dagster-bootstrap"),
+            api_service_account=optional("api_service_account", "pipelines-api"),
             backup_retention_days=int(optional("backup_retention_days", "14")),
         )
 
@@ -200,6 +205,12 @@ class PipelinesStack(cdk.Stack):
             [secrets[s] for s in ("db-admin", "db-dagster", "db-pipelines", "db-data-api")],
             lake_access=False,
         )
+        # the data API (deploy/api): reads the marts' files, nothing else; its catalog login is a
+        # Kubernetes secret of its own (a PostgreSQL role with SELECT only)
+        api_role = self._irsa_role(
+            "ApiRole", ctx.api_service_account, lake_key, data_key, [], lake_access=False
+        )
+        self._marts_read_policy(api_role, lake_key)
         repo = self._ecr(data_key)
         self._backup(cluster, data_key)
 
@@ -215,6 +226,7 @@ class PipelinesStack(cdk.Stack):
             "DagsterRoleArn": role.role_arn,
             "DagsterRoleName": role.role_name,
             "BootstrapRoleArn": bootstrap_role.role_arn,
+            "ApiRoleArn": api_role.role_arn,
             "EcrRepositoryUri": repo.repository_uri,
             "VpcCidr": ctx.vpc_cidr,
         }
@@ -457,21 +469,25 @@ class PipelinesStack(cdk.Stack):
             ),
             max_session_duration=cdk.Duration.hours(1),
         )
-        statements = [
-            iam.PolicyStatement(
-                sid="NamedSecrets",
-                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                resources=[s.secret_arn for s in secrets],
-            ),
-            iam.PolicyStatement(
-                sid="SecretsKey",
-                actions=["kms:Decrypt"],
-                resources=[data_key.key_arn],
-                conditions={
-                    "StringEquals": {"kms:ViaService": f"secretsmanager.{cdk.Aws.REGION}.amazonaws.com"}
-                },
-            ),
-        ]
+        statements = (
+            []
+            if not secrets
+            else [
+                iam.PolicyStatement(
+                    sid="NamedSecrets",
+                    actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    resources=[s.secret_arn for s in secrets],
+                ),
+                iam.PolicyStatement(
+                    sid="SecretsKey",
+                    actions=["kms:Decrypt"],
+                    resources=[data_key.key_arn],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{cdk.Aws.REGION}.amazonaws.com"}
+                    },
+                ),
+            ]
+        )
         if lake_access:
             prefix = ctx.lake_prefix
             statements += [
@@ -498,9 +514,10 @@ class PipelinesStack(cdk.Stack):
                     resources=[lake_key.key_arn],
                 ),
             ]
-        policy = iam.Policy(self, f"{cid}Policy", statements=statements)
-        policy.attach_to_role(role)
-        if lake_access:
+        policy = iam.Policy(self, f"{cid}Policy", statements=statements) if statements else None
+        if policy is not None:
+            policy.attach_to_role(role)
+        if lake_access and policy is not None:
             _nag(
                 policy,
                 ("AwsSolutions-IAM5", "objects under the lake prefix only: the pods write any key below it"),
@@ -509,6 +526,36 @@ class PipelinesStack(cdk.Stack):
                 ],
             )
         return role
+
+    def _marts_read_policy(self, role: iam.Role, lake_key: kms.Key) -> None:
+        """Read-only access to the marts' data files: DuckLake keeps a table's files under
+        ``<lake>/warehouse/<schema>/<table>/``, and the marts views read SQLMesh's
+        ``sqlmesh__marts`` tables."""
+        marts = f"{self.ctx.lake_prefix}/warehouse/{MARTS_PHYSICAL_SCHEMA}"
+        policy = iam.Policy(
+            self,
+            "ApiRolePolicy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ListMartsPrefix",
+                    actions=["s3:ListBucket"],
+                    resources=[self.lake.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [marts, f"{marts}/*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="MartsObjects",
+                    actions=["s3:GetObject"],
+                    resources=[self.lake.arn_for_objects(f"{marts}/*")],
+                ),
+                iam.PolicyStatement(sid="LakeKey", actions=["kms:Decrypt"], resources=[lake_key.key_arn]),
+            ],
+        )
+        policy.attach_to_role(role)
+        _nag(
+            policy,
+            ("AwsSolutions-IAM5", "read-only, objects under the marts' warehouse prefix only"),
+            applies_to=[f"Resource::<{self.get_logical_id(self.lake.node.default_child)}.Arn>/{marts}/*"],
+        )
 
     # ------------------------------------------------------------------------- ECR, backups
     def _ecr(self, key: kms.Key) -> ecr.Repository:

@@ -290,3 +290,55 @@ def test_fuzzing_finds_no_server_errors(built_warehouse: Settings, mode: Generat
     assert len(seen) >= expected, seen
     if mode is GenerationMode.POSITIVE:
         assert 200 in seen["GET /datasets/{name}/rows"], seen
+
+
+def _team_project(root: Path, data_dir: Path) -> Path:
+    """A project this repository never saw: its PII is declared in its own governance.yaml on a
+    staging column, and its mart renames that column (``contact_email``, ``"Email"``)."""
+    project = root / "team_project"
+    (project / "models").mkdir(parents=True)
+    (project / "config.yaml").write_text(
+        "gateways:\n  local:\n    connection:\n      type: duckdb\n"
+        f"      database: {data_dir / 'warehouse.duckdb'}\n"
+        "default_gateway: local\nmodel_defaults:\n  dialect: duckdb\n"
+    )
+    (project / "models" / "people.sql").write_text(
+        "MODEL (name staging.people, kind FULL);\n"
+        "SELECT 1::BIGINT AS person_id, 'someone@example.com' AS email_address, 'Lyon' AS city"
+    )
+    (project / "models" / "contacts.sql").write_text(
+        "MODEL (name marts.contacts, kind FULL);\n"
+        'SELECT person_id, email_address AS contact_email, upper(email_address) AS "Email", city '
+        "FROM staging.people"
+    )
+    (project / "governance.yaml").write_text(
+        "models:\n  staging.people:\n    columns:\n      email_address: {classification: pii}\n"
+        "      city: {classification: public}\n"
+    )
+    return project
+
+
+def test_pii_follows_the_configured_projects_classification(
+    tmp_path: Path, built_warehouse: Settings
+) -> None:
+    """PII is what the UI's classification says (governance.yaml and column lineage), for any
+    project: renamed e-mail columns of a team's mart are not served, whatever their names."""
+    from sqlmesh import Context
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    project = _team_project(tmp_path, data_dir)
+    ctx = Context(paths=[str(project)])
+    ctx.plan(auto_apply=True, no_prompts=True)
+    ctx.close()
+    settings = dataclasses.replace(built_warehouse, data_dir=data_dir, sqlmesh_project_dir=project)
+    client = TestClient(make_app(settings), headers=AUTH)
+    columns = client.get("/datasets/contacts").json()["columns"]
+    assert [(c["name"], c["classification"]) for c in columns] == [
+        ("person_id", "internal"),
+        ("city", "public"),
+    ]
+    page = client.get("/datasets/contacts/rows")
+    assert page.json()["rows"] == [{"person_id": 1, "city": "Lyon"}]
+    assert "someone@example.com" not in page.text and "SOMEONE@EXAMPLE.COM" not in page.text
+    assert client.get("/datasets/contacts/rows", params={"contact_email": "x"}).status_code == 404

@@ -191,3 +191,7 @@ def test_connection_settings_are_checked(built_warehouse: Settings) -> None:
         catalog_login({"PIPELINES_PG_USER": "pipelines", "PIPELINES_PG_PASSWORD": "x"})
     login = catalog_login({"PIPELINES_API_PG_USER": "api", "PIPELINES_API_PG_PASSWORD": "pw"})
     assert (login["USER"], login["PASSWORD"]) == ("api", "pw")
+    # TLS like every other connection: require by default in prod, PIPELINES_PG_SSLMODE decides
+    assert catalog_login({"PIPELINES_API_PG_USER": "api", "PIPELINES_ENV": "prod"})["SSLMODE"] == "require"
+    custom = {"PIPELINES_API_PG_USER": "api", "PIPELINES_ENV": "prod", "PIPELINES_PG_SSLMODE": "verify-full"}
+    assert catalog_login(custom)["SSLMODE"] == "verify-full"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pipelines.platform.lifecycle import apply_lifecycle, load_rules, to_s3_rules
 from pipelines_tests.services import S3Env
@@ -626,3 +627,26 @@ def test_fill_values_refuses_unfilled_or_unsafe_values(
         == 2
     )
     assert "new file" in capsys.readouterr().err
+
+
+def test_the_data_api_role_reads_only_the_marts_files(template: dict[str, Any]) -> None:
+    """The role deploy/api's service account names exists, trusts that service account only,
+    and can read (never write) the marts' files and nothing else of the lake or the secrets."""
+    role = next(
+        r["Properties"] for k, r in _of_type(template, "AWS::IAM::Role").items() if k.startswith("ApiRole")
+    )
+    account = yaml.safe_load((REPO / "deploy" / "api" / "serviceaccount.yaml").read_text())
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "<API_ROLE_ARN>"
+    cond = role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"]
+    namespace = CONTEXT["k8s_namespace"]
+    assert f"system:serviceaccount:{namespace}:{account['metadata']['name']}" in cond.values()
+    statements = {s["Sid"]: s for s in _statements(template, "ApiRole")}
+    assert {sid: s["Action"] for sid, s in statements.items()} == {
+        "ListMartsPrefix": "s3:ListBucket",
+        "MartsObjects": "s3:GetObject",
+        "LakeKey": "kms:Decrypt",
+    }
+    marts = f"{CONTEXT['deployment']}/warehouse/sqlmesh__marts"
+    assert statements["ListMartsPrefix"]["Condition"] == {"StringLike": {"s3:prefix": [marts, f"{marts}/*"]}}
+    assert json.dumps(statements["MartsObjects"]["Resource"]).endswith(f'"/{marts}/*"]]}}')
+    assert "ApiRoleArn" in template["Outputs"]

@@ -35,7 +35,7 @@ from pipelines_tests.services import (
 )
 
 PROD_BASE = {"PIPELINES_ENV": "prod"}
-KINDS = ("state", "plan_lock", "catalog", "reader", "shop")
+KINDS = ("state", "plan_lock", "catalog", "reader", "api", "shop")
 
 
 # ---------------------------------------------------------------------------- fail closed
@@ -227,6 +227,18 @@ def _every_connection(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> d
         with warehouse.warehouse(Settings.from_env()) as con:
             assert con.execute("SELECT x FROM main.t").fetchone() == (1,)
 
+    def api() -> None:  # the data API's read-only attachment, with its own login
+        from pipelines.api.connection import connect_readonly
+        from pipelines.platform.settings import Settings
+
+        api_env = {**env, "PIPELINES_API_PG_USER": env["PIPELINES_PG_USER"]}
+        api_env["PIPELINES_API_PG_PASSWORD"] = env["PIPELINES_PG_PASSWORD"]
+        con = connect_readonly(Settings.from_env(), api_env)
+        try:
+            assert con.execute("SELECT x FROM main.t").fetchone() == (1,)
+        finally:
+            con.close()
+
     def shop() -> None:
         resource = ShopDatabaseResource(
             host=env["PIPELINES_PG_HOST"],
@@ -243,7 +255,8 @@ def _every_connection(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> d
         finally:
             con.close()
 
-    kinds = {"state": state, "plan_lock": plan_lock, "catalog": catalog, "reader": reader, "shop": shop}
+    kinds = {"state": state, "plan_lock": plan_lock, "catalog": catalog, "reader": reader}
+    kinds |= {"api": api, "shop": shop}
     for kind, action in kinds.items():
         attempt(kind, action)
     return results

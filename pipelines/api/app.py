@@ -28,40 +28,17 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.api.auth import Grant, KeyRing, load_keys
+from pipelines.api.classification import SCHEMA, TableLevels, classify, marts_levels
 from pipelines.api.connection import CatalogConnections, catalog_login
 from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.settings import Settings
-from pipelines.shop.sources.contracts import CONTRACTS
 
 # ---------------------------------------------------------------------------------------------
 # The catalog: what may be served
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA = "marts"
-_STRICTNESS = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
 # A plain scalar type we can bind a filter value to (no STRUCT/LIST/MAP).
 _SCALAR_TYPE = re.compile(r"^[A-Z][A-Z0-9_ ]*(\(\d+(,\s*\d+)?\))?$")
-
-
-def _source_classifications() -> dict[str, str]:
-    """Column name -> strictest classification any source contract gives that name."""
-    classes: dict[str, str] = {}
-    for contract in CONTRACTS.values():
-        for column in contract.columns:
-            current = classes.get(column.name)
-            if current is None or _STRICTNESS[column.classification] > _STRICTNESS[current]:
-                classes[column.name] = column.classification
-    return classes
-
-
-SOURCE_CLASSIFICATIONS = _source_classifications()
-
-
-def classify(column: str) -> str:
-    """``pii-masked`` for salted hashes, else what the source contracts say, else ``internal``."""
-    if column.endswith("_hash"):
-        return "pii-masked"
-    return SOURCE_CLASSIFICATIONS.get(column, "internal")
 
 
 @dataclass(frozen=True)
@@ -126,8 +103,11 @@ def model_descriptions(project_dir: str) -> dict[str, tuple[str | None, dict[str
     return found
 
 
-def list_datasets(con: duckdb.DuckDBPyConnection, project_dir: str | None = None) -> list[DatasetMeta]:
-    """Every table and view of the marts schema, with its servable (non-PII) columns."""
+def list_datasets(
+    con: duckdb.DuckDBPyConnection, project_dir: str | None = None, levels: TableLevels | None = None
+) -> list[DatasetMeta]:
+    """Every table and view of the marts schema, with its servable (non-PII) columns, as
+    ``levels`` (``marts_levels``) classify them."""
     relations = con.execute(
         "SELECT table_name, comment FROM duckdb_tables() "
         "WHERE database_name = current_database() AND schema_name = ? "
@@ -157,10 +137,11 @@ def list_datasets(con: duckdb.DuckDBPyConnection, project_dir: str | None = None
             model_doc, col_docs = model_descriptions(project_dir).get(table, (None, {}))
             description = description or model_doc
             cols = [(n, t, d or col_docs.get(n)) for n, t, d in cols]
+        classified = [(name, data_type, doc, classify(table, name, levels)) for name, data_type, doc in cols]
         metas = tuple(
-            ColumnMeta(name, data_type, doc, classify(name))
-            for name, data_type, doc in cols
-            if classify(name) != "pii" and _is_identifier(name)
+            ColumnMeta(name, data_type, doc, level)
+            for name, data_type, doc, level in classified
+            if level != "pii" and _is_identifier(name)
         )
         datasets.append(DatasetMeta(table, description, metas))
     return datasets
@@ -175,9 +156,12 @@ def _is_identifier(name: str) -> bool:
 
 
 def find_dataset(
-    con: duckdb.DuckDBPyConnection, name: str, project_dir: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    project_dir: str | None = None,
+    levels: TableLevels | None = None,
 ) -> DatasetMeta | None:
-    return next((d for d in list_datasets(con, project_dir) if d.name == name), None)
+    return next((d for d in list_datasets(con, project_dir, levels) if d.name == name), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +352,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     if settings.env == "prod":
         catalog_login()  # fail at startup, not on the first request, without the read-only role
     project_dir = str(settings.sqlmesh_project_dir)
+    levels = marts_levels(settings)  # the UI's classification (from the baked cache in the image)
     app = FastAPI(
         title="Shop marts API",
         version="1.0.0",
@@ -432,7 +417,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     DatasetName = Annotated[str, PathParam(description="A dataset of the marts schema")]
 
     def dataset_or_404(con: duckdb.DuckDBPyConnection, name: str) -> DatasetMeta:
-        dataset = find_dataset(con, name, project_dir)
+        dataset = find_dataset(con, name, project_dir, levels)
         if dataset is None:
             raise HTTPException(404, f"unknown dataset {name!r}")
         return dataset
@@ -446,7 +431,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     @app.get("/ready", response_model=Ready, responses=ERRORS_503, tags=["service"])
     def ready(con: Connection) -> Ready:
         """Readiness: the warehouse catalog answers, and how many datasets it holds."""
-        return Ready(status="ready", env=settings.env, datasets=len(list_datasets(con)))
+        return Ready(status="ready", env=settings.env, datasets=len(list_datasets(con, levels=levels)))
 
     @app.get(
         "/datasets", response_model=DatasetList, responses={**ERRORS_AUTH, **ERRORS_503}, tags=["datasets"]
@@ -461,7 +446,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
                     row_count=row_count(con, d),
                     column_count=len(d.columns),
                 )
-                for d in list_datasets(con, project_dir)
+                for d in list_datasets(con, project_dir, levels)
                 if access.allows(d.name)
             ]
         )

@@ -24,7 +24,7 @@ import duckdb
 from pipelines.platform.duckdb_extensions import install_extensions
 from pipelines.platform.duckdb_s3 import configure_s3
 from pipelines.platform.identifiers import safe_identifier
-from pipelines.platform.postgres import ducklake_metadata_schema
+from pipelines.platform.postgres import ducklake_metadata_schema, pg_sslmode
 from pipelines.platform.settings import Settings
 from pipelines.platform.warehouse import connect as connect_local
 
@@ -38,7 +38,8 @@ def _literal(value: str) -> str:
 
 
 def catalog_login(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """libpq fields for the API's read-only role; both user and password are required in prod."""
+    """libpq fields for the API's read-only role; the user is required in prod. TLS follows
+    ``PIPELINES_PG_SSLMODE`` like every other connection (``require`` by default in prod)."""
     env = os.environ if environ is None else environ
     user = env.get("PIPELINES_API_PG_USER", "").strip()
     if not user:
@@ -52,6 +53,7 @@ def catalog_login(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         "USER": user,
         "PASSWORD": env.get("PIPELINES_API_PG_PASSWORD", ""),
         "DATABASE": env.get("PIPELINES_DUCKLAKE_DB", "ducklake"),
+        "SSLMODE": pg_sslmode(env),
     }
 
 
