@@ -56,6 +56,10 @@ class DeploymentContext:
     bootstrap_service_account: str = "dagster-bootstrap"
     api_service_account: str = "pipelines-api"
     backup_retention_days: int = 14
+    # ``owner/name`` of the repository whose pull-request plan check assumes PlanCheckRole via
+    # GitHub's OIDC provider (already in the account), from its ``plan-check`` environment only
+    github_repository: str = ""
+    github_environment: str = "plan-check"
 
     @classmethod
     def from_node(cls, node: Any) -> DeploymentContext:
@@ -89,6 +93,8 @@ class DeploymentContext:
             bootstrap_service_account=optional("bootstrap_service_account", "dagster-bootstrap"),
             api_service_account=optional("api_service_account", "pipelines-api"),
             backup_retention_days=int(optional("backup_retention_days", "14")),
+            github_repository=optional("github_repository", ""),
+            github_environment=optional("github_environment", "plan-check"),
         )
 
     @property
@@ -211,6 +217,11 @@ class PipelinesStack(cdk.Stack):
             "ApiRole", ctx.api_service_account, lake_key, data_key, [], lake_access=False
         )
         self._marts_read_policy(api_role, lake_key)
+        plan_check_role = (
+            self._plan_check_role(lake_key, data_key, [secrets["db-pipelines"], secrets["pii-salt"]])
+            if ctx.github_repository
+            else None
+        )
         repo = self._ecr(data_key)
         self._backup(cluster, data_key)
 
@@ -230,6 +241,8 @@ class PipelinesStack(cdk.Stack):
             "EcrRepositoryUri": repo.repository_uri,
             "VpcCidr": ctx.vpc_cidr,
         }
+        if plan_check_role is not None:
+            outputs["PlanCheckRoleArn"] = plan_check_role.role_arn
         for suffix, secret in secrets.items():
             outputs["Secret" + "".join(p.title() for p in suffix.split("-"))] = secret.secret_name
         for key, value in outputs.items():
@@ -525,6 +538,80 @@ class PipelinesStack(cdk.Stack):
                     f"Resource::<{self.get_logical_id(self.lake.node.default_child)}.Arn>/{ctx.lake_prefix}/*"
                 ],
             )
+        return role
+
+    def _plan_check_role(self, lake_key: kms.Key, data_key: kms.Key, secrets: list[sm.Secret]) -> iam.Role:
+        """The pull-request plan check (``.github/workflows/ci.yml``): assumed with GitHub's OIDC
+        token from the repository's protected environment only, for an hour at most. It reads the
+        lake and the named secrets, and writes only new files under ``warehouse/`` (the branch
+        environment's new table versions): no delete, nothing in the raw or landing zones."""
+        ctx = self.ctx
+        issuer = "token.actions.githubusercontent.com"
+        provider_arn = cdk.Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:oidc-provider/" + issuer)
+        role = iam.Role(
+            self,
+            "PlanCheckRole",
+            description=f"CI plan check of {ctx.github_repository} ({ctx.github_environment} environment)",
+            assumed_by=iam.FederatedPrincipal(
+                provider_arn,
+                conditions={
+                    "StringEquals": {
+                        f"{issuer}:sub": f"repo:{ctx.github_repository}:environment:{ctx.github_environment}",
+                        f"{issuer}:aud": "sts.amazonaws.com",
+                    }
+                },
+                assume_role_action="sts:AssumeRoleWithWebIdentity",
+            ),
+            max_session_duration=cdk.Duration.hours(1),
+        )
+        prefix = ctx.lake_prefix
+        policy = iam.Policy(
+            self,
+            "PlanCheckRolePolicy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="NamedSecrets",
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[s.secret_arn for s in secrets],
+                ),
+                iam.PolicyStatement(
+                    sid="SecretsKey",
+                    actions=["kms:Decrypt"],
+                    resources=[data_key.key_arn],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{cdk.Aws.REGION}.amazonaws.com"}
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="ListLakePrefix",
+                    actions=["s3:ListBucket"],
+                    resources=[self.lake.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadLake",
+                    actions=["s3:GetObject"],
+                    resources=[self.lake.arn_for_objects(f"{prefix}/*")],
+                ),
+                iam.PolicyStatement(
+                    sid="WriteNewTableFiles",
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[self.lake.arn_for_objects(f"{prefix}/warehouse/*")],
+                ),
+                iam.PolicyStatement(
+                    sid="LakeKey",
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=[lake_key.key_arn],
+                ),
+            ],
+        )
+        policy.attach_to_role(role)
+        lake = self.get_logical_id(self.lake.node.default_child)
+        _nag(
+            policy,
+            ("AwsSolutions-IAM5", "read below the lake prefix, write new files below its warehouse/ only"),
+            applies_to=[f"Resource::<{lake}.Arn>/{prefix}/*", f"Resource::<{lake}.Arn>/{prefix}/warehouse/*"],
+        )
         return role
 
     def _marts_read_policy(self, role: iam.Role, lake_key: kms.Key) -> None:

@@ -94,3 +94,21 @@ def prod(
         postgres_instance(tmp_path, postgres_server, dbs["dagster"]) as instance,
     ):
         yield Deployment(tmp_path, Settings.from_env(), instance)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-skips",
+        action="store_true",
+        help="a skipped test fails (CI's prod-stack job: a missing PostgreSQL or PgBouncer is an error)",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and item.config.getoption("--no-skips") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under --no-skips: {reason}"

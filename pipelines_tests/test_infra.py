@@ -650,3 +650,34 @@ def test_the_data_api_role_reads_only_the_marts_files(template: dict[str, Any]) 
     assert statements["ListMartsPrefix"]["Condition"] == {"StringLike": {"s3:prefix": [marts, f"{marts}/*"]}}
     assert json.dumps(statements["MartsObjects"]["Resource"]).endswith(f'"/{marts}/*"]]}}')
     assert "ApiRoleArn" in template["Outputs"]
+
+
+def test_the_plan_check_role_is_oidc_only_and_cannot_delete(template: dict[str, Any]) -> None:
+    """CI's plan check holds no static key: GitHub's OIDC token of the repository's protected
+    environment assumes it; it reads the lake and two secrets, and writes only new files below
+    warehouse/ (no delete, no raw or landing zone)."""
+    role = next(
+        r["Properties"]
+        for k, r in _of_type(template, "AWS::IAM::Role").items()
+        if k.startswith("PlanCheckRole")
+    )
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    issuer = "token.actions.githubusercontent.com"
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Condition"] == {
+        "StringEquals": {
+            f"{issuer}:sub": f"repo:{CONTEXT['github_repository']}:environment:plan-check",
+            f"{issuer}:aud": "sts.amazonaws.com",
+        }
+    }
+    statements = {s["Sid"]: s for s in _statements(template, "PlanCheckRole")}
+    actions = {
+        a
+        for s in statements.values()
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    assert not {a for a in actions if "Delete" in a or a == "s3:*"}
+    assert len(statements["NamedSecrets"]["Resource"]) == 2  # the pipelines login and the PII salt
+    prefix = CONTEXT["deployment"]
+    assert json.dumps(statements["WriteNewTableFiles"]["Resource"]).endswith(f'"/{prefix}/warehouse/*"]]}}')
+    assert "PlanCheckRoleArn" in template["Outputs"]

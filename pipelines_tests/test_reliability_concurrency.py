@@ -526,3 +526,30 @@ def test_an_environment_a_plan_in_flight_left_unfinished_is_left_to_it(
     assert not worker.is_alive() and worker.error is None, worker.error
     assert not log.saw("left unfinished")
     assert project.environment().finalized_ts == finalized
+
+
+def test_the_pull_request_plan_check_applies_under_the_plan_lock(plan_lock_project: PlanLockProject) -> None:
+    """CI's plan check writes the shared state (its branch environment): it waits while the
+    ``sqlmesh_plan`` job (or a run creating prod) holds the plan lock, then applies."""
+    from pipelines.ops.plan_check import run_plan_check
+
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    model = Path(project.resource.project_dir) / "models" / "daily_totals.sql"
+    model.write_text(model.read_text().replace("count(*)::BIGINT AS n", "count(*)::BIGINT AS n, 1 AS v"))
+    day = (date.today() - timedelta(days=2)).isoformat()
+    holder = project.hold_lock()
+    try:
+        worker = Worker(
+            lambda: run_plan_check(Path(project.resource.project_dir), None, "feature/v", day, day)
+        )
+        worker.start()
+        wait_until(
+            lambda: project.waiters() == 1 or not worker.is_alive(), "the check waits for the plan lock"
+        )
+        assert worker.is_alive(), worker.error
+        assert project.sql("SELECT count(*) FROM sqlmesh._environments WHERE name = 'feature_v'")[0][0] == 0
+    finally:
+        holder.close()
+    worker.join(timeout=180)
+    assert not worker.is_alive() and worker.error is None, worker.error

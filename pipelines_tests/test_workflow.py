@@ -3,6 +3,7 @@ locally (the plan check against a prod built on the local prod stack: PostgreSQL
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from pipelines_tests.services import PostgresServer, S3Env
 ROOT = Path(__file__).parents[1]
 BUNDLED = ROOT / "pipelines" / "shop" / "sqlmesh_project"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
-SECRET = re.compile(r"^\$\{\{\s*secrets\.([A-Z0-9_]+)\s*\}\}$")
+SETTING = re.compile(r"^\$\{\{\s*vars\.([A-Z0-9_]+)\s*\}\}$")
 
 
 def workflow() -> dict:
@@ -45,12 +46,22 @@ def test_the_workflow_runs_the_readme_test_command_and_the_plan_check_on_pull_re
     assert "pull_request" in job["if"]
     assert any(r.startswith("uv run pipelines plan-check") for r in runs("plan-check"))
     assert any("GITHUB_STEP_SUMMARY" in r for r in runs("plan-check"))
-    # credentials only from secrets, and every variable is one the code reads
+    # after the tests, from a protected environment, with an OIDC-assumed role: no stored secret
+    assert job["needs"] == "test" and job["environment"] == "plan-check"
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assume = next(
+        s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials")
+    )
+    assert SETTING.match(assume["with"]["role-to-assume"])
+    assert "secrets." not in WORKFLOW.read_text()
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PIPELINES_PG_PASSWORD"} & set(job["env"])
     source = "\n".join(p.read_text() for p in (ROOT / "pipelines").rglob("*.py"))
-    for name, value in job["env"].items():
-        if any(word in name for word in ("PASSWORD", "SECRET", "KEY", "SALT")):
-            assert SECRET.match(value), f"{name} must come from secrets"
+    for name in job["env"]:  # every variable is one the code reads
         assert name.startswith("AWS_") or f'"{name}"' in source, f"{name} is read nowhere"
+    steps = runs("plan-check")
+    assert steps.index("uv run python -m pipelines.ops.ci_secrets") < next(
+        i for i, r in enumerate(steps) if r.startswith("uv run pipelines plan-check")
+    )
 
 
 def test_every_command_of_the_workflow_exists(capsys: pytest.CaptureFixture) -> None:
@@ -58,6 +69,7 @@ def test_every_command_of_the_workflow_exists(capsys: pytest.CaptureFixture) -> 
     for job in workflow()["jobs"]:
         for command in runs(job):
             words = command.split()
+            words = words[1:] if words[0] == "sudo" else words  # installation steps
             assert shutil.which(words[0]), f"{words[0]} (in {command!r}) is not installed"
             if words[:2] != ["uv", "run"]:
                 continue
@@ -81,6 +93,25 @@ def bash(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=900,
     )
+
+
+def test_the_prod_stack_job_runs_every_prod_stack_test_and_fails_on_skips() -> None:
+    """Per merge to main and nightly, after the tests: the slow production-stack tests with
+    their services installed, a skip counted as a failure."""
+    wf = workflow()
+    job = wf["jobs"]["prod-stack"]
+    assert job["needs"] == "test" and "pull_request" in job["if"] and "schedule" in wf.get("on", wf.get(True))
+    (command,) = [r for r in runs("prod-stack") if r.startswith("uv run pytest")]
+    words = command.split()
+    assert words[3:6] == ["-m", "slow", "--no-skips"]
+    prod_files = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "pipelines_tests").glob("test_*.py")
+        if "prod_environment(" in p.read_text() or "prod_env(" in p.read_text()
+    }
+    slow_prod = {p for p in prod_files if "pytest.mark.slow" in (ROOT / p).read_text()}
+    assert slow_prod <= set(words[6:]), f"prod-stack tests the job leaves out: {slow_prod - set(words[6:])}"
+    assert any("postgresql pgbouncer" in r for r in runs("prod-stack"))
 
 
 def test_the_test_job_passes_locally() -> None:
@@ -120,22 +151,44 @@ def test_the_plan_check_job_passes_locally_against_a_prod_on_the_local_prod_stac
                 "revenue_usd: 150.0, avg_order_value_usd: 50.0",
             )
         )
+        # the repository's variables, and the secrets the OIDC role reads, from the local stack
+        # (the configure-aws-credentials step is GitHub's: here the S3 server's keys stand in)
+        import boto3
+
+        manager = boto3.client("secretsmanager", endpoint_url=s3_env.endpoint_url, region_name=s3_env.region)
+        login = {"username": prod_vars["PIPELINES_PG_USER"], "password": prod_vars["PIPELINES_PG_PASSWORD"]}
+        manager.create_secret(Name="pipelines/prod/db-pipelines", SecretString=json.dumps(login))
+        manager.create_secret(Name="pipelines/prod/pii-salt", SecretString=prod_vars["PIPELINES_PII_SALT"])
+        repository_vars = {
+            **prod_vars,
+            "PIPELINES_PG_SECRET_ID": "pipelines/prod/db-pipelines",
+            "PIPELINES_PII_SALT_SECRET_ID": "pipelines/prod/pii-salt",
+        }
         job_env = workflow()["jobs"]["plan-check"]["env"]
-        env = {k: v for k, v in os.environ.items() if k not in job_env}
-        for name, value in job_env.items():  # the secrets, provided by the local stack
-            secret = SECRET.match(value)
-            resolved = (prod_vars.get(name) or os.environ.get(name)) if secret else value
+        from_secrets = {"PIPELINES_PG_USER", "PIPELINES_PG_PASSWORD", "PIPELINES_PII_SALT"}
+        env = {k: v for k, v in os.environ.items() if k not in job_env and k not in from_secrets}
+        for name, value in job_env.items():
+            setting = SETTING.match(value)
+            resolved = (repository_vars.get(name) or os.environ.get(name)) if setting else value
             if resolved:
                 env[name] = resolved
+        github_env = tmp_path / "github_env"
+        github_env.touch()
         env |= {
             "GITHUB_HEAD_REF": "feature/returns-are-revenue",
             "RUNNER_TEMP": str(tmp_path),
             "GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary.md"),
+            "GITHUB_ENV": str(github_env),
             "SQLMESH_PROJECT_DIR": str(project),
+            "AWS_ENDPOINT_URL": s3_env.endpoint_url,
         }
         for command in runs("plan-check"):
             result = bash(command, env)
             assert result.returncode == 0, f"{command}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
+            assert prod_vars["PIPELINES_PG_PASSWORD"] not in result.stdout.replace(
+                f"::add-mask::{prod_vars['PIPELINES_PG_PASSWORD']}", ""
+            )
+            env |= dict(line.split("=", 1) for line in github_env.read_text().splitlines())
         summary = (tmp_path / "step_summary.md").read_text()
         assert "Environment `feature_returns_are_revenue` on gateway `prod`" in summary
         assert "| `marts.daily_revenue` | directly modified | breaking |" in summary

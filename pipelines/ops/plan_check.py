@@ -316,7 +316,8 @@ def run_plan_check(
                     prod_intervals=_merged(old.intervals) if old is not None else [],
                 )
             )
-        ctx.apply(plan)  # only the environment's views and the changed models' new tables
+        with _shared_state_plan_lock(ctx, gateway):
+            ctx.apply(plan)  # only the environment's views and the changed models' new tables
         for item in check.models:
             if item.change != "removed":
                 _compare(ctx, item, environment, start, end, hidden)
@@ -331,6 +332,23 @@ def run_plan_check(
         finally:
             ctx.close()
     return check
+
+
+@contextmanager
+def _shared_state_plan_lock(ctx: Any, gateway: str | None) -> Iterator[None]:
+    """Prod's plan lock while applying, when the state is a shared PostgreSQL: a check then never
+    writes the state while the ``sqlmesh_plan`` job or a run's first environment does."""
+    import logging
+
+    from pipelines.sqlmesh_bridge.locks import postgres_state
+    from pipelines.sqlmesh_bridge.resource import postgres_plan_lock
+
+    state = postgres_state(ctx.config, gateway)
+    if state is None:
+        yield
+        return
+    with postgres_plan_lock(state, logging.getLogger(__name__)):
+        yield
 
 
 def _compare(
