@@ -1,6 +1,7 @@
 """One daily incremental run on the production stack (issue 27, item 3): ours vs a bare ``sqlmesh run``.
 
     uv run python bench/bench_prod_daily.py [--models 1000] [--days 2] [--repeats 2] [--no-floor]
+        [--profile ours.prof]
 
 The production stack, as ``pipelines_tests/prod_env.py`` builds it for the tests: a durable
 PostgreSQL (fsync on) behind a PgBouncer in session mode (docs/production.md) holding Dagster's
@@ -32,9 +33,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_alternatives import RUN_FLOOR, _process, _start_pg, _stop_pg  # noqa: E402
-from bench_engine import OUR_LOAD, POSTGRES_YAML, REPO  # noqa: E402
+from bench_engine import OUR_LOAD, POSTGRES_YAML  # noqa: E402
 from generate_project import generate  # noqa: E402
 
 from pipelines.ops.cli import DAGSTER_EVENT_ENV  # noqa: E402
@@ -108,10 +109,17 @@ print(0, 0)
 
 # one partition, as the schedule's RunRequest(partition_key=day) launches it
 TIMED_DAY = """
+import cProfile, os
+profile = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
 with dg.DagsterInstance.get() as instance:
     t = time.perf_counter()
+    if profile:
+        profile.enable()
     result = job_def.execute_in_process(instance=instance, partition_key=sys.argv[1])
     elapsed = time.perf_counter() - t
+    if profile:
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_PROFILE"])
     events = len(instance.all_logs(result.run_id))
 assert result.success
 print(elapsed, events)
@@ -124,6 +132,7 @@ class Stack:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per S3 request
         self.server, self.bouncer = _start_pg()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
@@ -180,7 +189,7 @@ def _project(root: Path, models: int) -> Path:
     return project
 
 
-def _side(stack: Stack, tool: str, models: int, days: int) -> dict[str, float]:
+def _side(stack: Stack, tool: str, models: int, days: int, profile: Path | None = None) -> dict[str, float]:
     last = FIRST + timedelta(days=days - 1)
     day = last + timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,6 +211,8 @@ def _side(stack: Stack, tool: str, models: int, days: int) -> dict[str, float]:
             )
         else:
             code = (OUR_JOB if tool == "ours" else RUN_FLOOR) + TIMED_DAY
+            if profile is not None and tool == "ours":
+                env["BENCH_PROFILE"] = str(profile)
             run, wall, events = _process(sys.executable, code, env, day.isoformat(), day.isoformat())
         after = stack.counters(dbs)
     result: dict[str, float] = {"setup_s": setup, "run_s": run, "process_s": wall, "events": events}
@@ -235,6 +246,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2, help="days backfilled before the timed day")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--profile", type=Path, help="cProfile our timed run into this file (skews its time)")
     args = parser.parse_args()
     tools = ["bare", "ours"] + ([] if args.no_floor else ["floor"])
     stack = Stack()
@@ -243,7 +255,7 @@ def main() -> None:
         for i in range(args.repeats):
             rep = {}
             for tool in tools if i % 2 == 0 else reversed(tools):
-                rep[tool] = _side(stack, tool, args.models, args.days)
+                rep[tool] = _side(stack, tool, args.models, args.days, args.profile)
                 print(tool, rep[tool], f"load {os.getloadavg()}", file=sys.stderr, flush=True)
             reps.append(rep)
     finally:
