@@ -32,6 +32,7 @@ from pipelines.api.connection import CatalogConnections, catalog_login
 from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.settings import Settings
 from pipelines.shop.sources.contracts import CONTRACTS
+from pipelines.sqlmesh_bridge.project import quoted_table
 
 # ---------------------------------------------------------------------------------------------
 # The catalog: what may be served
@@ -81,14 +82,16 @@ class DatasetMeta:
     name: str
     description: str | None
     columns: tuple[ColumnMeta, ...]
+    catalog: str | None = None  # the connection's catalog, which holds the marts schema
 
     def column(self, name: str) -> ColumnMeta | None:
         return next((c for c in self.columns if c.name == name), None)
 
     @property
     def relation(self) -> str:
-        """The quoted relation name; only ever built from a name the catalog returned."""
-        return f'{SCHEMA}."{safe_identifier(self.name, "dataset name")}"'
+        """The relation, fully qualified and quoted per part (``marts.x`` alone is ambiguous when
+        a catalog is named ``marts``); only ever built from names the catalog returned."""
+        return quoted_table(self.catalog, SCHEMA, safe_identifier(self.name, "dataset name"))
 
 
 def _clean(text: str | None) -> str | None:
@@ -128,6 +131,7 @@ def model_descriptions(project_dir: str) -> dict[str, tuple[str | None, dict[str
 
 def list_datasets(con: duckdb.DuckDBPyConnection, project_dir: str | None = None) -> list[DatasetMeta]:
     """Every table and view of the marts schema, with its servable (non-PII) columns."""
+    (catalog,) = con.execute("SELECT current_database()").fetchone()  # type: ignore[misc]
     relations = con.execute(
         "SELECT table_name, comment FROM duckdb_tables() "
         "WHERE database_name = current_database() AND schema_name = ? "
@@ -162,7 +166,7 @@ def list_datasets(con: duckdb.DuckDBPyConnection, project_dir: str | None = None
             for name, data_type, doc in cols
             if classify(name) != "pii" and _is_identifier(name)
         )
-        datasets.append(DatasetMeta(table, description, metas))
+        datasets.append(DatasetMeta(table, description, metas, catalog))
     return datasets
 
 
