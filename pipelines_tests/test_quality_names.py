@@ -206,3 +206,58 @@ def test_a_check_that_cannot_compute_says_why_on_the_check_and_an_error_rule_sti
     failure = next(e for e in events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "sqlmesh_models" and "blocking asset check" in str(failure.event_specific_data)
     assert "report" not in {e.step_key for e in events if e.event_type_value == "STEP_START"}
+
+
+PROD_CONFIG = """\
+from sqlmesh.core.config import Config, ModelDefaultsConfig
+
+from pipelines.platform.duckdb_extensions import install_extensions
+from pipelines.platform.sqlmesh_gateways import prod_gateway
+
+install_extensions()
+config = Config(
+    gateways={"prod": prod_gateway()},
+    default_gateway="prod",
+    model_defaults=ModelDefaultsConfig(dialect="duckdb", start="2026-01-01", cron="@daily"),
+)
+"""
+PROD_MODELS = {
+    # the DuckLake catalog is ``lake``: a schema of the same name makes ``lake.orders`` ambiguous
+    "orders": MODELS["orders"].replace("warehouse.orders", "lake.orders"),
+    "reserved": MODELS["reserved"],
+    "whole": MODELS["whole"].replace("warehouse.orders", "lake.orders"),
+}
+
+
+def test_on_the_prod_stack_a_ducklake_catalog_is_profiled_whatever_its_names(
+    prod: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckLake catalog in PostgreSQL, data on the S3 server: the same names are profiled in the
+    SQLMesh step and by checks run alone (another connection, ``USE lake``), with no false alarm."""
+    root = prod.root / "lake_project"
+    (root / "models").mkdir(parents=True)
+    (root / "config.py").write_text(PROD_CONFIG)
+    for name, sql in PROD_MODELS.items():
+        (root / "models" / f"{name}.sql").write_text(sql + "\n")
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(root))
+    defs = prod.definitions()
+    first = prod.run("*", start="2026-01-01", end="2026-01-10", defs=defs)
+    assert first.success
+    checks = profile_results(first)
+    assert {k[0] for k in checks} == {"lake/orders", "select/from", "group/order"}
+    failed = {k: e.description for k, e in checks.items() if not e.passed or "computed" in e.metadata}
+    assert not failed, failed
+    volume = checks[("lake/orders", "volume_anomaly")]
+    assert volume.metadata["partitions_judged"].value == 10
+    assert volume.metadata["partitions_in_warmup"].value == 7
+    assert volume.metadata["observed"].value == rows_on("2026-01-10")  # a Saturday: 26 rows
+    assert "3 judged (2026-01-08 .. 2026-01-10)" in (volume.description or "")
+    assert checks[("group/order", "volume_anomaly")].metadata["observed"].value == 1
+
+    keys = [dg.AssetCheckKey(dg.AssetKey(["lake", "orders"]), c) for c in PROFILE_CHECKS]
+    alone = prod.run(dg.AssetSelection.checks(*keys), defs=defs)  # type: ignore[arg-type]
+    assert alone.success
+    verdicts = profile_results(alone)
+    assert set(verdicts) == {("lake/orders", c) for c in PROFILE_CHECKS}
+    assert all(v.passed and "computed" not in v.metadata for v in verdicts.values())
+    assert verdicts[("lake/orders", "volume_anomaly")].metadata["partition"].value == "2026-01-10"
