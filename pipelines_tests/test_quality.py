@@ -32,7 +32,7 @@ from pipelines.quality.checks import (
 from pipelines.quality.grain import DAY
 from pipelines.quality.history import TABLE as HISTORY
 from pipelines.quality.history import ProfileStore, record_profile
-from pipelines.quality.profile import profile_partitions, profile_table
+from pipelines.quality.profile import profile_partitions, profile_table, table_sql
 from pipelines.quality.rules import WARN, project_rules
 from pipelines.quality.schema_change import schema_change_before, schema_change_result
 from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
@@ -248,9 +248,13 @@ def test_profile_is_one_query_and_matches_sql(settings: Settings) -> None:
 
 def test_profile_rejects_unsafe_names(settings: Settings) -> None:
     with duckdb.connect(warehouse_path(settings)) as con:
-        for bad in ("marts.fct_orders; DROP TABLE x", "a.b.c.d", 'marts."x"', ""):
+        for bad in ("marts.fct_orders; DROP TABLE x", "a.b.c.d", "marts.bad-name", "marts.x AS y", ""):
             with pytest.raises((InvalidIdentifierError, ValueError)):
                 profile_table(con, bad, None, None)
+        # a quoted part (SQLMesh's parsed names are quoted) stays one name, whatever it holds
+        assert table_sql('"marts"."x""; DROP TABLE y; --"') == '"marts"."x""; DROP TABLE y; --"'
+        with pytest.raises(duckdb.CatalogException, match="does not exist"):
+            profile_table(con, '"marts"."x""; DROP TABLE y; --"', None, None)
         with pytest.raises(InvalidIdentifierError):
             profile_partitions(con, TABLE, "order_date", ["2026-01-01' OR 1=1 --"])
 

@@ -32,6 +32,7 @@ from pipelines.api.classification import SCHEMA, TableLevels, classify, marts_le
 from pipelines.api.connection import CatalogConnections, catalog_login
 from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.settings import Settings
+from pipelines.sqlmesh_bridge.project import quoted_table
 
 # ---------------------------------------------------------------------------------------------
 # The catalog: what may be served
@@ -58,14 +59,16 @@ class DatasetMeta:
     name: str
     description: str | None
     columns: tuple[ColumnMeta, ...]
+    catalog: str | None = None  # the connection's catalog, which holds the marts schema
 
     def column(self, name: str) -> ColumnMeta | None:
         return next((c for c in self.columns if c.name == name), None)
 
     @property
     def relation(self) -> str:
-        """The quoted relation name; only ever built from a name the catalog returned."""
-        return f'{SCHEMA}."{safe_identifier(self.name, "dataset name")}"'
+        """The relation, fully qualified and quoted per part (``marts.x`` alone is ambiguous when
+        a catalog is named ``marts``); only ever built from names the catalog returned."""
+        return quoted_table(self.catalog, SCHEMA, safe_identifier(self.name, "dataset name"))
 
 
 def _clean(text: str | None) -> str | None:
@@ -108,6 +111,7 @@ def list_datasets(
 ) -> list[DatasetMeta]:
     """Every table and view of the marts schema, with its servable (non-PII) columns, as
     ``levels`` (``marts_levels``) classify them."""
+    (catalog,) = con.execute("SELECT current_database()").fetchone()  # type: ignore[misc]
     relations = con.execute(
         "SELECT table_name, comment FROM duckdb_tables() "
         "WHERE database_name = current_database() AND schema_name = ? "
@@ -143,7 +147,7 @@ def list_datasets(
             for name, data_type, doc, level in classified
             if level != "pii" and _is_identifier(name)
         )
-        datasets.append(DatasetMeta(table, description, metas))
+        datasets.append(DatasetMeta(table, description, metas, catalog))
     return datasets
 
 

@@ -34,6 +34,7 @@ class AnomalyResult:
     history_points: int
     scale: float | None = None
     score: float | None = None
+    warmup: int | None = None  # earlier partitions needed before judging (set in warm-up)
 
     @property
     def band(self) -> tuple[float, float] | None:
@@ -42,10 +43,15 @@ class AnomalyResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def warmup_text(self) -> str:
+        """``warm-up: 3 of 7`` earlier partitions seen."""
+        return f"warm-up: {self.history_points} of {self.warmup} earlier partitions"
+
     def describe(self, what: str) -> str:
         if self.in_warmup:
             seen = f"{what} = {_fmt(self.observed)}"
-            return f"{seen}: warm-up ({self.history_points} earlier partitions), not evaluated"
+            return f"{seen}, not judged yet ({self.warmup_text})"
         if self.band is None:
             return f"{what}: {self.method}"
         verdict = "within" if self.passed else "OUTSIDE"
@@ -60,8 +66,8 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
-def _warmup(observed: float | None, points: int) -> AnomalyResult:
-    return AnomalyResult(True, observed, None, None, None, "warmup", True, points)
+def _warmup(observed: float | None, points: int, warmup: int) -> AnomalyResult:
+    return AnomalyResult(True, observed, None, None, None, "warmup", True, points, warmup=warmup)
 
 
 def robust_center_scale(values: Sequence[float]) -> tuple[float, float]:
@@ -97,7 +103,7 @@ def volume_anomaly(
     """
     points = len(history_counts)
     if points < warmup:
-        return _warmup(new_count, points)
+        return _warmup(new_count, points, warmup)
     method = "median_mad"
     values = [float(c) for _, c in history_counts]
     if new_date is not None:
@@ -137,7 +143,7 @@ def null_rate_drift(
     """
     history = [f for f in history_fractions if f is not None]
     if len(history) < warmup:
-        return _warmup(new_fraction, len(history))
+        return _warmup(new_fraction, len(history), warmup)
     if new_fraction is None:
         return AnomalyResult(True, None, None, None, None, "empty_partition", False, len(history))
     center = statistics.median(history)
@@ -169,7 +175,7 @@ def distribution_drift(
     """
     history = [m for m in history_means if m is not None]
     if len(history) < warmup:
-        return _warmup(new_mean, len(history))
+        return _warmup(new_mean, len(history), warmup)
     if new_mean is None:
         return AnomalyResult(True, None, None, None, None, "no_values", False, len(history))
     center, scale = robust_center_scale(history)

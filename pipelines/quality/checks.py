@@ -200,6 +200,34 @@ def _what(check: str, column: str | None) -> str:
     return f"{kind} of {column}"
 
 
+def _span(outcomes: Sequence[Outcome]) -> str:
+    first, last = outcomes[0].partition, outcomes[-1].partition
+    return first if first == last else f"{first} .. {last}"
+
+
+def describe_verdict(check: str, decisive: Outcome, outcomes: Sequence[Outcome]) -> str:
+    """One line for the UI: the deciding partition's verdict and, for a run of several
+    partitions, which were judged against their bands and which were still warming up."""
+    verdict = f"{decisive.partition}: " + decisive.result.describe(_what(check, decisive.column))
+    if len(outcomes) < 2:
+        return verdict
+    warm = [o for o in outcomes if o.result.in_warmup]
+    judged = [o for o in outcomes if not o.result.in_warmup]
+    parts = []
+    if warm:
+        seen = f"{warm[0].result.history_points}..{warm[-1].result.history_points}"
+        parts.append(
+            f"{len(warm)} not judged yet ({_span(warm)}, warm-up: {seen} of {warm[0].result.warmup})"
+        )
+    if judged:
+        failed = sum(not o.result.passed for o in judged)
+        parts.append(
+            f"{len(judged)} judged ({_span(judged)}) each against the band of its earlier partitions, "
+            f"{failed} outside it"
+        )
+    return f"{len(outcomes)} partitions {_span(outcomes)}: {'; '.join(parts)}. {verdict}"
+
+
 def check_metadata(
     decisive: Outcome, outcomes: Sequence[Outcome], sql: str, sample: str | None
 ) -> dict[str, Any]:
@@ -352,8 +380,7 @@ def judge_profiles(
                 check_name=check,
                 passed=passed,
                 severity=rule.severity_of(check),
-                description=f"{decisive.partition}: "
-                + decisive.result.describe(_what(check, decisive.column)),
+                description=describe_verdict(check, decisive, outcomes[check]),
                 metadata=check_metadata(decisive, outcomes[check], sql, sample),
             )
         )

@@ -13,6 +13,8 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+from sqlglot import exp, parse_one
+from sqlglot.errors import ParseError
 
 from pipelines.platform.identifiers import safe_identifier
 from pipelines.quality.grain import DAY, Grain
@@ -49,11 +51,20 @@ def quote(name: str) -> str:
 
 
 def table_sql(table: str) -> str:
-    """``schema.table`` (or ``catalog.schema.table``) validated part by part and quoted."""
-    parts = table.split(".") if isinstance(table, str) else []
-    if not 1 <= len(parts) <= 3:
+    """A table reference (``schema.table``, ``"catalog"."my schema"."my.table"``) parsed as
+    SQL and quoted part by part. Quoted parts are taken as they are (rules carry the names
+    SQLMesh parsed, ``ModelInfo.sql_name``); an unquoted part, as a person types it, must be a
+    plain identifier. Anything else than one table reference is refused."""
+    try:
+        parsed = parse_one(table, into=exp.Table, dialect="duckdb") if isinstance(table, str) else None
+    except ParseError:
+        parsed = None
+    args = parsed.args if parsed is not None else {}
+    given = [args[k] for k in ("catalog", "db", "this") if args.get(k) is not None]
+    extra = any(v for k, v in args.items() if k not in ("catalog", "db", "this"))
+    if not given or extra or not all(isinstance(p, exp.Identifier) for p in given):
         raise ValueError(f"invalid table name {table!r}")
-    return ".".join(quote(safe_identifier(p, "table name part")) for p in parts)
+    return ".".join(quote(p.name if p.quoted else safe_identifier(p.name, "table name part")) for p in given)
 
 
 def is_numeric(type_name: str) -> bool:
@@ -143,7 +154,7 @@ def _column_stats(name: str, type_name: str) -> list[tuple[str, str]]:
 def partition_expr(partition_column: str, type_name: str | None = None) -> str:
     """The partition column as SQL; a string time column (``time_column (ds, '%Y-%m-%d')``) is
     read as a timestamp, so it compares with the partition bounds."""
-    col = quote(safe_identifier(partition_column, "partition column"))
+    col = quote(partition_column)  # SQLMesh's parsed time column: quoted, any character
     if type_name and type_name.upper().split("(")[0] in ("VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"):
         return f"TRY_CAST({col} AS TIMESTAMP)"
     return col
@@ -256,7 +267,7 @@ def latest_partition(
     con: duckdb.DuckDBPyConnection, table: str, partition_column: str, grain: Grain = DAY
 ) -> str | None:
     """The newest partition present in the table, the one to check when a run names none."""
-    col = quote(safe_identifier(partition_column, "partition column"))
+    col = quote(partition_column)
     row = con.execute(f"SELECT {grain.bucket_sql(f'max({col})')} FROM {table_sql(table)}").fetchone()
     return grain.key(row[0]) if row and row[0] is not None else None
 

@@ -32,7 +32,6 @@ import yaml
 
 from pipelines.platform.identifiers import safe_identifier
 from pipelines.quality.grain import Grain, grain_of
-from pipelines.quality.profile import table_sql
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
 
 VOLUME, NULLS, DRIFT = "volume_anomaly", "null_drift", "distribution_drift"
@@ -231,8 +230,9 @@ def _validate_settings(
                     )
         if key in _COLUMN_SETTINGS:
             for column in value:
-                try:
-                    safe_identifier(column, "column")
+                try:  # a column of the model is quoted in SQL; only an unknown one must be plain
+                    if not (columns and column in columns):
+                        safe_identifier(column, "column")
                 except ValueError as exc:
                     raise QualityConfigError(f"{at}: rule '{rule}': {exc}") from exc
                 if columns and column not in columns:
@@ -318,8 +318,7 @@ def rule_for(model: ModelInfo, key: dg.AssetKey, settings: ModelSettings) -> Qua
     """The checks a model gets: its kind's defaults, adjusted by its settings."""
     if not profiled(model) or settings.get("checks") is False:
         return None
-    table = f"{model.schema}.{model.table}"
-    table_sql(table)
+    table = model.sql_name()  # SQLMesh's parsed parts, quoted: any name, never ambiguous
     partitioned = model.time_partitioned
     null_watch = settings.get("null_columns")
     drift_watch = settings.get("distribution_columns")

@@ -12,7 +12,6 @@ assets judge what the warehouse already holds, through a connection of their own
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -48,7 +47,6 @@ from pipelines.quality.schema_change import (
 )
 from pipelines.sqlmesh_bridge import ModelInfo, ModelReport
 
-log = logging.getLogger(__name__)
 # kinds that are not profiled: a view would run its whole query, an embedded model is no table
 NOT_PROFILED = {"VIEW", "EMBEDDED"}
 
@@ -82,22 +80,35 @@ class QualityHook:
         con = ctx.engine_adapter.cursor
         report = ModelReport()
         profiles: list[TableProfile] | None = None
+        error: Exception | None = None
         try:
             if model.kind in NOT_PROFILED:
                 report.metadata = _column_schema(con, model)
             else:
                 profiles = _profile(con, model, partitions)
                 report.metadata = profile_metadata(profiles, {n: doc for n, _, doc in model.columns if doc})
-        except Exception as exc:  # a profile informs; it never fails the run
-            log.warning("no profile for %s: %s", model.fqn, exc)
+        except Exception as exc:  # a profile informs; it never fails the run (an ERROR check may)
+            error = exc
         rule = self.rules.get(key)
         if rule is not None:
-            report.checks += self._judge(con, rule, profiles)
+            judged = False
+            if profiles is not None:
+                try:
+                    report.checks += judge_profiles(
+                        rule, {key_of(p): p for p in profiles}, con, ProfileStore(con), record=False
+                    )
+                    judged = True
+                except Exception as exc:  # the history unreachable, a sample query failing...
+                    error = exc
+            if not judged and error is not None:
+                report.checks += cannot_compute(rule, model.sql_name(), error)
+        if error is not None:  # once per model, whatever number of checks it cost
+            _cannot_compute_log(context, model, error)
         if profiles:
             try:  # tagged with the run: a check run alone later finds what this run saw
                 ProfileStore(con).record_many({asset_key_string(key): profiles}, run_id=context.run_id)
             except Exception as exc:
-                log.warning("profiles of %s not kept in the history: %s", model.fqn, exc)
+                context.log.warning(f"profiles of {model.name} not kept in the history: {_error_text(exc)}")
         if key in self.keys:
             report.checks.append(self._schema_change(context, key, report.metadata))
         return report
@@ -119,27 +130,6 @@ class QualityHook:
         before = run_start(context.instance, run_id)
         return schema_change_before(context.instance, key, new, before, WARN)
 
-    def _judge(
-        self, con: Any, rule: QualityRule, profiles: list[TableProfile] | None
-    ) -> list[dg.AssetCheckResult]:
-        """The profile checks' verdicts; a check that could not judge says why and fails (as a
-        WARN), never a false pass."""
-        if profiles is not None:
-            try:
-                store = ProfileStore(con)
-                return judge_profiles(rule, {key_of(p): p for p in profiles}, con, store, record=False)
-            except Exception as exc:
-                reason = f"could not judge {rule.table}: {type(exc).__name__}: {exc}"
-        else:
-            reason = f"could not profile {rule.table} (see the run's log)"
-        return [
-            dg.AssetCheckResult(
-                asset_key=rule.asset_key, check_name=check, passed=False, severity=WARN, description=reason
-            )
-            for check in PROFILE_CHECKS
-            if check in rule.checks
-        ]
-
     def checks_alone(
         self, context: dg.AssetExecutionContext, models: list[tuple[ModelInfo, dg.AssetKey]]
     ) -> Iterator[dg.AssetCheckResult]:
@@ -154,10 +144,15 @@ class QualityHook:
         if profiled:
             with self.connect() as con:  # one connection for the history and every query
                 store = ProfileStore(con)
-                for _, key in profiled:
+                for model, key in profiled:
                     rule = self.rules[key]
                     parts = rule_partitions(rule, run)
-                    results += run_profile_checks(rule, parts, con, store, selected[key])
+                    try:
+                        results += run_profile_checks(rule, parts, con, store, selected[key])
+                    except Exception as exc:  # said on the checks (and once in the log), never a crash
+                        _cannot_compute_log(context, model, exc)
+                        failed = cannot_compute(rule, model.sql_name(), exc)
+                        results += [r for r in failed if r.check_name in selected[key]]
         for _, key in models:
             if SCHEMA_CHECK in selected.get(key, set()) and key in self.keys:
                 results.append(schema_change_result(context.instance, key, WARN))
@@ -167,7 +162,7 @@ class QualityHook:
 def _profile(con: Any, model: ModelInfo, partitions: list[str] | None) -> list[TableProfile]:
     """What the materialization wrote: one profile per partition of the model's own grain
     (one SQL aggregate), or the whole table for a model without time partitions."""
-    table = f"{model.schema}.{model.table}"
+    table = model.sql_name()
     column, grain, keys = None, grain_of(model.interval_unit), None
     if model.time_partitioned:
         column = model.time_column
@@ -181,8 +176,41 @@ def _profile(con: Any, model: ModelInfo, partitions: list[str] | None) -> list[T
 def _column_schema(con: Any, model: ModelInfo) -> dict[str, Any]:
     """A view's columns as the warehouse has them (for its schema-change check), without
     running the view's query."""
-    table = f"{model.schema}.{model.table}"
+    table = model.sql_name()
     docs = {name: doc for name, _, doc in model.columns if doc}
     found = describe(con, table)
     columns = [dg.TableColumn(name, dtype, description=docs.get(name)) for name, dtype in found]
     return {"dagster/column_schema": dg.TableSchema(columns=columns)}
+
+
+def _error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _cannot_compute_log(context: dg.AssetExecutionContext, model: ModelInfo, error: Exception) -> None:
+    context.log.warning(f"quality checks of {model.name} could not compute: {_error_text(error)}")
+
+
+def cannot_compute(rule: QualityRule, table: str, error: Exception) -> list[dg.AssetCheckResult]:
+    """The profile checks' results when their SQL failed: failed, with the rule's own severity
+    (an ERROR check stays blocking: downstream must not run on unchecked data), and the error and
+    the model in the metadata, where the UI shows them."""
+    text = _error_text(error)
+    first_line = text.splitlines()[0][:300] if text else type(error).__name__
+    return [
+        dg.AssetCheckResult(
+            asset_key=rule.asset_key,
+            check_name=check,
+            passed=False,
+            severity=rule.severity_of(check),
+            description=f"could not compute {check} of {rule.model or table}: {first_line}",
+            metadata={
+                "model": dg.MetadataValue.text(rule.model or table),
+                "table": dg.MetadataValue.text(table),
+                "error": dg.MetadataValue.text(text),
+                "computed": False,
+            },
+        )
+        for check in PROFILE_CHECKS
+        if check in rule.checks
+    ]

@@ -93,6 +93,12 @@ class ModelInfo:
     def time_partitioned(self) -> bool:
         return self.kind == "INCREMENTAL_BY_TIME_RANGE" and self.time_column is not None
 
+    def sql_name(self, dialect: str = "duckdb") -> str:
+        """The model's table in SQL: ``"catalog"."schema"."table"`` from SQLMesh's parsed parts,
+        each quoted. Two parts are ambiguous when the catalog is named like a schema (``shop.duckdb``
+        holding schema ``shop``), and any name with a space, dot or reserved word needs quoting."""
+        return quoted_table(self.catalog, self.schema, self.table, dialect)
+
     @property
     def is_asset(self) -> bool:
         """A model that SQLMesh materializes (not external, not embedded)."""
@@ -344,6 +350,13 @@ def _lineage_of_rendered(context: Any, model: Any) -> dict[str, list[tuple[str, 
             return None
         lineage[column] = sorted(parents)
     return lineage
+
+
+def quoted_table(catalog: str | None, schema: str | None, table: str, dialect: str = "duckdb") -> str:
+    """A table reference with every given part quoted (quotes inside a part escaped)."""
+    from sqlglot import exp
+
+    return exp.table_(table, db=schema or None, catalog=catalog or None, quoted=True).sql(dialect=dialect)
 
 
 def _split_fqn(fqn: str) -> tuple[str, str, str]:

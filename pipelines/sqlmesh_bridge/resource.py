@@ -768,7 +768,7 @@ class _Reporter:
         if "dagster/row_count" in report.metadata:
             return report
         try:
-            sql = f"SELECT count(*) FROM {model.fqn}{self._where(model, intervals)}"
+            sql = f"SELECT count(*) FROM {model.sql_name()}{self._where(model, intervals)}"
             report.metadata["dagster/row_count"] = int(self.ctx.engine_adapter.fetchone(sql)[0])
         except Exception as exc:
             log.warning("no row count for %s: %s", model.fqn, exc)
@@ -778,11 +778,13 @@ class _Reporter:
         """The computed range as SQLMesh's model would filter it (string time columns included)."""
         if not (self.window and model.time_partitioned and model.time_column and intervals):
             return ""
+        from sqlglot import exp
+
         sqlmesh_model = self.ctx.get_model(model.fqn)
         dialect = sqlmesh_model.dialect
         low = sqlmesh_model.convert_to_time_column(intervals[0][0]).sql(dialect=dialect)
         high = sqlmesh_model.convert_to_time_column(intervals[-1][1]).sql(dialect=dialect)
-        column = f'"{model.time_column}"'
+        column = exp.to_identifier(model.time_column, quoted=True).sql(dialect=dialect)
         return f" WHERE {column} >= {low} AND {column} < {high}"
 
 

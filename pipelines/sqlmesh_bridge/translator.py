@@ -9,6 +9,7 @@ from croniter import croniter
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo
 
 _TAG_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _OWNER = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
 
@@ -16,10 +17,13 @@ class SQLMeshTranslator:
     """Default mapping: key ``[schema, table]``, group = schema, daily partitions for time ranges."""
 
     def get_asset_key(self, model: ModelInfo) -> dg.AssetKey:
-        return dg.AssetKey([model.schema, model.table])
+        """``[schema, table]``; a character Dagster's names refuse (a space) becomes ``_``."""
+        return dg.AssetKey([_TAG_SAFE.sub("_", model.schema), _TAG_SAFE.sub("_", model.table)])
 
     def get_group_name(self, model: ModelInfo) -> str:
-        return model.schema
+        """The schema; Dagster's group names take letters, digits and ``_`` only (``my schema``
+        becomes ``my_schema``)."""
+        return _GROUP_UNSAFE.sub("_", model.schema) or "default"
 
     def get_description(self, model: ModelInfo) -> str:
         return model.description or f"SQLMesh model {model.name} ({model.kind})"
