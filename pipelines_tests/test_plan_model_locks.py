@@ -1,9 +1,9 @@
-"""The ``sqlmesh_plan`` job's backfill takes the per-model locks a run takes (real PostgreSQL state).
+"""The ``sqlmesh_plan`` job builds new versions under the per-model locks a run takes (real PostgreSQL state).
 
-A plan that changes a model recomputes it over the days its previous version had. A run of that
-model at the same moment holds the model's exclusive advisory lock (``locks.model_locks``): the
-plan's recomputation must wait for it instead of writing the same table meanwhile, and run once
-the lock is free.
+A plan that changes a model builds its new version over the days its previous version had, then
+moves prod's view to it. A run of that model at the same moment holds the model's exclusive
+advisory lock (``locks.model_locks``): the plan must wait for it, leaving prod on the old version
+meanwhile, and build once the lock is free.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ GROUP BY ds
 """
 
 
-def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
-    """The intervals SQLMesh's state holds for the environment's daily_totals."""
+def totals_snapshot(project: PlanLockProject) -> Any:
+    """SQLMesh's snapshot of daily_totals in the ``prod`` environment (from its state)."""
     from sqlmesh.core.config.connection import PostgresConnectionConfig
     from sqlmesh.core.state_sync import EngineAdapterStateSync
 
@@ -51,9 +51,19 @@ def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
         state = EngineAdapterStateSync(adapter, schema="sqlmesh")
         env = state.get_environment("prod")
         info = next(s for s in env.snapshots if s.name == TOTALS)
-        return list(state.get_snapshots([info.snapshot_id])[info.snapshot_id].intervals)
+        return state.get_snapshots([info.snapshot_id])[info.snapshot_id]
     finally:
         adapter.close()
+
+
+def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
+    """The intervals SQLMesh's state holds for the environment's daily_totals."""
+    return list(totals_snapshot(project).intervals)
+
+
+def totals_version(project: PlanLockProject) -> str:
+    """The version (hence table) prod's daily_totals view points at."""
+    return str(totals_snapshot(project).version)
 
 
 def hold_model_lock(project: PlanLockProject, fqn: str) -> Any:
@@ -80,6 +90,7 @@ def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
         ctx.close()
     before = totals_intervals(project)
     assert before, "the first run computed daily_totals"
+    old_version = totals_version(project)
     (Path(project.resource.project_dir) / "models" / "daily_totals.sql").write_text(CHANGED_TOTALS)
 
     log = ListLog()
@@ -89,13 +100,17 @@ def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
         worker.start()
         wait_until(lambda: log.saw("another run holds the lock") or not worker.is_alive(), "the plan waits")
         assert worker.is_alive(), worker.error
-        time.sleep(1.0)  # time in which an unlocked plan would have recomputed two days
-        assert totals_intervals(project) == [], "the plan recomputed while a run held the model"
+        time.sleep(1.0)  # time in which an unlocked plan would have built two days
+        # nothing applied, nothing built: prod still reads the old version with its days
+        assert totals_version(project) == old_version, "the plan moved prod while a run held the model"
+        assert totals_intervals(project) == before
+        assert not log.saw("building 1 changed model(s)")
         released = time.time()
     finally:
         holder.close()
     worker.join(timeout=120)
     assert not worker.is_alive() and worker.error is None, worker.error
-    assert log.saw("recomputing 1 changed model(s)") and log.saw("got the lock of")
-    assert totals_intervals(project) == before  # recomputed after the lock was free
+    assert log.saw("building 1 changed model(s)") and log.saw("got the lock of")
+    assert totals_version(project) != old_version
+    assert totals_intervals(project) == before  # built after the lock was free, then promoted
     assert worker.finished >= released

@@ -14,7 +14,7 @@ from pipelines.sqlmesh_bridge import (
     SQLMeshTranslator,
     sqlmesh_assets,
 )
-from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome
+from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome
 from pipelines.sqlmesh_bridge.resource import ModelHook
 
 __all__ = ["PipelinesTranslator", "PlanConfig", "build_defs", "build_plan_job", "sqlmesh_plan_job"]
@@ -30,14 +30,10 @@ def apply_plan(
     context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource, lake: LakeResource
 ) -> None:
     """Apply the project's model changes to the environment, with the plan in the logs, and
-    record the release (``pipelines/component/releases.py``); each changed model's asset links to it."""
-    try:
-        outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
-    except dg.Failure as failure:
-        applied = failure.metadata.get(PLAN_OUTCOME)
-        if applied is not None:  # applied, but recomputing failed: the release happened all the same
-            record_release(context, sqlmesh, lake, PlanOutcome.from_dict(applied.value), failure.description)
-        raise
+    record the release (``pipelines/component/releases.py``); each changed model's asset links to it.
+    New versions are built before the environment moves to them: a failure leaves it as it was,
+    and no release is recorded."""
+    outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
     context.log.info(f"plan applied: {outcome.summary}")
     if outcome.changes:
         record_release(context, sqlmesh, lake, outcome)
@@ -48,7 +44,6 @@ def record_release(
     sqlmesh: SQLMeshResource,
     lake: LakeResource,
     outcome: PlanOutcome,
-    error: str | None = None,
 ) -> None:
     """Write the release record and markdown; point each changed model's asset at them."""
     tags = context.run.tags
@@ -57,7 +52,6 @@ def record_release(
         run_id=context.run_id,
         applied_by=tags.get("dagster/user") or tags.get("user") or f"job {context.run.job_name}",
         git_commit=git_commit(sqlmesh.project_dir),
-        error=error,
     )
     store = lake.get()
     json_key, md_key = write_release(store, record)
