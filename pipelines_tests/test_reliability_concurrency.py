@@ -526,3 +526,31 @@ def test_an_environment_a_plan_in_flight_left_unfinished_is_left_to_it(
     assert not worker.is_alive() and worker.error is None, worker.error
     assert not log.saw("left unfinished")
     assert project.environment().finalized_ts == finalized
+
+
+def test_a_failed_re_apply_fails_the_run_and_leaves_the_environment_unfinalized(
+    plan_lock_project: PlanLockProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-applying the plan a dead run left unfinished fails (a fault injected into SQLMesh's
+    ``Context.plan``): the run fails saying so, and the environment is not declared finished."""
+    from sqlmesh import Context
+
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    project.sql("UPDATE sqlmesh._environments SET finalized_ts = NULL WHERE name = 'prod'")
+
+    def failing_plan(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected: the warehouse went away mid-apply")
+
+    stock = Context.plan
+    monkeypatch.setattr(Context, "plan", failing_plan)
+    log = ListLog()
+    with pytest.raises(dg.Failure) as failure:
+        project.ensure_environment(log)
+    assert "stays unfinalized" in str(failure.value.description)
+    assert "injected: the warehouse went away" in str(failure.value.description)
+    assert log.saw("left unfinished by a dead run")
+    assert project.environment().finalized_ts is None
+    monkeypatch.setattr(Context, "plan", stock)  # the cause is fixed: the next run repairs it
+    project.ensure_environment(ListLog())
+    assert project.environment().finalized_ts is not None
