@@ -8,9 +8,13 @@ meanwhile, and build once the lock is free.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import duckdb
+import pytest
 
 from pipelines.sqlmesh_bridge.locks import model_lock_key
 from pipelines_tests import test_reliability_concurrency as concurrency
@@ -114,3 +118,71 @@ def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
     assert totals_version(project) != old_version
     assert totals_intervals(project) == before  # built after the lock was free, then promoted
     assert worker.finished >= released
+
+
+def test_a_day_a_racing_run_adds_is_in_the_new_version(
+    plan_lock_project: PlanLockProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real run of day 3 holds daily_totals' lock and is about to evaluate it (held there by
+    an injected pause) when the plan starts. The plan reads the intervals to rebuild only once
+    it holds the lock, after the run added day 3 to the old version: the new version has day 3
+    too, and Dagster's record of day 3 is true of what prod reads."""
+    import dagster as dg
+
+    from pipelines.sqlmesh_bridge import load_project, sqlmesh_assets
+    from pipelines.sqlmesh_bridge.events import RecordingConsole
+
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    ctx = project.resource.context()
+    try:
+        assert ctx.run(
+            "prod", start="2026-03-01", end="2026-03-02", execution_time="2026-03-03", ignore_cron=True
+        )
+    finally:
+        ctx.close()
+    assert len(totals_intervals(project)) == 1  # one merged interval: days 1-2
+
+    paused, go = threading.Event(), threading.Event()
+    stock = RecordingConsole.start_snapshot_evaluation_progress
+
+    def pause_once(self: Any, snapshot: Any, *args: Any, **kwargs: Any) -> None:
+        if snapshot.name == TOTALS and not paused.is_set():
+            paused.set()
+            assert go.wait(timeout=120)
+        stock(self, snapshot, *args, **kwargs)
+
+    monkeypatch.setattr(RecordingConsole, "start_snapshot_evaluation_progress", pause_once)
+    assets = sqlmesh_assets(load_project([project.resource.project_dir]), pool=None)
+    keys = [dg.AssetKey(["demo", "daily_source"]), dg.AssetKey(["demo", "daily_totals"])]
+    run = Worker(
+        lambda: dg.materialize(
+            [assets], selection=keys, partition_key="2026-03-03", resources={"sqlmesh": project.resource}
+        )
+    )
+    run.start()
+    wait_until(lambda: paused.is_set() or not run.is_alive(), "the run holds the lock, before day 3")
+    assert run.is_alive(), run.error
+
+    (Path(project.resource.project_dir) / "models" / "daily_totals.sql").write_text(CHANGED_TOTALS)
+    log = ListLog()
+    plan = Worker(lambda: project.resource.apply_plan(log))
+    plan.start()
+    try:
+        wait_until(lambda: log.saw("another run holds the lock") or not plan.is_alive(), "the plan waits")
+        assert plan.is_alive(), plan.error
+    finally:
+        go.set()
+    run.join(timeout=120)
+    plan.join(timeout=120)
+    assert not run.is_alive() and run.error is None, run.error
+    assert not plan.is_alive() and plan.error is None, plan.error
+    day = 24 * 3600 * 1000
+    assert totals_intervals(project) == [(1772323200000, 1772323200000 + 3 * day)]  # March 1-3
+    con = duckdb.connect(str(project.resource_root / "db" / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute(f"SELECT ds::VARCHAR, n, top FROM {TOTALS} ORDER BY ds").fetchall()
+    finally:
+        con.close()
+    assert rows == [("2026-03-01", 3, 20), ("2026-03-02", 3, 20), ("2026-03-03", 3, 20)]
+    assert log.saw("over [2026-03-01 00:00, 2026-03-04 00:00)"), log.lines

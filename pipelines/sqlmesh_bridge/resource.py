@@ -319,10 +319,11 @@ class SQLMeshResource(dg.ConfigurableResource):
         reads = {d for name in written for d in ctx.get_model(name).depends_on} - set(written)
         state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
         with model_locks(state, written, log, reads=reads):
-            old = ctx.state_sync.get_snapshots([previous[n].snapshot_id for n in rebuilt])
+            # from the state itself: the context's cache holds the intervals of when it loaded
+            old = ctx.state_sync.get_snapshots([previous[n].snapshot_id for n in rebuilt]).values()
             spans = [
                 (snap.intervals[0][0], snap.intervals[-1][1], snap.name)
-                for snap in old.values()
+                for snap in ctx.state_sync.refresh_snapshot_intervals(list(old))
                 if snap.intervals
             ]
             self._build_aside(ctx, console, log, spans, added)
@@ -661,7 +662,8 @@ def _ensure_built(ctx: Any, environment: str, spans: list[tuple[int, int, str]])
     env = ctx.state_sync.get_environment(environment)
     wanted = {name: (start, end) for start, end, name in spans}
     ids = [s.snapshot_id for s in (env.snapshots if env else []) if s.name in wanted]
-    built = {s.name: s for s in ctx.state_sync.get_snapshots(ids).values()}
+    found = list(ctx.state_sync.get_snapshots(ids).values())
+    built = {s.name: s for s in ctx.state_sync.refresh_snapshot_intervals(found)}
     short = []
     for name, (start, end) in sorted(wanted.items()):
         covered = start
