@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -20,6 +21,7 @@ SOURCE, SLOW = dg.AssetKey(["demo", "daily_source"]), dg.AssetKey(["demo", "slow
 SLOW_MODEL = """\
 import os
 import time
+from typing import Any
 import typing as t
 
 import pandas as pd
@@ -102,6 +104,7 @@ def test_upstream_is_recorded_while_downstream_runs_and_survives_kill_9(
 LOGGED_SLOW_MODEL = """\
 import os
 import time
+from typing import Any
 import typing as t
 
 import pandas as pd

@@ -13,8 +13,8 @@ from pipelines.ops.cli import main as cli_main
 from pipelines.platform.lake import Lake
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.services import S3Env
-from pipelines_tests.test_engine import query
 from pipelines_tests.sqlmesh_projects import write_project
+from pipelines_tests.test_engine import query
 
 TOTALS = dg.AssetKey(["demo", "daily_totals"])
 

@@ -29,5 +29,4 @@ __all__ = [
     "cron_groups",
     "cron_string",
     "freshness_policy_for",
-
 ]
