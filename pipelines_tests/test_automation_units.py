@@ -136,9 +136,9 @@ def test_one_job_and_schedule_per_partitions_definition(
     request = scheduled(units_defs, instance, "scheduled_daily_hour", at(2026, 2, 3))
     assert request.partition_key is None
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-02-02-00:00", "2026-02-02-23:00")
-    assert scheduled(units_defs, instance, "scheduled_daily_day", at(2026, 2, 3)).partition_key == (
-        "2026-02-02"
-    )
+    assert scheduled(
+        units_defs, instance, "scheduled_daily_day", at(2026, 2, 3)
+    ).partition_key == ("2026-02-02")
     assert scheduled(units_defs, instance, "scheduled_monthly", at(2026, 2, 1)).partition_key == "2026-01-01"
     unpartitioned = scheduled(units_defs, instance, "scheduled_daily_unpartitioned", at(2026, 2, 3))
     assert unpartitioned.partition_key is None and RANGE_START not in unpartitioned.tags

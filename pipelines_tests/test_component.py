@@ -272,20 +272,9 @@ def test_without_the_shop_folder_the_platform_loads_and_its_tests_pass(tmp_path:
     assert {"warehouse_maintenance", "warehouse_file_check"} <= set(loaded["jobs"])
     assert loaded["assets"] == 0 and "sqlmesh_plan" not in loaded["jobs"]
     tests = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "pipelines_tests/test_component.py",
-            "-k",
-            "colliding or wrong_attribute or lists_the_component",
-        ],
-        cwd=copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", "pytest", "-q", "pipelines_tests/test_component.py",
+         "-k", "colliding or wrong_attribute or lists_the_component"],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=600,
     )
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "3 passed" in tests.stdout
@@ -326,11 +315,7 @@ def test_the_readme_commands_work_verbatim_in_a_team_project(tmp_path: Path) -> 
     port = free_port()
     dev = subprocess.Popen(
         [uv, *commands[-1].split()[1:], "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()

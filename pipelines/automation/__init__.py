@@ -29,4 +29,5 @@ __all__ = [
     "cron_groups",
     "cron_string",
     "freshness_policy_for",
+
 ]

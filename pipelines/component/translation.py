@@ -94,3 +94,4 @@ class PipelinesTranslator(SQLMeshTranslator):
         return with_classification_tags(
             super().get_column_schema(model), self.classifications.get(model.fqn, {})
         )
+

@@ -31,6 +31,7 @@ install_extensions()
 require_production_settings(names=("PIPELINES_PII_SALT",))
 
 
+
 def _repository_root() -> Path:
     """The checkout this bundled project sits in (``<root>/pipelines/shop/sqlmesh_project``); the
     current folder when installed elsewhere (the image, where the commands run from /app)."""
