@@ -186,3 +186,90 @@ def test_a_day_a_racing_run_adds_is_in_the_new_version(
         con.close()
     assert rows == [("2026-03-01", 3, 20), ("2026-03-02", 3, 20), ("2026-03-03", 3, 20)]
     assert log.saw("over [2026-03-01 00:00, 2026-03-04 00:00)"), log.lines
+
+
+# a model the plan adds, reading the changed one
+DAILY_TOP = """\
+MODEL (
+  name demo.daily_top,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds)
+);
+SELECT ds, top FROM demo.daily_totals WHERE ds BETWEEN @start_date AND @end_date
+"""
+
+READS = {
+    "daily_totals": 'SELECT ds::VARCHAR, count(*), sum(hash(ds, total, n))::VARCHAR FROM "warehouse"."demo".'
+    '"daily_totals" GROUP BY 1',
+    "daily_top": 'SELECT ds::VARCHAR, count(*), sum(hash(ds, top))::VARCHAR FROM "warehouse"."demo".'
+    '"daily_top" GROUP BY 1',
+}
+
+
+class Reader(threading.Thread):
+    """Reads both marts through prod's views on a connection of its own, until told to stop:
+    per read and mart, {day: [rows, checksum]}, or None while the mart does not exist."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.con = duckdb.connect(str(path))
+        self.stopping = threading.Event()
+        self.reads: list[dict[str, dict[str, list[Any]] | None]] = []
+
+    def read(self) -> dict[str, dict[str, list[Any]] | None]:
+        seen: dict[str, dict[str, list[Any]] | None] = {}
+        for mart, sql in READS.items():
+            try:
+                seen[mart] = {d: [n, s] for d, n, s in self.con.execute(sql).fetchall()}
+            except duckdb.CatalogException:
+                seen[mart] = None
+        return seen
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.reads.append(self.read())
+            time.sleep(0.02)
+
+    def stop(self) -> list[dict[str, dict[str, list[Any]] | None]]:
+        self.stopping.set()
+        self.join(timeout=60)
+        self.reads.append(self.read())
+        self.con.close()
+        return self.reads
+
+
+def test_readers_never_see_a_day_missing_while_a_plan_changes_a_model_and_adds_one(
+    plan_lock_project: PlanLockProject,
+) -> None:
+    """A reader polls prod's marts during a plan that adds a column to daily_totals and adds
+    daily_top: every read of daily_totals sees each of the three days with exactly its rows,
+    and daily_top is either not there yet or there with all three days."""
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    ctx = project.resource.context()
+    try:
+        assert ctx.run(
+            "prod", start="2026-03-01", end="2026-03-03", execution_time="2026-03-04", ignore_cron=True
+        )
+    finally:
+        ctx.close()
+    models = Path(project.resource.project_dir) / "models"
+    (models / "daily_totals.sql").write_text(CHANGED_TOTALS)
+    (models / "daily_top.sql").write_text(DAILY_TOP)
+    reader = Reader(project.resource_root / "db" / "warehouse.duckdb")
+    reference = reader.read()["daily_totals"]
+    assert reference is not None and sorted(reference) == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    reader.start()
+    log = ListLog()
+    try:
+        outcome = project.resource.apply_plan(log)
+    finally:
+        reads = reader.stop()
+    assert {c.model for c in outcome.changes} >= {"demo.daily_totals", "demo.daily_top"}
+    assert len(reads) >= 10, "the reader hardly read during the plan"
+    wrong = [r["daily_totals"] for r in reads if r["daily_totals"] != reference]
+    assert not wrong, f"{len(wrong)} of {len(reads)} reads saw daily_totals differ: {wrong[:3]}"
+    top = [r["daily_top"] for r in reads]
+    partial = [t for t in top if t is not None and sorted(t) != sorted(reference)]
+    assert not partial, f"daily_top was seen partly built: {partial[:3]}"
+    assert top[0] is None and top[-1] is not None  # it appeared during the plan, whole
+    assert all(t == top[-1] for t in top if t is not None)
