@@ -6,6 +6,7 @@ import dagster as dg
 
 from pipelines.component.releases import build_release, git_commit, write_release
 from pipelines.component.translation import PipelinesTranslator
+from pipelines.governance.raw_history import RawHistory
 from pipelines.platform.resources import LakeResource
 from pipelines.platform.settings import Settings
 from pipelines.sqlmesh_bridge import (
@@ -21,9 +22,13 @@ __all__ = ["PipelinesTranslator", "PlanConfig", "build_defs", "build_plan_job", 
 
 
 class PlanConfig(dg.Config):
-    """``allow_breaking``: apply breaking model changes too (their history is recomputed)."""
+    """``allow_breaking``: apply breaking model changes too (their history is recomputed).
+    ``forward_only``: deploy the changes forward-only (SQLMesh's forward-only plan): changed
+    models keep their tables and history and the new logic applies to new intervals only; for
+    when the raw history a recomputation needs is gone (the job refuses and says so)."""
 
     allow_breaking: bool = False
+    forward_only: bool = False
 
 
 def apply_plan(
@@ -33,7 +38,12 @@ def apply_plan(
     record the release (``pipelines/component/releases.py``); each changed model's asset links to it.
     New versions are built before the environment moves to them: a failure leaves it as it was,
     and no release is recorded."""
-    outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
+    outcome = sqlmesh.apply_plan(
+        context.log,
+        allow_breaking=config.allow_breaking,
+        forward_only=config.forward_only,
+        history=RawHistory(lake.get()),
+    )
     context.log.info(f"plan applied: {outcome.summary}")
     if outcome.changes:
         record_release(context, sqlmesh, lake, outcome)

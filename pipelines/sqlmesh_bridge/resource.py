@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.sqlmesh_bridge.locks import connect_state, file_lock, model_locks, postgres_state
-from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome, describe_plan
+from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome, describe_plan, short_name
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator, partition_keys_in_window
 
@@ -60,6 +60,21 @@ class ModelHook(Protocol):
     def checks_alone(
         self, context: dg.AssetExecutionContext, models: list[tuple[ModelInfo, dg.AssetKey]]
     ) -> Iterator[dg.AssetCheckResult]: ...
+
+
+class HistoryCheck(Protocol):
+    """Says which inputs of a plan's recomputation cannot be read any more (expired, archived),
+    so a plan never rebuilds a model's history from data that is gone.
+
+    ``unavailable`` gets, per external model (``schema.table``) that the rebuilt models read,
+    the ``[start, end)`` ranges they are rebuilt over; it returns one line per source and
+    reason naming the days (empty: everything is there)."""
+
+    def unavailable(self, needs: Mapping[str, Sequence[tuple[datetime, datetime]]]) -> list[str]: ...
+
+
+class PlanRefused(dg.Failure):
+    """Nothing was applied: the plan would rebuild history whose inputs are gone."""
 
 
 class SQLMeshPlanRequired(dg.Failure):
@@ -235,7 +250,13 @@ class SQLMeshResource(dg.ConfigurableResource):
                 )
             )
 
-    def apply_plan(self, log: Any, allow_breaking: bool = False) -> PlanOutcome:
+    def apply_plan(
+        self,
+        log: Any,
+        allow_breaking: bool = False,
+        forward_only: bool = False,
+        history: HistoryCheck | None = None,
+    ) -> PlanOutcome:
         """Apply local model changes to the environment; breaking ones only when allowed.
 
         Zero downtime: the new versions are built first, in a staging virtual environment
@@ -245,6 +266,12 @@ class SQLMeshResource(dg.ConfigurableResource):
         their intervals are read until the views have moved, so no run adds a day to an old
         version meanwhile. When building fails, the environment is untouched and the plan fails.
         Runs of other models go on meanwhile; other plan applications wait (``_plan_lock``).
+
+        ``history`` (the raw zone's retention and archive) is asked, under the locks, whether the
+        external inputs of the rebuild can still be read; if not, nothing is applied
+        (``PlanRefused``). ``forward_only`` deploys the changes forward-only instead (SQLMesh's
+        forward-only plan): changed models keep their tables and history, the new logic applies
+        to the intervals computed from then on, nothing is rebuilt.
         """
         from pipelines.sqlmesh_bridge.events import RecordingConsole
         from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
@@ -254,7 +281,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             ctx = self.context(console)
             try:
                 with self._plan_lock(log, ctx.config):
-                    return self._apply_plan_locked(ctx, console, log, allow_breaking)
+                    return self._apply_plan_locked(ctx, console, log, allow_breaking, forward_only, history)
             finally:
                 ctx.close()
 
@@ -283,7 +310,13 @@ class SQLMeshResource(dg.ConfigurableResource):
             yield True
 
     def _apply_plan_locked(
-        self, ctx: Any, console: RecordingConsole, log: Any, allow_breaking: bool
+        self,
+        ctx: Any,
+        console: RecordingConsole,
+        log: Any,
+        allow_breaking: bool,
+        forward_only: bool,
+        history: HistoryCheck | None,
     ) -> PlanOutcome:
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
@@ -291,17 +324,22 @@ class SQLMeshResource(dg.ConfigurableResource):
             return describe_plan(ctx, self.environment, None, None, [])
         from sqlmesh.core.snapshot import SnapshotChangeCategory
 
-        plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
+        plan = ctx.plan_builder(self.environment, skip_backfill=True, forward_only=forward_only).build()
         previous = {s.name: s for s in env.snapshots}
         new = [s for s in plan.new_snapshots if not s.is_external]
-        # a brand-new model breaks nothing: only changes to deployed models can be breaking
+        # a brand-new model breaks nothing: only changes to deployed models can be breaking, and
+        # a forward-only change rewrites no history
         added = sorted(s.name for s in new if s.name not in previous)
         breaking = sorted(
-            s.name for s in new if s.name in previous and s.change_category == SnapshotChangeCategory.BREAKING
+            s.name
+            for s in new
+            if s.name in previous
+            and s.change_category == SnapshotChangeCategory.BREAKING
+            and not s.is_forward_only
         )
         for snapshot in new:
             category = snapshot.change_category.name if snapshot.change_category else "NEW"
-            log.info(f"{category}: {snapshot.name}")
+            log.info(f"{category}{' (forward-only)' if snapshot.is_forward_only else ''}: {snapshot.name}")
             if plan.context_diff.directly_modified(snapshot.name):
                 log.info(plan.context_diff.text_diff(snapshot.name))
         if breaking and not allow_breaking:
@@ -326,9 +364,14 @@ class SQLMeshResource(dg.ConfigurableResource):
                 for snap in ctx.state_sync.refresh_snapshot_intervals(list(old))
                 if snap.intervals
             ]
-            self._build_aside(ctx, console, log, spans, added)
+            if history is not None:
+                _refuse_gone_history(ctx, history, spans)
+            self._build_aside(ctx, console, log, spans, added, forward_only)
             # the new snapshots are in SQLMesh's state and built: this plan only moves the views
-            ctx.apply(ctx.plan_builder(self.environment, skip_backfill=True, skip_tests=True).build())
+            promote = ctx.plan_builder(
+                self.environment, skip_backfill=True, skip_tests=True, forward_only=forward_only
+            )
+            ctx.apply(promote.build())
             _drop_environment(ctx, self._staging, log)
         return describe_plan(ctx, self.environment, env, plan, spans)
 
@@ -344,6 +387,7 @@ class SQLMeshResource(dg.ConfigurableResource):
         log: Any,
         spans: list[tuple[int, int, str]],
         added: list[str],
+        forward_only: bool = False,
     ) -> None:
         """Build the plan's new versions in the staging environment: changed models over the
         intervals their previous versions had, new models from their start to now. A version's
@@ -354,7 +398,14 @@ class SQLMeshResource(dg.ConfigurableResource):
         staging = self._staging
         _drop_environment(ctx, staging, log)  # one a dead plan left behind
         try:
-            ctx.plan(staging, skip_backfill=True, skip_tests=True, auto_apply=True, no_prompts=True)
+            ctx.plan(
+                staging,
+                skip_backfill=True,
+                skip_tests=True,
+                forward_only=forward_only,
+                auto_apply=True,
+                no_prompts=True,
+            )
             steps: list[tuple[list[str], dict[str, Any]]] = []
             if spans:
                 start, end = min(s[0] for s in spans), max(s[1] for s in spans)
@@ -643,6 +694,36 @@ class SQLMeshResource(dg.ConfigurableResource):
         log.info(f"{verb} {len(targets)} model(s) for [{_iso(start)}, {_iso(end)})")
         ctx.state_sync.remove_intervals([(s, (start, end)) for s in targets], remove_shared_versions=True)
         return len(targets)
+
+
+def _refuse_gone_history(ctx: Any, history: HistoryCheck, spans: list[tuple[int, int, str]]) -> None:
+    """Raise ``PlanRefused`` naming the sources and days ``history`` says cannot be read again,
+    among the external inputs of the time-partitioned models the plan rebuilds (a FULL or VIEW
+    model reads its inputs' current state, not their history)."""
+    needs: dict[str, list[tuple[datetime, datetime]]] = {}
+    for start, end, name in spans:
+        if not ctx.get_model(name).kind.is_incremental_by_time_range:
+            continue
+        for parent in sorted(ctx.get_model(name).depends_on):
+            upstream = ctx.get_model(parent)
+            if upstream is None or upstream.kind.is_external:
+                needs.setdefault(short_name(parent), []).append((_dt(start), _dt(end)))
+    gone = history.unavailable(needs) if needs else []
+    if gone:
+        raise PlanRefused(
+            description=(
+                "plan not applied: the new model versions would be rebuilt from inputs that cannot "
+                "be read any more:\n- " + "\n- ".join(gone) + "\nRebuilding would leave those days "
+                "empty. Deploy the change forward-only instead (sqlmesh_plan config `forward_only: "
+                "true`): changed models keep their tables and history, and the new logic applies to "
+                "the days computed from then on."
+            ),
+            metadata={"unavailable": gone},
+        )
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _drop_environment(ctx: Any, name: str, log: Any) -> None:
