@@ -221,9 +221,9 @@ class SQLMeshResource(dg.ConfigurableResource):
                     except Exception as exc:  # finalizing now would declare a half-applied plan done
                         raise dg.Failure(
                             description=(
-                                f"re-applying the plan environment '{self.environment}' was left with "
-                                f"failed, so it stays unfinalized: {exc}. Fix the cause and run the "
-                                "`sqlmesh_plan` job."
+                                f"re-applying the plan a dead run left unfinished in environment "
+                                f"'{self.environment}' failed, so it stays unfinalized: {exc}. Fix the "
+                                "cause and run the `sqlmesh_plan` job."
                             )
                         ) from exc
                     env = ctx.state_sync.get_environment(self.environment)
