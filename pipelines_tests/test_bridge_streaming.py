@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -20,6 +21,7 @@ SOURCE, SLOW = dg.AssetKey(["demo", "daily_source"]), dg.AssetKey(["demo", "slow
 SLOW_MODEL = """\
 import os
 import time
+from typing import Any
 import typing as t
 
 import pandas as pd
@@ -96,3 +98,74 @@ def test_upstream_is_recorded_while_downstream_runs_and_survives_kill_9(
     )
     assert again.success, [str(e.event_specific_data) for e in again.all_events if e.is_failure]
     assert materialized_keys(again) == {SLOW}
+
+
+# a downstream model, one batch per day, that notes when each batch starts and ends
+LOGGED_SLOW_MODEL = """\
+import os
+import time
+from typing import Any
+import typing as t
+
+import pandas as pd
+from sqlmesh import ExecutionContext, model
+from sqlmesh.core.model.kind import ModelKindName
+
+
+@model(
+    "demo.slow",
+    kind={"name": ModelKindName.INCREMENTAL_BY_TIME_RANGE, "time_column": "ds", "batch_size": 1},
+    columns={"ds": "date", "n": "bigint"},
+)
+def execute(context: ExecutionContext, start, end, **kwargs: t.Any) -> pd.DataFrame:
+    log = os.environ.get("BRIDGE_TEST_BATCH_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"start {time.time()}\\n")
+    time.sleep(float(os.environ.get("BRIDGE_TEST_SLEEP", "0")))
+    table = context.resolve_table("demo.daily_source")
+    frame = context.fetchdf(
+        f"SELECT ds, count(*)::BIGINT AS n FROM {table} "
+        f"WHERE ds BETWEEN '{start:%Y-%m-%d}' AND '{end:%Y-%m-%d}' GROUP BY ds"
+    )
+    if log:
+        with open(log, "a") as f:
+            f.write(f"end {time.time()}\\n")
+    return frame
+"""
+
+
+def test_an_interrupted_step_stops_sqlmesh_before_releasing_its_lock(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step ends while SQLMesh still has batches to run (an error raised in the step's thread
+    as it reports the first model, where an interruption arrives): the batch in flight
+    finishes, no other starts, and all that happens before the step lets go of its lock, so
+    nothing of the run writes once another run may take the lock."""
+    from pipelines.sqlmesh_bridge import resource as bridge_resource
+
+    project = write_project(deployment.root, summary=False)
+    (project / "models" / "slow.py").write_text(LOGGED_SLOW_MODEL)
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
+    batches = deployment.root / "batches.log"
+    monkeypatch.setenv("BRIDGE_TEST_BATCH_LOG", str(batches))
+    monkeypatch.setenv("BRIDGE_TEST_SLEEP", "1.5")
+    reported = bridge_resource._Reporter.model_results
+
+    def interrupted(self: Any, model: Any, record: Any) -> Any:
+        if model.name == "demo.daily_source":
+            raise RuntimeError("injected: the step is interrupted")
+        return reported(self, model, record)
+
+    monkeypatch.setattr(bridge_resource._Reporter, "model_results", interrupted)
+    result = deployment.run([SOURCE, SLOW], start="2026-03-01", end="2026-03-04")
+    ended = time.time()  # the step is over: its lock is released
+    assert not result.success
+    time.sleep(4.5)  # the three remaining batches of a SQLMesh left running would start meanwhile
+    lines = [line.split() for line in batches.read_text().splitlines()] if batches.exists() else []
+    assert not [t for _, t in lines if float(t) > ended], f"SQLMesh wrote after the step ended: {lines}"
+    starts = [t for kind, t in lines if kind == "start"]
+    assert len(starts) <= 1, f"batches started after the interruption: {lines}"
+    assert len([k for k, _ in lines if k == "end"]) == len(starts)  # the one in flight finished
+    logs = [e.message for e in deployment.instance.all_logs(result.run_id) if e.message]
+    assert any("stopping SQLMesh after its current batch" in m for m in logs), lines

@@ -1,16 +1,20 @@
-"""The ``sqlmesh_plan`` job's backfill takes the per-model locks a run takes (real PostgreSQL state).
+"""The ``sqlmesh_plan`` job builds new versions under the per-model locks a run takes (real PostgreSQL state).
 
-A plan that changes a model recomputes it over the days its previous version had. A run of that
-model at the same moment holds the model's exclusive advisory lock (``locks.model_locks``): the
-plan's recomputation must wait for it instead of writing the same table meanwhile, and run once
-the lock is free.
+A plan that changes a model builds its new version over the days its previous version had, then
+moves prod's view to it. A run of that model at the same moment holds the model's exclusive
+advisory lock (``locks.model_locks``): the plan must wait for it, leaving prod on the old version
+meanwhile, and build once the lock is free.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import duckdb
+import pytest
 
 from pipelines.sqlmesh_bridge.locks import model_lock_key
 from pipelines_tests import test_reliability_concurrency as concurrency
@@ -34,8 +38,8 @@ GROUP BY ds
 """
 
 
-def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
-    """The intervals SQLMesh's state holds for the environment's daily_totals."""
+def totals_snapshot(project: PlanLockProject) -> Any:
+    """SQLMesh's snapshot of daily_totals in the ``prod`` environment (from its state)."""
     from sqlmesh.core.config.connection import PostgresConnectionConfig
     from sqlmesh.core.state_sync import EngineAdapterStateSync
 
@@ -51,9 +55,19 @@ def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
         state = EngineAdapterStateSync(adapter, schema="sqlmesh")
         env = state.get_environment("prod")
         info = next(s for s in env.snapshots if s.name == TOTALS)
-        return list(state.get_snapshots([info.snapshot_id])[info.snapshot_id].intervals)
+        return state.get_snapshots([info.snapshot_id])[info.snapshot_id]
     finally:
         adapter.close()
+
+
+def totals_intervals(project: PlanLockProject) -> list[tuple[int, int]]:
+    """The intervals SQLMesh's state holds for the environment's daily_totals."""
+    return list(totals_snapshot(project).intervals)
+
+
+def totals_version(project: PlanLockProject) -> str:
+    """The version (hence table) prod's daily_totals view points at."""
+    return str(totals_snapshot(project).version)
 
 
 def hold_model_lock(project: PlanLockProject, fqn: str) -> Any:
@@ -80,6 +94,7 @@ def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
         ctx.close()
     before = totals_intervals(project)
     assert before, "the first run computed daily_totals"
+    old_version = totals_version(project)
     (Path(project.resource.project_dir) / "models" / "daily_totals.sql").write_text(CHANGED_TOTALS)
 
     log = ListLog()
@@ -89,13 +104,172 @@ def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
         worker.start()
         wait_until(lambda: log.saw("another run holds the lock") or not worker.is_alive(), "the plan waits")
         assert worker.is_alive(), worker.error
-        time.sleep(1.0)  # time in which an unlocked plan would have recomputed two days
-        assert totals_intervals(project) == [], "the plan recomputed while a run held the model"
+        time.sleep(1.0)  # time in which an unlocked plan would have built two days
+        # nothing applied, nothing built: prod still reads the old version with its days
+        assert totals_version(project) == old_version, "the plan moved prod while a run held the model"
+        assert totals_intervals(project) == before
+        assert not log.saw("building 1 changed model(s)")
         released = time.time()
     finally:
         holder.close()
     worker.join(timeout=120)
     assert not worker.is_alive() and worker.error is None, worker.error
-    assert log.saw("recomputing 1 changed model(s)") and log.saw("got the lock of")
-    assert totals_intervals(project) == before  # recomputed after the lock was free
+    assert log.saw("building 1 changed model(s)") and log.saw("got the lock of")
+    assert totals_version(project) != old_version
+    assert totals_intervals(project) == before  # built after the lock was free, then promoted
     assert worker.finished >= released
+
+
+def test_a_day_a_racing_run_adds_is_in_the_new_version(
+    plan_lock_project: PlanLockProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real run of day 3 holds daily_totals' lock and is about to evaluate it (held there by
+    an injected pause) when the plan starts. The plan reads the intervals to rebuild only once
+    it holds the lock, after the run added day 3 to the old version: the new version has day 3
+    too, and Dagster's record of day 3 is true of what prod reads."""
+    import dagster as dg
+
+    from pipelines.sqlmesh_bridge import load_project, sqlmesh_assets
+    from pipelines.sqlmesh_bridge.events import RecordingConsole
+
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    ctx = project.resource.context()
+    try:
+        assert ctx.run(
+            "prod", start="2026-03-01", end="2026-03-02", execution_time="2026-03-03", ignore_cron=True
+        )
+    finally:
+        ctx.close()
+    assert len(totals_intervals(project)) == 1  # one merged interval: days 1-2
+
+    paused, go = threading.Event(), threading.Event()
+    stock = RecordingConsole.start_snapshot_evaluation_progress
+
+    def pause_once(self: Any, snapshot: Any, *args: Any, **kwargs: Any) -> None:
+        if snapshot.name == TOTALS and not paused.is_set():
+            paused.set()
+            assert go.wait(timeout=120)
+        stock(self, snapshot, *args, **kwargs)
+
+    monkeypatch.setattr(RecordingConsole, "start_snapshot_evaluation_progress", pause_once)
+    assets = sqlmesh_assets(load_project([project.resource.project_dir]), pool=None)
+    keys = [dg.AssetKey(["demo", "daily_source"]), dg.AssetKey(["demo", "daily_totals"])]
+    run = Worker(
+        lambda: dg.materialize(
+            [assets], selection=keys, partition_key="2026-03-03", resources={"sqlmesh": project.resource}
+        )
+    )
+    run.start()
+    wait_until(lambda: paused.is_set() or not run.is_alive(), "the run holds the lock, before day 3")
+    assert run.is_alive(), run.error
+
+    (Path(project.resource.project_dir) / "models" / "daily_totals.sql").write_text(CHANGED_TOTALS)
+    log = ListLog()
+    plan = Worker(lambda: project.resource.apply_plan(log))
+    plan.start()
+    try:
+        wait_until(lambda: log.saw("another run holds the lock") or not plan.is_alive(), "the plan waits")
+        assert plan.is_alive(), plan.error
+    finally:
+        go.set()
+    run.join(timeout=120)
+    plan.join(timeout=120)
+    assert not run.is_alive() and run.error is None, run.error
+    assert not plan.is_alive() and plan.error is None, plan.error
+    day = 24 * 3600 * 1000
+    assert totals_intervals(project) == [(1772323200000, 1772323200000 + 3 * day)]  # March 1-3
+    con = duckdb.connect(str(project.resource_root / "db" / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute(f"SELECT ds::VARCHAR, n, top FROM {TOTALS} ORDER BY ds").fetchall()
+    finally:
+        con.close()
+    assert rows == [("2026-03-01", 3, 20), ("2026-03-02", 3, 20), ("2026-03-03", 3, 20)]
+    assert log.saw("over [2026-03-01 00:00, 2026-03-04 00:00)"), log.lines
+
+
+# a model the plan adds, reading the changed one
+DAILY_TOP = """\
+MODEL (
+  name demo.daily_top,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds)
+);
+SELECT ds, top FROM demo.daily_totals WHERE ds BETWEEN @start_date AND @end_date
+"""
+
+READS = {
+    "daily_totals": 'SELECT ds::VARCHAR, count(*), sum(hash(ds, total, n))::VARCHAR FROM "warehouse"."demo".'
+    '"daily_totals" GROUP BY 1',
+    "daily_top": 'SELECT ds::VARCHAR, count(*), sum(hash(ds, top))::VARCHAR FROM "warehouse"."demo".'
+    '"daily_top" GROUP BY 1',
+}
+
+
+class Reader(threading.Thread):
+    """Reads both marts through prod's views on a connection of its own, until told to stop:
+    per read and mart, {day: [rows, checksum]}, or None while the mart does not exist."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.con = duckdb.connect(str(path))
+        self.stopping = threading.Event()
+        self.reads: list[dict[str, dict[str, list[Any]] | None]] = []
+
+    def read(self) -> dict[str, dict[str, list[Any]] | None]:
+        seen: dict[str, dict[str, list[Any]] | None] = {}
+        for mart, sql in READS.items():
+            try:
+                seen[mart] = {d: [n, s] for d, n, s in self.con.execute(sql).fetchall()}
+            except duckdb.CatalogException:
+                seen[mart] = None
+        return seen
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.reads.append(self.read())
+            time.sleep(0.02)
+
+    def stop(self) -> list[dict[str, dict[str, list[Any]] | None]]:
+        self.stopping.set()
+        self.join(timeout=60)
+        self.reads.append(self.read())
+        self.con.close()
+        return self.reads
+
+
+def test_readers_never_see_a_day_missing_while_a_plan_changes_a_model_and_adds_one(
+    plan_lock_project: PlanLockProject,
+) -> None:
+    """A reader polls prod's marts during a plan that adds a column to daily_totals and adds
+    daily_top: every read of daily_totals sees each of the three days with exactly its rows,
+    and daily_top is either not there yet or there with all three days."""
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    ctx = project.resource.context()
+    try:
+        assert ctx.run(
+            "prod", start="2026-03-01", end="2026-03-03", execution_time="2026-03-04", ignore_cron=True
+        )
+    finally:
+        ctx.close()
+    models = Path(project.resource.project_dir) / "models"
+    (models / "daily_totals.sql").write_text(CHANGED_TOTALS)
+    (models / "daily_top.sql").write_text(DAILY_TOP)
+    reader = Reader(project.resource_root / "db" / "warehouse.duckdb")
+    reference = reader.read()["daily_totals"]
+    assert reference is not None and sorted(reference) == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    reader.start()
+    log = ListLog()
+    try:
+        outcome = project.resource.apply_plan(log)
+    finally:
+        reads = reader.stop()
+    assert {c.model for c in outcome.changes} >= {"demo.daily_totals", "demo.daily_top"}
+    assert len(reads) >= 10, "the reader hardly read during the plan"
+    wrong = [r["daily_totals"] for r in reads if r["daily_totals"] != reference]
+    assert not wrong, f"{len(wrong)} of {len(reads)} reads saw daily_totals differ: {wrong[:3]}"
+    top = [r["daily_top"] for r in reads]
+    partial = [t for t in top if t is not None and sorted(t) != sorted(reference)]
+    assert not partial, f"daily_top was seen partly built: {partial[:3]}"
+    assert top[0] is None and top[-1] is not None  # it appeared during the plan, whole
+    assert all(t == top[-1] for t in top if t is not None)

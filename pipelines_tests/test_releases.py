@@ -14,6 +14,7 @@ from pipelines.platform.lake import Lake
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.services import S3Env
 from pipelines_tests.sqlmesh_projects import write_project
+from pipelines_tests.test_engine import query
 
 TOTALS = dg.AssetKey(["demo", "daily_totals"])
 
@@ -115,9 +116,13 @@ def test_two_plans_leave_two_release_records_with_the_right_versions(
     assert "NON_BREAKING" in out and "demo.daily_totals" in out
 
 
-def test_a_plan_applied_whose_recomputation_fails_is_still_released(
+def test_a_plan_whose_backfill_fails_leaves_prod_untouched_and_says_so(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Building the new version fails: prod keeps its versions and rows, no release is recorded,
+    the failure says the plan was not applied, and the staging environment is gone."""
+    from sqlmesh import Context
+
     project = write_project(deployment.root)
     monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
     lake = Lake(deployment.settings.lake_uri)
@@ -125,6 +130,9 @@ def test_a_plan_applied_whose_recomputation_fails_is_still_released(
     assert deployment.run(
         [dg.AssetKey(["demo", "daily_source"]), TOTALS], start="2026-03-01", end="2026-03-02"
     ).success
+    before = deployed(project)
+    rows = totals_rows(deployment)
+    assert len(rows) == 2
     path = project / "models" / "daily_totals.sql"
     path.write_text(
         path.read_text().replace(
@@ -137,11 +145,23 @@ def test_a_plan_applied_whose_recomputation_fails_is_still_released(
         .execute_in_process(instance=deployment.instance, raise_on_error=False)
     )
     assert not failed.success
-    newest = list_releases(lake)[0]
-    assert newest["run_id"] == failed.run_id
-    assert "recomputation failed" in newest["recomputation_error"] and "boom" in newest["recomputation_error"]
-    assert {m["model"] for m in newest["models"]} == {"demo.daily_totals", "demo.summary"}
-    assert "Recomputing failed" in lake.get_bytes(release_keys(newest)[1]).decode()
+    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert "plan not applied" in message and "stays on its previous versions, untouched" in message
+    assert "boom" in message
+    assert deployed(project) == before
+    assert totals_rows(deployment) == rows  # prod's view still reads the old version's table
+    assert len(list_releases(lake)) == 1  # only the first plan's
+    ctx = Context(paths=str(project))
+    try:
+        assert ctx.state_sync.get_environment("prod__plan") is None
+    finally:
+        ctx.close()
+
+
+def totals_rows(deployment: Deployment) -> list[tuple]:
+    """Every row prod's daily_totals view returns, in order."""
+    return query(deployment, "SELECT * FROM demo.daily_totals ORDER BY ds")
 
 
 def test_release_records_on_s3_list_newest_first(s3_env: S3Env, capsys: pytest.CaptureFixture) -> None:

@@ -553,3 +553,31 @@ def test_the_pull_request_plan_check_applies_under_the_plan_lock(plan_lock_proje
         holder.close()
     worker.join(timeout=180)
     assert not worker.is_alive() and worker.error is None, worker.error
+
+
+def test_a_failed_re_apply_fails_the_run_and_leaves_the_environment_unfinalized(
+    plan_lock_project: PlanLockProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-applying the plan a dead run left unfinished fails (a fault injected into SQLMesh's
+    ``Context.plan``): the run fails saying so, and the environment is not declared finished."""
+    from sqlmesh import Context
+
+    project = plan_lock_project
+    project.ensure_environment(ListLog())
+    project.sql("UPDATE sqlmesh._environments SET finalized_ts = NULL WHERE name = 'prod'")
+
+    def failing_plan(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected: the warehouse went away mid-apply")
+
+    stock = Context.plan
+    monkeypatch.setattr(Context, "plan", failing_plan)
+    log = ListLog()
+    with pytest.raises(dg.Failure) as failure:
+        project.ensure_environment(log)
+    assert "stays unfinalized" in str(failure.value.description)
+    assert "injected: the warehouse went away" in str(failure.value.description)
+    assert log.saw("left unfinished by a dead run")
+    assert project.environment().finalized_ts is None
+    monkeypatch.setattr(Context, "plan", stock)  # the cause is fixed: the next run repairs it
+    project.ensure_environment(ListLog())
+    assert project.environment().finalized_ts is not None

@@ -6,6 +6,7 @@ import dagster as dg
 
 from pipelines.component.releases import build_release, git_commit, write_release
 from pipelines.component.translation import PipelinesTranslator
+from pipelines.governance.raw_history import RawHistory
 from pipelines.platform.resources import LakeResource
 from pipelines.platform.settings import Settings
 from pipelines.sqlmesh_bridge import (
@@ -14,30 +15,35 @@ from pipelines.sqlmesh_bridge import (
     SQLMeshTranslator,
     sqlmesh_assets,
 )
-from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome
+from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome
 from pipelines.sqlmesh_bridge.resource import ModelHook
 
 __all__ = ["PipelinesTranslator", "PlanConfig", "build_defs", "build_plan_job", "sqlmesh_plan_job"]
 
 
 class PlanConfig(dg.Config):
-    """``allow_breaking``: apply breaking model changes too (their history is recomputed)."""
+    """``allow_breaking``: apply breaking model changes too (their history is recomputed).
+    ``forward_only``: deploy the changes forward-only (SQLMesh's forward-only plan): changed
+    models keep their tables and history and the new logic applies to new intervals only; for
+    when the raw history a recomputation needs is gone (the job refuses and says so)."""
 
     allow_breaking: bool = False
+    forward_only: bool = False
 
 
 def apply_plan(
     context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource, lake: LakeResource
 ) -> None:
     """Apply the project's model changes to the environment, with the plan in the logs, and
-    record the release (``pipelines/component/releases.py``); each changed model's asset links to it."""
-    try:
-        outcome = sqlmesh.apply_plan(context.log, allow_breaking=config.allow_breaking)
-    except dg.Failure as failure:
-        applied = failure.metadata.get(PLAN_OUTCOME)
-        if applied is not None:  # applied, but recomputing failed: the release happened all the same
-            record_release(context, sqlmesh, lake, PlanOutcome.from_dict(applied.value), failure.description)
-        raise
+    record the release (``pipelines/component/releases.py``); each changed model's asset links to it.
+    New versions are built before the environment moves to them: a failure leaves it as it was,
+    and no release is recorded."""
+    outcome = sqlmesh.apply_plan(
+        context.log,
+        allow_breaking=config.allow_breaking,
+        forward_only=config.forward_only,
+        history=RawHistory(lake.get()),
+    )
     context.log.info(f"plan applied: {outcome.summary}")
     if outcome.changes:
         record_release(context, sqlmesh, lake, outcome)
@@ -48,7 +54,6 @@ def record_release(
     sqlmesh: SQLMeshResource,
     lake: LakeResource,
     outcome: PlanOutcome,
-    error: str | None = None,
 ) -> None:
     """Write the release record and markdown; point each changed model's asset at them."""
     tags = context.run.tags
@@ -57,7 +62,6 @@ def record_release(
         run_id=context.run_id,
         applied_by=tags.get("dagster/user") or tags.get("user") or f"job {context.run.job_name}",
         git_commit=git_commit(sqlmesh.project_dir),
-        error=error,
     )
     store = lake.get()
     json_key, md_key = write_release(store, record)

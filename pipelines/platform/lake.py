@@ -33,6 +33,7 @@ class LakeObject:
     key: str
     size: int
     last_modified: datetime
+    storage_class: str = "STANDARD"  # S3's; GLACIER and DEEP_ARCHIVE objects must be restored to be read
 
 
 def _s3_setting(environ: Mapping[str, str], name: str) -> float:
@@ -147,7 +148,12 @@ class Lake:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
                     if hidden or not is_hidden(obj["Key"][len(full) :]):
-                        yield LakeObject(obj["Key"][strip:], obj["Size"], obj["LastModified"])
+                        yield LakeObject(
+                            obj["Key"][strip:],
+                            obj["Size"],
+                            obj["LastModified"],
+                            obj.get("StorageClass", "STANDARD"),
+                        )
             return
         base = self.root / prefix
         if not base.exists():

@@ -28,6 +28,7 @@ from sqlmesh.core.notification_target import BaseNotificationTarget, Notificatio
 HANDLED = frozenset(
     {
         "start_evaluation_progress",
+        "start_snapshot_evaluation_progress",
         "update_snapshot_evaluation_progress",
         "log_skipped_models",
         "log_failed_models",
@@ -46,7 +47,7 @@ IGNORED = frozenset(
         "show_table_diff", "show_table_diff_details", "show_table_diff_summary", "start_cleanup",
         "start_creation_progress", "start_destroy", "start_env_migration_progress",
         "start_plan_evaluation", "start_promotion_progress", "start_signal_progress",
-        "start_snapshot_evaluation_progress", "start_snapshot_migration_progress",
+        "start_snapshot_migration_progress",
         "start_state_export", "start_state_import", "start_table_diff_model_progress",
         "start_table_diff_progress", "stop_cleanup", "stop_creation_progress", "stop_destroy",
         "stop_env_migration_progress", "stop_evaluation_progress", "stop_plan_evaluation",
@@ -94,13 +95,19 @@ class RunRecord:
         return self.outcomes.setdefault(name, ModelOutcome())
 
 
+class RunStopped(RuntimeError):
+    """The step was interrupted: SQLMesh evaluates no further batch."""
+
+
 class RecordingConsole(NoopConsole):
-    """A console that records evaluation events instead of printing them."""
+    """A console that records evaluation events instead of printing them, and stops a run
+    between batches once told to (``stop``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.record = RunRecord()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         # fqn of each model as soon as all its planned batches are done (or one failed)
         self.finished: queue.Queue[str] = queue.Queue()
         # called with that fqn first, in SQLMesh's worker thread: the one place where queries
@@ -111,6 +118,15 @@ class RecordingConsole(NoopConsole):
         with self._lock:
             for snapshot, intervals in batched_intervals.items():
                 self.record.outcome(snapshot.name).batches_planned += len(intervals)
+
+    def stop(self) -> None:
+        """Fail every batch SQLMesh starts from now on, before it runs (SQLMesh announces each
+        batch with ``start_snapshot_evaluation_progress``; the one in flight finishes)."""
+        self._stopping.set()
+
+    def start_snapshot_evaluation_progress(self, snapshot: Any, *args: Any, **kwargs: Any) -> None:
+        if self._stopping.is_set():
+            raise RunStopped(f"not evaluated: the step was interrupted ({snapshot.name})")
 
     def update_snapshot_evaluation_progress(
         self,

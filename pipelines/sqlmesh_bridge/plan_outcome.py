@@ -12,8 +12,6 @@ from typing import Any
 from sqlglot import exp
 
 ADDED, REMOVED = "ADDED", "REMOVED"
-# metadata key of the outcome on the failure raised when a plan was applied but recomputing failed
-PLAN_OUTCOME = "sqlmesh/plan_outcome"
 
 
 @dataclass(frozen=True)

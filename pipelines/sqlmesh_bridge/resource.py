@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.sqlmesh_bridge.locks import connect_state, file_lock, model_locks, postgres_state
-from pipelines.sqlmesh_bridge.plan_outcome import PLAN_OUTCOME, PlanOutcome, describe_plan
+from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome, describe_plan, short_name
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator, partition_keys_in_window
 
@@ -60,6 +60,21 @@ class ModelHook(Protocol):
     def checks_alone(
         self, context: dg.AssetExecutionContext, models: list[tuple[ModelInfo, dg.AssetKey]]
     ) -> Iterator[dg.AssetCheckResult]: ...
+
+
+class HistoryCheck(Protocol):
+    """Says which inputs of a plan's recomputation cannot be read any more (expired, archived),
+    so a plan never rebuilds a model's history from data that is gone.
+
+    ``unavailable`` gets, per external model (``schema.table``) that the rebuilt models read,
+    the ``[start, end)`` ranges they are rebuilt over; it returns one line per source and
+    reason naming the days (empty: everything is there)."""
+
+    def unavailable(self, needs: Mapping[str, Sequence[tuple[datetime, datetime]]]) -> list[str]: ...
+
+
+class PlanRefused(dg.Failure):
+    """Nothing was applied: the plan would rebuild history whose inputs are gone."""
 
 
 class SQLMeshPlanRequired(dg.Failure):
@@ -203,8 +218,14 @@ class SQLMeshResource(dg.ConfigurableResource):
                     )
                     try:
                         ctx.plan(self.environment, skip_backfill=True, auto_apply=True, no_prompts=True)
-                    except Exception as exc:  # e.g. "no changes": finalizing below is all that is left
-                        log.info(f"re-applying the plan: {exc}")
+                    except Exception as exc:  # finalizing now would declare a half-applied plan done
+                        raise dg.Failure(
+                            description=(
+                                f"re-applying the plan a dead run left unfinished in environment "
+                                f"'{self.environment}' failed, so it stays unfinalized: {exc}. Fix the "
+                                "cause and run the `sqlmesh_plan` job."
+                            )
+                        ) from exc
                     env = ctx.state_sync.get_environment(self.environment)
                     if env is not None and not env.finalized_ts:
                         ctx.state_sync.finalize(env)
@@ -229,12 +250,28 @@ class SQLMeshResource(dg.ConfigurableResource):
                 )
             )
 
-    def apply_plan(self, log: Any, allow_breaking: bool = False) -> PlanOutcome:
+    def apply_plan(
+        self,
+        log: Any,
+        allow_breaking: bool = False,
+        forward_only: bool = False,
+        history: HistoryCheck | None = None,
+    ) -> PlanOutcome:
         """Apply local model changes to the environment; breaking ones only when allowed.
 
-        New and changed models are deployed without a backfill of all history; the intervals the
-        previous versions had computed are then recomputed, so no processed day goes missing.
-        Runs of other processes may go on meanwhile; other plan applications wait (``_plan_lock``).
+        Zero downtime: the new versions are built first, in a staging virtual environment
+        (``<environment>__plan``): changed models over the intervals their previous versions had,
+        new models from their start. Only then do the environment's views move to them. The
+        models the plan builds are locked as a run locks them (``locks.model_locks``) from before
+        their intervals are read until the views have moved, so no run adds a day to an old
+        version meanwhile. When building fails, the environment is untouched and the plan fails.
+        Runs of other models go on meanwhile; other plan applications wait (``_plan_lock``).
+
+        ``history`` (the raw zone's retention and archive) is asked, under the locks, whether the
+        external inputs of the rebuild can still be read; if not, nothing is applied
+        (``PlanRefused``). ``forward_only`` deploys the changes forward-only instead (SQLMesh's
+        forward-only plan): changed models keep their tables and history, the new logic applies
+        to the intervals computed from then on, nothing is rebuilt.
         """
         from pipelines.sqlmesh_bridge.events import RecordingConsole
         from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
@@ -244,7 +281,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             ctx = self.context(console)
             try:
                 with self._plan_lock(log, ctx.config):
-                    return self._apply_plan_locked(ctx, console, log, allow_breaking)
+                    return self._apply_plan_locked(ctx, console, log, allow_breaking, forward_only, history)
             finally:
                 ctx.close()
 
@@ -273,7 +310,13 @@ class SQLMeshResource(dg.ConfigurableResource):
             yield True
 
     def _apply_plan_locked(
-        self, ctx: Any, console: RecordingConsole, log: Any, allow_breaking: bool
+        self,
+        ctx: Any,
+        console: RecordingConsole,
+        log: Any,
+        allow_breaking: bool,
+        forward_only: bool,
+        history: HistoryCheck | None,
     ) -> PlanOutcome:
         env = ctx.state_sync.get_environment(self.environment)
         if env is None:
@@ -281,85 +324,124 @@ class SQLMeshResource(dg.ConfigurableResource):
             return describe_plan(ctx, self.environment, None, None, [])
         from sqlmesh.core.snapshot import SnapshotChangeCategory
 
-        plan = ctx.plan_builder(self.environment, skip_backfill=True).build()
+        plan = ctx.plan_builder(self.environment, skip_backfill=True, forward_only=forward_only).build()
         previous = {s.name: s for s in env.snapshots}
         new = [s for s in plan.new_snapshots if not s.is_external]
-        changed = sorted(s.name for s in new)
-        # a brand-new model breaks nothing: only changes to deployed models can be breaking
+        # a brand-new model breaks nothing: only changes to deployed models can be breaking, and
+        # a forward-only change rewrites no history
         added = sorted(s.name for s in new if s.name not in previous)
         breaking = sorted(
-            s.name for s in new if s.name in previous and s.change_category == SnapshotChangeCategory.BREAKING
+            s.name
+            for s in new
+            if s.name in previous
+            and s.change_category == SnapshotChangeCategory.BREAKING
+            and not s.is_forward_only
         )
         for snapshot in new:
             category = snapshot.change_category.name if snapshot.change_category else "NEW"
-            log.info(f"{category}: {snapshot.name}")
+            log.info(f"{category}{' (forward-only)' if snapshot.is_forward_only else ''}: {snapshot.name}")
             if plan.context_diff.directly_modified(snapshot.name):
                 log.info(plan.context_diff.text_diff(snapshot.name))
         if breaking and not allow_breaking:
             raise dg.Failure(description="breaking changes need allow_breaking=true: " + ", ".join(breaking))
-        old_ids = [previous[n].snapshot_id for n in changed if n in previous]
-        old = ctx.state_sync.get_snapshots(old_ids)
-        spans = [
-            (snap.intervals[0][0], snap.intervals[-1][1], snap.name)
-            for snap in old.values()
-            if snap.intervals
-        ]
-        ctx.apply(plan)
-        outcome = describe_plan(ctx, self.environment, env, plan, spans)
-        # the models it recomputes or backfills, locked as a run locks them (locks.py): a run of
-        # the same model (or one restating a parent it reads) never interleaves with the backfill
-        written = sorted({s[2] for s in spans} | set(added))
+        # a new version has a new, empty table; the same version (metadata or indirect
+        # non-breaking changes) keeps its table and intervals
+        rebuilt = sorted(s.name for s in new if s.name in previous and s.version != previous[s.name].version)
+        written = sorted({*rebuilt, *added})
+        if not written:
+            ctx.apply(plan)
+            return describe_plan(ctx, self.environment, env, plan, [])
+        # the models the plan builds, locked as a run locks them (locks.py), from before their
+        # intervals are read until the views have moved: a run that held a lock has finished its
+        # day into the old version (so the rebuild covers it), and no run adds one meanwhile
         reads = {d for name in written for d in ctx.get_model(name).depends_on} - set(written)
         state = None if self.lock_file else postgres_state(ctx.config, self.gateway)
         with model_locks(state, written, log, reads=reads):
-            self._backfill(ctx, console, log, spans, added, outcome)
-        return outcome
+            # from the state itself: the context's cache holds the intervals of when it loaded
+            old = ctx.state_sync.get_snapshots([previous[n].snapshot_id for n in rebuilt]).values()
+            spans = [
+                (snap.intervals[0][0], snap.intervals[-1][1], snap.name)
+                for snap in ctx.state_sync.refresh_snapshot_intervals(list(old))
+                if snap.intervals
+            ]
+            if history is not None:
+                _refuse_gone_history(ctx, history, spans)
+            self._build_aside(ctx, console, log, spans, added, forward_only)
+            # the new snapshots are in SQLMesh's state and built: this plan only moves the views
+            promote = ctx.plan_builder(
+                self.environment, skip_backfill=True, skip_tests=True, forward_only=forward_only
+            )
+            ctx.apply(promote.build())
+            _drop_environment(ctx, self._staging, log)
+        return describe_plan(ctx, self.environment, env, plan, spans)
 
-    def _backfill(
+    @property
+    def _staging(self) -> str:
+        """The virtual environment a plan builds its new versions in before the target moves."""
+        return f"{self.environment}__plan"
+
+    def _build_aside(
         self,
         ctx: Any,
         console: RecordingConsole,
         log: Any,
         spans: list[tuple[int, int, str]],
         added: list[str],
-        outcome: PlanOutcome,
+        forward_only: bool = False,
     ) -> None:
-        """Recompute the changed models over the intervals their previous versions had, then
-        backfill the new models from their start."""
-        if spans:
-            start, end = min(s[0] for s in spans), max(s[1] for s in spans)
-            log.info(f"recomputing {len(spans)} changed model(s) over their processed intervals")
-            ctx.run(
-                self.environment,
-                start=start,
-                end=end - 1,
-                execution_time=end,
-                select_models=[s[2] for s in spans],
-                no_auto_upstream=True,
-                ignore_cron=True,
-                skip_janitor=True,
+        """Build the plan's new versions in the staging environment: changed models over the
+        intervals their previous versions had, new models from their start to now. A version's
+        table is the same in every environment (not so for forward-only changes, which keep
+        their table), so moving the target's views to them afterwards computes nothing. On
+        failure the staging environment is dropped and the target, untouched, keeps its
+        versions."""
+        staging = self._staging
+        _drop_environment(ctx, staging, log)  # one a dead plan left behind
+        try:
+            ctx.plan(
+                staging,
+                skip_backfill=True,
+                skip_tests=True,
+                forward_only=forward_only,
+                auto_apply=True,
+                no_prompts=True,
             )
-            if console.record.errors:
-                raise dg.Failure(
-                    description="plan applied, recomputation failed: "
-                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items()),
-                    metadata={PLAN_OUTCOME: dg.MetadataValue.json(outcome.as_dict())},
+            steps: list[tuple[list[str], dict[str, Any]]] = []
+            if spans:
+                start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+                names = sorted(s[2] for s in spans)
+                log.info(
+                    f"building {len(names)} changed model(s) over [{_iso(start)}, {_iso(end)}) before "
+                    f"'{self.environment}' moves to them: {', '.join(names)}"
                 )
-        if added:
-            # new models are backfilled from their start to now: the range their partitions cover
-            log.info(f"backfilling {len(added)} new model(s): {', '.join(added)}")
-            ctx.run(
-                self.environment,
-                select_models=added,
-                no_auto_upstream=True,
-                ignore_cron=True,
-                skip_janitor=True,
-            )
-            if console.record.errors:
-                raise dg.Failure(
-                    description="plan applied, backfill of new models failed: "
-                    + "; ".join(f"{k}: {v}" for k, v in console.record.errors.items())
+                steps.append((names, {"start": start, "end": end - 1, "execution_time": end}))
+            if added:
+                log.info(f"building {len(added)} new model(s) from their start: {', '.join(added)}")
+                steps.append((added, {}))
+            upstream = {u for _, _, name in spans for u in ctx.dag.upstream(name)}
+            if upstream & set(added):
+                steps.reverse()  # a changed model reads a new one: build the new one first
+            for names, kwargs in steps:
+                status = ctx.run(
+                    staging,
+                    select_models=names,
+                    no_auto_upstream=True,
+                    ignore_cron=True,
+                    skip_janitor=True,
+                    **kwargs,
                 )
+                if console.record.errors or getattr(status, "name", "") == "FAILURE":
+                    said = [f"{k}: {v}" for k, v in sorted(console.record.errors.items())]
+                    raise RuntimeError("; ".join(said or console.record.error_messages) or "SQLMesh failed")
+            _ensure_built(ctx, staging, spans)
+        except Exception as exc:
+            _drop_environment(ctx, staging, log)
+            raise dg.Failure(
+                description=(
+                    f"plan not applied: building the new model versions failed, so environment "
+                    f"'{self.environment}' stays on its previous versions, untouched: {exc}"
+                )
+            ) from exc
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -504,6 +586,7 @@ class SQLMeshResource(dg.ConfigurableResource):
             ctx = self.context(console, collector)
         reported: set[str] = set()
         locks = ExitStack()  # per-model locks (locks.py): from restatement to the end of the run
+        runner: _SQLMeshThread | None = None
         try:
             with timer("check environment"):
                 self.ensure_environment(ctx, context.log, project)
@@ -552,6 +635,8 @@ class SQLMeshResource(dg.ConfigurableResource):
             if not computed and not record.errors and getattr(status, "name", "") != "FAILURE":
                 yield from _nothing_computed(context, selected, translator, window)
         finally:
+            if runner is not None:
+                runner.halt(console, context.log)  # an interrupted step: SQLMesh stops before the locks go
             # the console stays SQLMesh's global console: drop its link to this run's context
             console.on_finished = None
             locks.close()
@@ -611,6 +696,67 @@ class SQLMeshResource(dg.ConfigurableResource):
         return len(targets)
 
 
+def _refuse_gone_history(ctx: Any, history: HistoryCheck, spans: list[tuple[int, int, str]]) -> None:
+    """Raise ``PlanRefused`` naming the sources and days ``history`` says cannot be read again,
+    among the external inputs of the time-partitioned models the plan rebuilds (a FULL or VIEW
+    model reads its inputs' current state, not their history)."""
+    needs: dict[str, list[tuple[datetime, datetime]]] = {}
+    for start, end, name in spans:
+        if not ctx.get_model(name).kind.is_incremental_by_time_range:
+            continue
+        for parent in sorted(ctx.get_model(name).depends_on):
+            upstream = ctx.get_model(parent)
+            if upstream is None or upstream.kind.is_external:
+                needs.setdefault(short_name(parent), []).append((_dt(start), _dt(end)))
+    gone = history.unavailable(needs) if needs else []
+    if gone:
+        raise PlanRefused(
+            description=(
+                "plan not applied: the new model versions would be rebuilt from inputs that cannot "
+                "be read any more:\n- " + "\n- ".join(gone) + "\nRebuilding would leave those days "
+                "empty. Deploy the change forward-only instead (sqlmesh_plan config `forward_only: "
+                "true`): changed models keep their tables and history, and the new logic applies to "
+                "the days computed from then on."
+            ),
+            metadata={"unavailable": gone},
+        )
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _drop_environment(ctx: Any, name: str, log: Any) -> None:
+    """Invalidate a virtual environment and remove its views now (its tables stay: they are
+    shared with the environments using the same versions; SQLMesh's janitor expires the rest)."""
+    if ctx.state_sync.get_environment(name) is None:
+        return
+    try:
+        ctx.invalidate_environment(name, sync=True)
+    except Exception as exc:  # the janitor removes it later; never a reason to fail the plan
+        log.warning(f"dropping SQLMesh environment '{name}': {exc}")
+
+
+def _ensure_built(ctx: Any, environment: str, spans: list[tuple[int, int, str]]) -> None:
+    """Raise unless each rebuilt model's new version in ``environment`` holds every interval of
+    its span: the tables the target's views are about to point at must be complete."""
+    env = ctx.state_sync.get_environment(environment)
+    wanted = {name: (start, end) for start, end, name in spans}
+    ids = [s.snapshot_id for s in (env.snapshots if env else []) if s.name in wanted]
+    found = list(ctx.state_sync.get_snapshots(ids).values())
+    built = {s.name: s for s in ctx.state_sync.refresh_snapshot_intervals(found)}
+    short = []
+    for name, (start, end) in sorted(wanted.items()):
+        covered = start
+        for low, high in sorted(built[name].intervals if name in built else []):
+            if low <= covered < high:
+                covered = high
+        if covered < end:
+            short.append(f"{name} built only up to {_iso(covered)} of [{_iso(start)}, {_iso(end)})")
+    if short:
+        raise RuntimeError("; ".join(short))
+
+
 AUTOMATION_TAGS = (
     "dagster/schedule_name",
     "dagster/sensor_name",
@@ -647,6 +793,18 @@ class _SQLMeshThread(threading.Thread):
             )
         except BaseException as exc:  # re-raised in the step's thread
             self.error = exc
+
+    def halt(self, console: RecordingConsole, log: Any) -> None:
+        """Stop SQLMesh before its next batch (``RecordingConsole.stop``) and wait until it has:
+        the step was interrupted (run terminated, an error while reporting), and its model locks
+        may only go once nothing of this run writes any more."""
+        if not self.is_alive():
+            return
+        console.stop()
+        log.warning("the step was interrupted: stopping SQLMesh after its current batch")
+        started = time.monotonic()
+        self.join()
+        log.warning(f"SQLMesh stopped after {time.monotonic() - started:.1f}s; releasing the model locks")
 
 
 def audit_check_result(
