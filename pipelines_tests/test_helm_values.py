@@ -277,6 +277,9 @@ OPTIONAL_ENV = {
     "PIPELINES_API_PG_USER",
     "PIPELINES_API_PG_PASSWORD",
     "PIPELINES_EVIDENCE",  # the optional Evidence site asset (off by default)
+    # the CI plan check's secret ids (.github/workflows/ci.yml, pipelines/ops/ci_secrets.py)
+    "PIPELINES_PG_SECRET_ID",
+    "PIPELINES_PII_SALT_SECRET_ID",
 }
 
 
