@@ -53,4 +53,4 @@ def test_lookup_by_cluster_name_writes_the_stack_context(
     # Every key the stack requires is there (the example cdk.json lists them).
     example = json.loads((Path(__file__).resolve().parents[1] / "infra" / "example-context.json").read_text())
     required = {k for k in example if not k.startswith("@") and k not in ("k8s_namespace", "service_account")}
-    assert required - {"backup_retention_days"} <= set(written)
+    assert required - {"backup_retention_days", "github_repository"} <= set(written)
