@@ -465,22 +465,11 @@ class PipelinesStack(cdk.Stack):
     ) -> iam.Role:
         ctx = self.ctx
         issuer = ctx.eks_oidc_issuer
-        provider_arn = cdk.Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:oidc-provider/" + issuer)
-        role = iam.Role(
-            self,
+        role = self._web_identity_role(
             cid,
-            description=f"IRSA role of {ctx.k8s_namespace}/{service_account} on {ctx.eks_cluster_name}",
-            assumed_by=iam.FederatedPrincipal(
-                provider_arn,
-                conditions={
-                    "StringEquals": {
-                        f"{issuer}:sub": f"system:serviceaccount:{ctx.k8s_namespace}:{service_account}",
-                        f"{issuer}:aud": "sts.amazonaws.com",
-                    }
-                },
-                assume_role_action="sts:AssumeRoleWithWebIdentity",
-            ),
-            max_session_duration=cdk.Duration.hours(1),
+            f"IRSA role of {ctx.k8s_namespace}/{service_account} on {ctx.eks_cluster_name}",
+            issuer,
+            f"system:serviceaccount:{ctx.k8s_namespace}:{service_account}",
         )
         statements = (
             []
@@ -540,6 +529,21 @@ class PipelinesStack(cdk.Stack):
             )
         return role
 
+    def _web_identity_role(self, cid: str, description: str, issuer: str, subject: str) -> iam.Role:
+        """A role only ``subject`` of the OIDC provider ``issuer`` may assume, for an hour at most."""
+        provider_arn = cdk.Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:oidc-provider/" + issuer)
+        return iam.Role(
+            self,
+            cid,
+            description=description,
+            assumed_by=iam.FederatedPrincipal(
+                provider_arn,
+                conditions={"StringEquals": {f"{issuer}:sub": subject, f"{issuer}:aud": "sts.amazonaws.com"}},
+                assume_role_action="sts:AssumeRoleWithWebIdentity",
+            ),
+            max_session_duration=cdk.Duration.hours(1),
+        )
+
     def _plan_check_role(self, lake_key: kms.Key, data_key: kms.Key, secrets: list[sm.Secret]) -> iam.Role:
         """The pull-request plan check (``.github/workflows/ci.yml``): assumed with GitHub's OIDC
         token from the repository's protected environment only, for an hour at most. It reads the
@@ -547,22 +551,11 @@ class PipelinesStack(cdk.Stack):
         environment's new table versions): no delete, nothing in the raw or landing zones."""
         ctx = self.ctx
         issuer = "token.actions.githubusercontent.com"
-        provider_arn = cdk.Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:oidc-provider/" + issuer)
-        role = iam.Role(
-            self,
+        role = self._web_identity_role(
             "PlanCheckRole",
-            description=f"CI plan check of {ctx.github_repository} ({ctx.github_environment} environment)",
-            assumed_by=iam.FederatedPrincipal(
-                provider_arn,
-                conditions={
-                    "StringEquals": {
-                        f"{issuer}:sub": f"repo:{ctx.github_repository}:environment:{ctx.github_environment}",
-                        f"{issuer}:aud": "sts.amazonaws.com",
-                    }
-                },
-                assume_role_action="sts:AssumeRoleWithWebIdentity",
-            ),
-            max_session_duration=cdk.Duration.hours(1),
+            f"CI plan check of {ctx.github_repository} ({ctx.github_environment} environment)",
+            issuer,
+            f"repo:{ctx.github_repository}:environment:{ctx.github_environment}",
         )
         prefix = ctx.lake_prefix
         policy = iam.Policy(
