@@ -342,15 +342,15 @@ def run(
     seed: int = 1,
     replicas: int | None = None,
     kinds: Sequence[str] = tuple(ANOMALIES),
-    workdir: Path | None = None,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     """Generate, run every model-day through the quality hook, and tally both sides."""
     replicas = replicas or max(1, (models * 2 // 3) // len(kinds))
     if replicas * len(kinds) > models:
         raise SystemExit(f"{replicas} × {len(kinds)} anomalies need more than {models} models")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        root = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = keep or Path(tmp)
         project = load_project(write_project(root, models), cache_dir=root / "cache")
         translator = SQLMeshTranslator()
         config = load_quality_config(project, translator)
@@ -557,12 +557,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--replicas", type=int, help="anomaly days, each seeding every type once")
     parser.add_argument("--types", default=",".join(ANOMALIES), help="anomaly types to seed")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="an empty folder to keep the project and warehouse in")
     args = parser.parse_args(argv)
     kinds = [k for k in args.types.split(",") if k]
     unknown = sorted(set(kinds) - set(ANOMALIES))
     if unknown:
         parser.error(f"unknown anomaly types {unknown} (known: {', '.join(ANOMALIES)})")
-    result = run(args.models, args.days, args.seed, args.replicas, kinds)
+    result = run(args.models, args.days, args.seed, args.replicas, kinds, args.keep)
     print(result["table"])
     if args.json:
         args.json.write_text(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2))
