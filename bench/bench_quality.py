@@ -372,6 +372,7 @@ def run(
         default, baseline = Tally(), Tally()
         baselines = [Baseline() for _ in infos]
         failed: dict[int, dict[str, set[str]]] = {i: {"default": set(), "baseline": set()} for i in plan}
+        why: dict[int, str] = {}  # the verdict of the check meant for each seeded anomaly
         materialized: list[list[datetime]] = [[] for _ in infos]
         with dg.DagsterInstance.ephemeral() as instance:
             for day in range(total_days):
@@ -414,6 +415,8 @@ def run(
                         )
                         if today and not result.passed:
                             failed[i]["default"].add(result.check_name)
+                        if today and result.check_name == ANOMALIES[today.kind].check:
+                            why[i] = result.description or ""
                     # the baseline judges the very numbers the default checks judged
                     [point] = store.history(key.to_user_string(), before=partition + "~", limit=1)
                     summary = _value(report.metadata["profile"])["columns"]
@@ -470,6 +473,7 @@ def run(
             "baseline_caught": ANOMALIES[s.kind].check in failed[i]["baseline"],
             "failed": sorted(failed[i]["default"]),
             "baseline_failed": sorted(failed[i]["baseline"]),
+            "verdict": why.get(i),
         }
         for i, s in sorted(plan.items(), key=lambda x: (x[1].day, x[1].kind))
     ]
