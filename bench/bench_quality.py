@@ -12,8 +12,8 @@ real DuckDB tables, the history table in the warehouse, ``judge_profiles`` and t
 check against the previous materialization in a real (ephemeral) Dagster instance. Freshness is
 the asset's ``FreshnessPolicy``, judged hourly the way Dagster's evaluator does
 (``pipelines_tests/freshness.py``) against simulated materialization times. Only SQLMesh's run
-loop is left out: the bench writes each day's rows into the model's table itself (a SQLMesh run
-per day for 60 models over 65 days takes most of an hour on 2 cores).
+loop is left out: the bench writes each day's rows into the model's table itself (65 daily runs
+of 60 models through SQLMesh and Dagster would not fit a five-minute budget on 2 cores).
 
 Data: ``--days`` normal days per model with weekday seasonality (four shapes), trend, a monthly
 wave, day-level noise, Poisson counts, and per column a base null rate that itself varies day to
