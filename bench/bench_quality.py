@@ -361,12 +361,13 @@ def run(
         shapes = [Shape.draw(np.random.default_rng([seed, i])) for i in range(len(infos))]
         plan = plan_anomalies(len(infos), kinds, replicas, days, seed)
         total_days = days + replicas
-        con = duckdb.connect(str(root / "warehouse.duckdb"))
+        warehouse_file = str(root / "warehouse.duckdb")
+        con = duckdb.connect(warehouse_file)
         con.execute("CREATE SCHEMA IF NOT EXISTS bench")
         for m in infos:
             cols = ", ".join(f'"{c}" {t}' for c, t in COLUMNS.items())
             con.execute(f"CREATE TABLE {m.schema}.{m.table} ({cols})")
-        hook = QualityHook(list(rules.values()), keys, connect=lambda: duckdb.connect(str(root / "w.duckdb")))
+        hook = QualityHook(list(rules.values()), keys, connect=lambda: duckdb.connect(warehouse_file))
         sqlmesh_ctx = SimpleNamespace(engine_adapter=SimpleNamespace(cursor=con))
         store = ProfileStore(con)
         default, baseline = Tally(), Tally()
