@@ -21,7 +21,7 @@ from pipelines.platform.identifiers import InvalidIdentifierError
 from pipelines.platform.partitions import DAILY
 from pipelines.platform.settings import Settings
 from pipelines.platform.warehouse import warehouse, warehouse_path
-from pipelines.quality.anomaly import distribution_drift, null_rate_drift, volume_anomaly
+from pipelines.quality.anomaly import distribution_drift, null_rate_drift, prediction_k, volume_anomaly
 from pipelines.quality.checks import (
     DRIFT,
     ERROR,
@@ -181,7 +181,8 @@ def test_volume_rule_band_seasonality_and_warmup() -> None:
     drop = volume_anomaly(hist, orders_on(target) // 2, new_date=target)
     assert not drop.passed and drop.observed is not None and drop.observed < drop.low
     early = volume_anomaly(hist[:10], 10 * orders_on(target), new_date=target)
-    assert not early.passed and early.method == "median_mad"  # too few same-weekday points
+    # too few same-weekday points for their spread: their median, the spread of all days
+    assert not early.passed and early.method == "median_weekday_early"
     for points in range(7):  # warm-up: the first 7 partitions never fire
         warm = volume_anomaly(hist[:points], 1_000_000, new_date=target)
         assert warm.passed and warm.in_warmup and warm.band is None
@@ -192,6 +193,41 @@ def test_volume_rule_band_seasonality_and_warmup() -> None:
     weekdays = [(day(i), 1000 + i % 3) for i in range(10)]
     assert volume_anomaly(weekdays, 1300, new_date=day(10)).passed
     assert not volume_anomaly(weekdays, 300, new_date=day(10)).passed  # -70 % still fires
+
+
+def test_volume_rule_knows_the_weekday_before_four_weeks() -> None:
+    """A B2B table (weekends at a third of weekdays) in its second week: a normal Saturday passes
+    (it failed against the median of all days), a Saturday at 30 % or 3x still fails."""
+    level = {5: 300, 6: 250}  # Saturday, Sunday; weekdays 1000
+    start = date(2026, 3, 2)  # a Monday
+    hist = [
+        (start + timedelta(i), level.get((start + timedelta(i)).weekday(), 1000) + i % 3) for i in range(12)
+    ]
+    saturday = start + timedelta(12)
+    assert saturday.weekday() == 5
+    normal = volume_anomaly(hist, 290, new_date=saturday)
+    assert normal.passed and normal.method == "median_weekday_early" and normal.baseline == 302
+    assert not volume_anomaly(hist, 90, new_date=saturday).passed
+    assert not volume_anomaly(hist, 900, new_date=saturday).passed
+    monday = start + timedelta(14)
+    assert volume_anomaly(hist, 1100, new_date=monday).passed
+    assert not volume_anomaly(hist, 300, new_date=monday).passed
+    assert not volume_anomaly(hist, 3000, new_date=monday).passed
+
+
+def test_distribution_rule_widens_for_a_short_history() -> None:
+    """Seven means whose MAD happens to be tiny: a normal day 4.5 sigmas off passed the fixed
+    z = 4 band and failed; the band is now a prediction from 7 points, and narrows as the history
+    grows. A mean shifted by 3 sigma of the column's values still fails."""
+    means = [100.0, 100.2, 99.9, 100.1, 100.0, 103.0, 97.0]
+    normal = distribution_drift(means, 104.5)
+    assert normal.passed and normal.score is not None and 4 < normal.score < prediction_k(4.0, 7)
+    assert prediction_k(4.0, 7) == pytest.approx(10.1, abs=0.05)
+    assert prediction_k(4.0, 56) == pytest.approx(4.37, abs=0.02)
+    assert 4.0 < prediction_k(4.0, 1000) < 4.03  # a long history: the plain z again
+    assert not distribution_drift(means, 150.0).passed  # +3 sigma of values (sigma ~ 17)
+    long = [100.0 + (i % 7 - 3) * 0.5 for i in range(56)]
+    assert not distribution_drift(long, 108.0).passed  # 56 points: the band is near 4 sigma
 
 
 def test_null_and_distribution_rules() -> None:

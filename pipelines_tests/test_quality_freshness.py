@@ -21,24 +21,11 @@ from pipelines.automation import cron_string, freshness_policy_for
 from pipelines.automation.schedules import cron_groups, cron_period, freshness_grace
 from pipelines.sqlmesh_bridge import ModelInfo, SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment
+from pipelines_tests.freshness import fresh
 from pipelines_tests.quality_project import CRONS, write_quality_project
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 RUN_TAKES = timedelta(minutes=1)
-
-
-def fresh(policy: dg.FreshnessPolicy, materialized: list[datetime], now: datetime) -> bool:
-    """Not FAIL at ``now``, judged as Dagster's freshness evaluators judge the policy
-    (dagster/_core/definitions/freshness_evaluator.py): on the latest materialization only."""
-    done = [m for m in materialized if m <= now]
-    if not done:
-        return True  # UNKNOWN before the first materialization
-    last = max(done)
-    if hasattr(policy, "fail_window"):  # a time window: FAIL once it has passed
-        return now - last < policy.fail_window.to_timedelta()
-    # a deadline cron: fresh when materialized since the last completed deadline minus the bound
-    deadline = croniter(policy.deadline_cron, now).get_prev(datetime)  # type: ignore[attr-defined]
-    return last >= deadline - policy.lower_bound_delta  # type: ignore[attr-defined]
 
 
 def ticks(cron: str, count: int) -> list[datetime]:
