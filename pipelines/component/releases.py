@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.governance.audit_log import redact
 from pipelines.platform.lake import Lake
 from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome
 
@@ -55,9 +54,9 @@ def build_release(
     applied_by: str | None,
     git_commit: str | None,
     applied_at: datetime | None = None,
-    error: str | None = None,
 ) -> dict[str, Any]:
-    """``error``: the plan was applied but recomputing the changed models' days failed."""
+    """Only applied plans are recorded: a plan whose build fails leaves prod untouched and has no
+    release."""
     if not _RUN_ID.match(run_id):
         raise ValueError(f"invalid run id {run_id!r}")
     when = (applied_at or datetime.now(UTC)).astimezone(UTC)
@@ -70,7 +69,6 @@ def build_release(
         "git_commit": git_commit,
         "environment": outcome.environment,
         "created_environment": outcome.created,
-        "recomputation_error": redact(error) if error else None,
         "models": [
             {
                 "model": c.model,
@@ -108,8 +106,6 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         + (", creating the environment." if record.get("created_environment") else "."),
         "",
     ]
-    if record.get("recomputation_error"):
-        lines += [f"**Recomputing failed**: {record['recomputation_error']}", ""]
     models = record.get("models") or []
     if not models:
         lines.append("No model changed.")

@@ -5,7 +5,7 @@ was applied under the plan lock."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,17 +45,6 @@ class PlanOutcome:
             "recomputed": sorted(c.model for c in self.changes if c.recomputed),
             "removed": sorted(c.model for c in self.changes if c.change_category == REMOVED),
         }
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PlanOutcome:
-        changes = [
-            ModelChange(**{**c, "recomputed": [tuple(i) for i in c.get("recomputed", [])]})
-            for c in data["changes"]
-        ]
-        return cls(environment=data["environment"], created=data["created"], changes=changes)
 
 
 def short_name(name: str) -> str:
