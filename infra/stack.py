@@ -575,17 +575,7 @@ class PipelinesStack(cdk.Stack):
                         "StringEquals": {"kms:ViaService": f"secretsmanager.{cdk.Aws.REGION}.amazonaws.com"}
                     },
                 ),
-                iam.PolicyStatement(
-                    sid="ListLakePrefix",
-                    actions=["s3:ListBucket"],
-                    resources=[self.lake.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
-                ),
-                iam.PolicyStatement(
-                    sid="ReadLake",
-                    actions=["s3:GetObject"],
-                    resources=[self.lake.arn_for_objects(f"{prefix}/*")],
-                ),
+                *self._read_prefix_statements(prefix, list_sid="ListLakePrefix", read_sid="ReadLake"),
                 iam.PolicyStatement(
                     sid="WriteNewTableFiles",
                     actions=["s3:PutObject", "s3:AbortMultipartUpload"],
@@ -607,6 +597,22 @@ class PipelinesStack(cdk.Stack):
         )
         return role
 
+    def _read_prefix_statements(
+        self, prefix: str, *, list_sid: str, read_sid: str
+    ) -> list[iam.PolicyStatement]:
+        """List and read the lake's objects below ``prefix`` and nothing else."""
+        return [
+            iam.PolicyStatement(
+                sid=list_sid,
+                actions=["s3:ListBucket"],
+                resources=[self.lake.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            ),
+            iam.PolicyStatement(
+                sid=read_sid, actions=["s3:GetObject"], resources=[self.lake.arn_for_objects(f"{prefix}/*")]
+            ),
+        ]
+
     def _marts_read_policy(self, role: iam.Role, lake_key: kms.Key) -> None:
         """Read-only access to the marts' data files: DuckLake keeps a table's files under
         ``<lake>/warehouse/<schema>/<table>/``, and the marts views read SQLMesh's
@@ -616,17 +622,7 @@ class PipelinesStack(cdk.Stack):
             self,
             "ApiRolePolicy",
             statements=[
-                iam.PolicyStatement(
-                    sid="ListMartsPrefix",
-                    actions=["s3:ListBucket"],
-                    resources=[self.lake.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [marts, f"{marts}/*"]}},
-                ),
-                iam.PolicyStatement(
-                    sid="MartsObjects",
-                    actions=["s3:GetObject"],
-                    resources=[self.lake.arn_for_objects(f"{marts}/*")],
-                ),
+                *self._read_prefix_statements(marts, list_sid="ListMartsPrefix", read_sid="MartsObjects"),
                 iam.PolicyStatement(sid="LakeKey", actions=["kms:Decrypt"], resources=[lake_key.key_arn]),
             ],
         )

@@ -79,19 +79,22 @@ def hold_model_lock(project: PlanLockProject, fqn: str) -> Any:
     return con
 
 
+def build_prod(project: PlanLockProject, start: str, end: str, execution_time: str) -> None:
+    """Prod's environment with ``start``..``end`` built by a plain SQLMesh run."""
+    project.ensure_environment(ListLog())
+    ctx = project.resource.context()
+    try:
+        assert ctx.run("prod", start=start, end=end, execution_time=execution_time, ignore_cron=True)
+        assert TOTALS in ctx.models  # the fqn runs lock
+    finally:
+        ctx.close()
+
+
 def test_a_plan_recomputes_a_changed_model_only_when_no_run_holds_it(
     plan_lock_project: PlanLockProject,
 ) -> None:
     project = plan_lock_project
-    project.ensure_environment(ListLog())
-    ctx = project.resource.context()
-    try:
-        assert ctx.run(
-            "prod", start="2026-03-01", end="2026-03-02", execution_time="2026-03-03", ignore_cron=True
-        )
-        assert TOTALS in ctx.models  # the fqn runs lock
-    finally:
-        ctx.close()
+    build_prod(project, "2026-03-01", "2026-03-02", "2026-03-03")
     before = totals_intervals(project)
     assert before, "the first run computed daily_totals"
     old_version = totals_version(project)
@@ -133,14 +136,7 @@ def test_a_day_a_racing_run_adds_is_in_the_new_version(
     from pipelines.sqlmesh_bridge.events import RecordingConsole
 
     project = plan_lock_project
-    project.ensure_environment(ListLog())
-    ctx = project.resource.context()
-    try:
-        assert ctx.run(
-            "prod", start="2026-03-01", end="2026-03-02", execution_time="2026-03-03", ignore_cron=True
-        )
-    finally:
-        ctx.close()
+    build_prod(project, "2026-03-01", "2026-03-02", "2026-03-03")
     assert len(totals_intervals(project)) == 1  # one merged interval: days 1-2
 
     paused, go = threading.Event(), threading.Event()
@@ -244,14 +240,7 @@ def test_readers_never_see_a_day_missing_while_a_plan_changes_a_model_and_adds_o
     daily_top: every read of daily_totals sees each of the three days with exactly its rows,
     and daily_top is either not there yet or there with all three days."""
     project = plan_lock_project
-    project.ensure_environment(ListLog())
-    ctx = project.resource.context()
-    try:
-        assert ctx.run(
-            "prod", start="2026-03-01", end="2026-03-03", execution_time="2026-03-04", ignore_cron=True
-        )
-    finally:
-        ctx.close()
+    build_prod(project, "2026-03-01", "2026-03-03", "2026-03-04")
     models = Path(project.resource.project_dir) / "models"
     (models / "daily_totals.sql").write_text(CHANGED_TOTALS)
     (models / "daily_top.sql").write_text(DAILY_TOP)

@@ -82,3 +82,41 @@ def test_run_on_the_prod_instance_from_outside_the_cluster(
         con.close()
     keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=s3_env.bucket)["Contents"]]
     assert f"lake/raw/fx_rates/ds={DAY}/data.parquet" in keys
+
+
+def test_another_projects_locations_are_its_own_gateways(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A project with its own gateway (`sqlmesh init duckdb`: `database: db.db`) writes there,
+    not to the shop's warehouse, and has no shop report: the run's summary says so, with a
+    relative file resolved the way SQLMesh opens it (against the working directory) and a
+    catalog reached over PostgreSQL named without its password."""
+
+    def locations(connection: str) -> dict[str, str]:
+        project = tmp_path / f"team_project_{len(list(tmp_path.iterdir()))}"
+        (project / "models").mkdir(parents=True)
+        monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
+        (project / "config.yaml").write_text(
+            f"gateways:\n  local:\n    connection:\n{connection}"
+            "default_gateway: local\nmodel_defaults:\n  dialect: duckdb\n"
+        )
+        return dict(data_locations(Settings.from_env()))
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    shown = locations("      type: duckdb\n      database: db.db\n")
+    assert shown["warehouse (project gateway)"] == str(work / "db.db")
+    assert "report" not in shown and "warehouse (DuckDB)" not in shown
+    shown = locations(
+        "      type: duckdb\n"
+        "      catalogs:\n"
+        "        lake:\n"
+        "          type: ducklake\n"
+        "          path: 'postgres:host=pg password=pw-not-printed dbname=lake'\n"
+        "          data_path: s3://team-lake/data/\n"
+        "        side: side.duckdb\n"
+    )
+    assert shown["warehouse (project gateway)"] == f"lake: ducklake catalog, side: {work / 'side.duckdb'}"
+    assert "pw-not-printed" not in " ".join(shown.values())

@@ -186,13 +186,31 @@ def test_volume_rule_band_seasonality_and_warmup() -> None:
     for points in range(7):  # warm-up: the first 7 partitions never fire
         warm = volume_anomaly(hist[:points], 1_000_000, new_date=target)
         assert warm.passed and warm.in_warmup and warm.band is None
-    flat = volume_anomaly([(day(i), 1) for i in range(10)], 0, new_date=day(10))
+    flat = volume_anomaly([(day(i), 1000) for i in range(10)], 0, new_date=day(10))
     # sigma >= 15 % of the median while there is no weekday baseline yet
-    assert not flat.passed and flat.band == pytest.approx((0.4, 1.6))
+    assert not flat.passed and flat.band == pytest.approx((400, 1600))
     # before the weekday baseline exists, a normal weekend (+30 %) on regular weekdays is no anomaly
     weekdays = [(day(i), 1000 + i % 3) for i in range(10)]
     assert volume_anomaly(weekdays, 1300, new_date=day(10)).passed
     assert not volume_anomaly(weekdays, 300, new_date=day(10)).passed  # -70 % still fires
+
+
+def test_volume_rule_treats_a_tiny_tables_counting_noise_as_normal() -> None:
+    """SQLMesh's `init` example loads one row a day: a day with none, or three, is counting noise
+    (sigma >= sqrt(median)), not the alarm it raised before. Large counts keep their 10 %/15 %
+    floor, and a tiny table that jumps to dozens of rows still fires."""
+    start = date(2026, 1, 5)
+    one_a_day = [(start + timedelta(days=i), 1) for i in range(35)]
+    target = start + timedelta(days=35)
+    for count in (0, 1, 2, 3, 4):
+        assert volume_anomaly(one_a_day, count, new_date=target).passed, count
+    jump = volume_anomaly(one_a_day, 20, new_date=target)
+    assert not jump.passed and jump.band == pytest.approx((0.0, 5.0))
+    few = [(start + timedelta(days=i), 25) for i in range(35)]
+    assert volume_anomaly(few, 12, new_date=target).passed  # sqrt(25) = 5 > 10 % of 25
+    assert not volume_anomaly(few, 3, new_date=target).passed
+    big = [(start + timedelta(days=i), 10_000) for i in range(35)]
+    assert volume_anomaly(big, 10_000, new_date=target).band == pytest.approx((6_000, 14_000))
 
 
 def test_volume_rule_knows_the_weekday_before_four_weeks() -> None:
@@ -482,7 +500,8 @@ def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance
         assert (before.passed, before.description) == (after.passed, after.description)
         return before, after
 
-    assert run(["order_date", "revenue_usd"])[0].passed  # nothing to compare with yet
+    first = run(["order_date", "revenue_usd"])[0]
+    assert first.passed and first.severity == WARN  # nothing to compare with yet, still a WARN check
     assert run(["order_date", "revenue_usd"])[0].passed
     added, _ = run(["order_date", "revenue_usd", "refunds_usd"])
     assert not added.passed and "Added columns: refunds_usd" in (added.description or "")

@@ -96,22 +96,47 @@ def bash(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_prod_stack_job_runs_every_prod_stack_test_and_fails_on_skips() -> None:
-    """Per merge to main and nightly, after the tests: the slow production-stack tests with
-    their services installed, a skip counted as a failure."""
+    """Per merge to main, nightly and in `.ci/run`: the slow production-stack tests with their
+    services installed, a skip counted as a failure."""
     wf = workflow()
     job = wf["jobs"]["prod-stack"]
     assert job["needs"] == "test" and "pull_request" in job["if"] and "schedule" in wf.get("on", wf.get(True))
-    (command,) = [r for r in runs("prod-stack") if r.startswith("uv run pytest")]
-    words = command.split()
-    assert words[3:6] == ["-m", "slow", "--no-skips"]
+    assert "bash .ci/prod-stack --strict" in runs("prod-stack")
+    assert any("postgresql pgbouncer" in r for r in runs("prod-stack"))
+    assert "bash .ci/prod-stack" in (ROOT / ".ci" / "run").read_text().splitlines()
+    script = (ROOT / ".ci" / "prod-stack").read_text()
+    listed = set(re.findall(r"pipelines_tests/test_\w+\.py", script))
     prod_files = {
         p.relative_to(ROOT).as_posix()
         for p in (ROOT / "pipelines_tests").glob("test_*.py")
         if "prod_environment(" in p.read_text() or "prod_env(" in p.read_text()
     }
     slow_prod = {p for p in prod_files if "pytest.mark.slow" in (ROOT / p).read_text()}
-    assert slow_prod <= set(words[6:]), f"prod-stack tests the job leaves out: {slow_prod - set(words[6:])}"
-    assert any("postgresql pgbouncer" in r for r in runs("prod-stack"))
+    assert slow_prod <= listed, f"prod-stack tests the script leaves out: {slow_prod - listed}"
+    assert all((ROOT / p).exists() for p in listed)
+
+
+def test_the_prod_stack_script_demands_its_services_under_strict(tmp_path: Path) -> None:
+    """`--strict` (the CI job) fails before any test when PgBouncer or PostgreSQL is missing;
+    without it the script says what is missing (here: a PATH without them, so no test runs)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "uv").write_text("#!/bin/sh\necho \"uv $*\"\n")
+    (fake_bin / "uv").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    services = shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists()
+    services = services and any(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    strict = subprocess.run(
+        ["bash", ".ci/prod-stack", "--strict"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    lenient = subprocess.run(["bash", ".ci/prod-stack"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if services:
+        for result in (strict, lenient):
+            assert result.returncode == 0 and "--no-skips" in result.stdout
+    else:
+        assert strict.returncode == 1 and "not installed" in strict.stderr and "uv" not in strict.stdout
+        assert lenient.returncode == 0 and "--no-skips" not in lenient.stdout
+        assert "not installed" in lenient.stdout and "pytest -m slow" in lenient.stdout
 
 
 def test_the_test_job_passes_locally() -> None:

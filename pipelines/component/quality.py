@@ -75,7 +75,7 @@ def quality_settings(project: ProjectInfo, model: ModelInfo) -> ModelSettings:
 
 
 @lru_cache(maxsize=8)
-def _connection_config(project_dir: str, gateway: str | None) -> Any:
+def gateway_connection(project_dir: str, gateway: str | None) -> Any:
     """The SQLMesh connection config of a project's gateway (SQLMesh is imported only here)."""
     from sqlmesh.core.config import Config
     from sqlmesh.core.config.loader import load_configs
@@ -97,7 +97,7 @@ def project_warehouse(project: ProjectInfo) -> Connect:
 
     @contextmanager
     def connect() -> Iterator[duckdb.DuckDBPyConnection]:
-        adapter = _connection_config(project.project_dir, project.gateway).create_engine_adapter()
+        adapter = gateway_connection(project.project_dir, project.gateway).create_engine_adapter()
         try:
             cursor = adapter.cursor
             if not isinstance(cursor, duckdb.DuckDBPyConnection):

@@ -191,11 +191,41 @@ def _summary(results: list[dg.ExecuteInProcessResult]) -> tuple[bool, list[Any],
     return bool(results) and all(r.success for r in results), checks, failed, assets
 
 
+def gateway_location(project_dir: Path, gateway: str | None) -> str:
+    """Where a project's own SQLMesh gateway keeps its tables, as SQLMesh opens it: a relative
+    DuckDB file resolves against the working directory, not the project, so it is shown resolved.
+    A catalog that is not a local file is named by type only (its path may hold a password)."""
+    from pipelines.component.quality import gateway_connection
+
+    connection = gateway_connection(str(project_dir), gateway)
+    kind = str(getattr(connection, "type_", "unknown"))
+    if kind != "duckdb":
+        return f"{kind} (gateway {gateway or 'default'})"
+    places = []
+    database = getattr(connection, "database", None)
+    if database and database != ":memory:":
+        places.append(str(Path(database).resolve()))
+    for name, catalog in (getattr(connection, "catalogs", None) or {}).items():
+        path = catalog if isinstance(catalog, str) else catalog.path
+        local = path != ":memory:" and ":" not in path.split("/", 1)[0]
+        if local:
+            places.append(f"{name}: {Path(path).resolve()}")
+        else:
+            places.append(f"{name}: {getattr(catalog, 'type', 'duckdb')} catalog")
+    return ", ".join(places) or "in memory (nothing is kept)"
+
+
 def data_locations(settings: Settings) -> list[tuple[str, str]]:
     """Where a run's results are, for the stack the environment names: the lake (S3 or a
-    folder) and the warehouse (DuckLake's catalog and data files in prod, a DuckDB file locally)."""
+    folder) and the warehouse (DuckLake's catalog and data files in prod, a DuckDB file locally;
+    another project's own gateway when it is not the bundled shop, which alone has the report)."""
     lake = ("lake (raw Parquet, quarantine)", settings.lake_uri)
     report = ("report", f"{settings.lake_uri}/reports/shop_report.html")
+    from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
+
+    project = settings.sqlmesh_project_dir
+    if settings.env != "prod" and project.resolve() != BUNDLED_SQLMESH_PROJECT.resolve():
+        return [lake, ("warehouse (project gateway)", gateway_location(project, settings.sqlmesh_gateway))]
     if settings.env == "prod":
         from pipelines.platform.postgres import ducklake_catalog_params
 

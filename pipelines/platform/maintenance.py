@@ -28,30 +28,27 @@ DEFAULT_MAX_RUN_HOURS = 24.0
 CATALOG = "lake"  # the DuckLake catalog's name in pipelines.platform.warehouse and the prod gateway
 
 
+def _non_negative_from_env(name: str, default: float, unit: str) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SettingsError(f"{name} must be a number of {unit} >= 0, got {raw!r}")
+    return value
+
+
 def retention_from_env() -> timedelta:
     """``PIPELINES_SNAPSHOT_RETENTION_DAYS`` (default 7): how long old snapshots stay readable."""
-    raw = os.environ.get(RETENTION_ENV, "").strip()
-    try:
-        days = float(raw) if raw else DEFAULT_RETENTION_DAYS
-    except ValueError:
-        days = -1.0
-    if not days >= 0:
-        raise SettingsError(f"{RETENTION_ENV} must be a number of days >= 0, got {raw!r}")
-    return timedelta(days=days)
+    return timedelta(days=_non_negative_from_env(RETENTION_ENV, DEFAULT_RETENTION_DAYS, "days"))
 
 
 def longest_run_from_env() -> timedelta:
     """``PIPELINES_MAX_RUN_HOURS`` (default 24): the longest a run of this deployment may take, so
     the longest any writer holds files it has not committed yet. 0 only where no run can be in
     flight during maintenance (a stopped deployment, a test)."""
-    raw = os.environ.get(MAX_RUN_ENV, "").strip()
-    try:
-        hours = float(raw) if raw else DEFAULT_MAX_RUN_HOURS
-    except ValueError:
-        hours = -1.0
-    if not hours >= 0:
-        raise SettingsError(f"{MAX_RUN_ENV} must be a number of hours >= 0, got {raw!r}")
-    return timedelta(hours=hours)
+    return timedelta(hours=_non_negative_from_env(MAX_RUN_ENV, DEFAULT_MAX_RUN_HOURS, "hours"))
 
 
 def check_retention(retention: timedelta, longest_run: timedelta) -> None:

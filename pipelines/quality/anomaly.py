@@ -121,7 +121,9 @@ def volume_anomaly(
     normal volume evaluations failed before). Without ``new_date`` all days are used. The sigma
     is at least ``min_relative_scale`` of the median (wider, ``min_relative_scale_unseasonal``,
     before the weekday baseline exists): very regular history gives a tiny MAD, and a normal
-    weekend peak must not fire (a 10x day still does).
+    weekend peak must not fire (a 10x day still does). It is also at least sqrt(median), the
+    counting noise of a Poisson count: a table of one or two rows a day (SQLMesh's `init`
+    example) has days with none, and those are no anomaly either.
     """
     points = len(history_counts)
     if points < warmup:
@@ -141,7 +143,7 @@ def volume_anomaly(
         center = statistics.median(same_day)
         scale = relative * abs(center)
     floor = min_relative_scale if method == "median_mad_weekday" else min_relative_scale_unseasonal
-    scale = max(scale, floor * abs(center))
+    scale = max(scale, floor * abs(center), math.sqrt(max(abs(center), 1.0)))
     low, high = max(0.0, center - k * scale), center + k * scale
     score = (new_count - center) / scale if scale else 0.0
     return AnomalyResult(

@@ -101,6 +101,7 @@ def schema_change_of(
             asset_key=key,
             check_name=SCHEMA_CHECK,
             passed=True,
+            severity=severity,  # Dagster's default is ERROR: the UI would show a WARN check as one
             description="no earlier column schema to compare with",
         )
     changes = schema_changes(old, new)
