@@ -27,6 +27,7 @@ from pipelines.quality.checks import (
     ERROR,
     QualityRule,
     build_profile_checks,
+    judge_profiles,
     run_profile_checks,
 )
 from pipelines.quality.grain import DAY
@@ -469,6 +470,19 @@ def test_check_without_partition_judges_newest_day(
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 3 and all(e.passed for e in evaluations)
     assert {value(e, "partition") for e in evaluations} == {"2026-01-30"}
+
+
+def test_verdicts_with_nothing_to_compare_keep_the_checks_severity(
+    ephemeral_instance: dg.DagsterInstance,
+) -> None:
+    """An empty table or an asset never materialized passes, as its own check: Dagster's default
+    severity, ERROR, would show a WARN check as an ERROR one in the UI."""
+    con = duckdb.connect()
+    empty = judge_profiles(RULE, {}, con, ProfileStore(con), record=False)
+    assert {r.check_name: r.severity for r in empty} == {c: RULE.severity_of(c) for c in RULE.checks}
+    assert all(r.passed for r in empty) and WARN in {r.severity for r in empty}
+    never = schema_change_result(ephemeral_instance, dg.AssetKey(["never", "built"]), WARN)
+    assert never.passed and never.severity == WARN
 
 
 def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance: dg.DagsterInstance) -> None:

@@ -348,6 +348,7 @@ def judge_profiles(
                 asset_key=rule.asset_key,
                 check_name=check,
                 passed=True,
+                severity=rule.severity_of(check),
                 description=f"{rule.table} has no rows yet: nothing to compare",
             )
             for check in selected

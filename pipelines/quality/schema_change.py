@@ -42,7 +42,11 @@ def schema_change_result(
     latest = instance.fetch_materializations(key, limit=1).records
     if not latest:
         return dg.AssetCheckResult(
-            asset_key=key, check_name=SCHEMA_CHECK, passed=True, description="not materialized yet"
+            asset_key=key,
+            check_name=SCHEMA_CHECK,
+            passed=True,
+            severity=severity,
+            description="not materialized yet",
         )
     new = _columns(latest[0])
     return schema_change_before(instance, key, new, _run_start(instance, latest[0]), severity)
