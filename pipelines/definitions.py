@@ -31,7 +31,7 @@ def shop_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -
         return True
     if asked in ("0", "false", "no"):
         return False
-    return settings.sqlmesh_project_dir == BUNDLED_SQLMESH_PROJECT.resolve()
+    return settings.bundled_project
 
 
 def _platform_defs() -> dg.Definitions:

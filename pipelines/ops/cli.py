@@ -221,17 +221,15 @@ def data_locations(settings: Settings) -> list[tuple[str, str]]:
     another project's own gateway when it is not the bundled shop, which alone has the report)."""
     lake = ("lake (raw Parquet, quarantine)", settings.lake_uri)
     report = ("report", f"{settings.lake_uri}/reports/shop_report.html")
-    from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-
-    project = settings.sqlmesh_project_dir
-    if settings.env != "prod" and project.resolve() != BUNDLED_SQLMESH_PROJECT.resolve():
-        return [lake, ("warehouse (project gateway)", gateway_location(project, settings.sqlmesh_gateway))]
     if settings.env == "prod":
         from pipelines.platform.postgres import ducklake_catalog_params
 
         catalog = ducklake_catalog_params().describe()
         data = settings.lake_uri.rstrip("/") + "/warehouse/"
         return [lake, ("warehouse (DuckLake catalog)", catalog), ("warehouse data files", data), report]
+    if not settings.bundled_project:
+        where = gateway_location(settings.sqlmesh_project_dir, settings.sqlmesh_gateway)
+        return [lake, ("warehouse (project gateway)", where)]
     from pipelines.platform import warehouse
 
     return [lake, ("warehouse (DuckDB)", warehouse.warehouse_path(settings)), report]

@@ -77,6 +77,11 @@ class Settings:
     def lake_is_s3(self) -> bool:
         return self.lake_uri.startswith("s3://")
 
+    @property
+    def bundled_project(self) -> bool:
+        """Whether the configured project is the bundled shop (its warehouse, data and report)."""
+        return self.sqlmesh_project_dir == BUNDLED_SQLMESH_PROJECT.resolve()
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         environ = dict(os.environ if environ is None else environ)
