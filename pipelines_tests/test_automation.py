@@ -23,7 +23,7 @@ from pipelines.automation.schedules import (
     cron_groups,
 )
 from pipelines.component.automation import build_defs
-from pipelines.component.transformation import PipelinesTranslator, sqlmesh_plan_job
+from pipelines.component.transformation import PipelinesTranslator, build_plan_job
 from pipelines.platform.lake import Lake
 from pipelines.platform.partitions import DAILY
 from pipelines.platform.settings import Settings
@@ -227,7 +227,7 @@ def test_ingested_partition_requests_staging_and_failed_blocking_check_holds_bac
         ingestion.defs,
         dg.Definitions(
             assets=[sqlmesh_assets(info, translator)],
-            jobs=[sqlmesh_plan_job],
+            jobs=[build_plan_job(info, translator)],
             resources=build_resources(settings),
         ),
         build_defs(info, translator),

@@ -81,14 +81,14 @@ def test_sqlmesh_failure_without_a_model_error_fails_the_step() -> None:
     from types import SimpleNamespace
 
     from pipelines.sqlmesh_bridge.events import RunRecord
-    from pipelines.sqlmesh_bridge.resource import _raise_on_failure
+    from pipelines.sqlmesh_bridge.reporting import raise_on_failure
 
     record = RunRecord(errors={'"db"."audits"."standalone"': "AuditError: 3 rows failed"})
     model = SimpleNamespace(fqn='"db"."demo"."x"', name="demo.x")
     with pytest.raises(dg.Failure) as failure:
-        _raise_on_failure(None, [model], record, SimpleNamespace(name="FAILURE"))  # type: ignore[arg-type]
+        raise_on_failure(None, [model], record, SimpleNamespace(name="FAILURE"))  # type: ignore[arg-type]
     assert "AuditError: 3 rows failed" in str(failure.value.description)
-    _raise_on_failure(None, [model], RunRecord(), SimpleNamespace(name="SUCCESS"))  # type: ignore[arg-type]
+    raise_on_failure(None, [model], RunRecord(), SimpleNamespace(name="SUCCESS"))  # type: ignore[arg-type]
 
 
 NEW_MODEL = """\
@@ -116,11 +116,17 @@ def test_plan_job_deploys_and_backfills_a_new_model_without_allow_breaking(
         env = ctx.state_sync.get_environment("prod")
         info = next(s for s in env.snapshots if s.name.endswith('"new_daily"'))
         intervals = ctx.state_sync.get_snapshots([info.snapshot_id])[info.snapshot_id].intervals
-        assert intervals and intervals[0][0] == 1767225600000  # from the model's start, 2026-01-01
+        # SQLMesh's plan: from the model's start (2026-01-01) to the end prod has reached
+        # (2026-03-03), and the unchanged upstream's missing days too, as bare `sqlmesh plan` does
+        assert intervals == [(1767225600000, 1772496000000)]
         rows = ctx.engine_adapter.fetchall("SELECT count(*) FROM demo.new_daily")
+        upstream = ctx.engine_adapter.fetchall("SELECT count(*) FROM demo.daily_totals")
     finally:
         ctx.close()
-    assert rows == [(2,)]  # the two days its upstream had
+    assert rows == upstream == [(61,)]
+    # Dagster shows what the plan built: every day of the new model
+    built = deployment.instance.get_materialized_partitions(dg.AssetKey(["demo", "new_daily"]))
+    assert len(built) == 61 and min(built) == "2026-01-01" and max(built) == "2026-03-02"
     assert deployment.run([dg.AssetKey(["demo", "new_daily"])], start="2026-03-03").success
 
 

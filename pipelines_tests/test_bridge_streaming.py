@@ -142,7 +142,7 @@ def test_an_interrupted_step_stops_sqlmesh_before_releasing_its_lock(
     as it reports the first model, where an interruption arrives): the batch in flight
     finishes, no other starts, and all that happens before the step lets go of its lock, so
     nothing of the run writes once another run may take the lock."""
-    from pipelines.sqlmesh_bridge import resource as bridge_resource
+    from pipelines.sqlmesh_bridge import reporting
 
     project = write_project(deployment.root, summary=False)
     (project / "models" / "slow.py").write_text(LOGGED_SLOW_MODEL)
@@ -150,14 +150,14 @@ def test_an_interrupted_step_stops_sqlmesh_before_releasing_its_lock(
     batches = deployment.root / "batches.log"
     monkeypatch.setenv("BRIDGE_TEST_BATCH_LOG", str(batches))
     monkeypatch.setenv("BRIDGE_TEST_SLEEP", "1.5")
-    reported = bridge_resource._Reporter.model_results
+    reported = reporting.Reporter.model_results
 
     def interrupted(self: Any, model: Any, record: Any) -> Any:
         if model.name == "demo.daily_source":
             raise RuntimeError("injected: the step is interrupted")
         return reported(self, model, record)
 
-    monkeypatch.setattr(bridge_resource._Reporter, "model_results", interrupted)
+    monkeypatch.setattr(reporting.Reporter, "model_results", interrupted)
     result = deployment.run([SOURCE, SLOW], start="2026-03-01", end="2026-03-04")
     ended = time.time()  # the step is over: its lock is released
     assert not result.success

@@ -28,7 +28,7 @@ import pytest
 
 from pipelines.platform.settings import Settings
 from pipelines.shop.sources import demo
-from pipelines.sqlmesh_bridge import resource as bridge_resource
+from pipelines.sqlmesh_bridge import locks as bridge_locks
 from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, STATE_INIT_LOCK_KEY, SQLMeshResource
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import build_prod_env, prod_environment
@@ -415,7 +415,7 @@ def test_plan_lock_serializes_environment_creation(
 ) -> None:
     """While another session holds the plan lock, creating the environment waits; it runs after."""
     project = plan_lock_project
-    monkeypatch.setattr(bridge_resource, "_PLAN_LOCK_POLL", "100ms")  # go round the wait loop
+    monkeypatch.setattr(bridge_locks, "_POLL", "100ms")  # go round the wait loop
     log = ListLog()
     if operation == "ensure_environment":
         target: Callable[[], Any] = lambda: project.ensure_environment(log)  # noqa: E731

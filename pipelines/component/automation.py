@@ -9,12 +9,33 @@ failure alerts and the shop's landing sensor are the code location's, not a proj
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import dagster as dg
 
 from pipelines.automation import build_catch_up_sensor, build_schedule, catch_up_keys, cron_groups
 from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshTranslator
+
+AUTOMATION_TAGS = (
+    "dagster/schedule_name",
+    "dagster/sensor_name",
+    "dagster/auto_materialize",
+    "dagster/from_automation_condition",
+    "dagster/asset_evaluation_id",
+)
+
+
+def is_automated(tags: Mapping[str, str]) -> bool:
+    """A run a schedule, sensor or automation condition launched (it computes what is due);
+    any other run was launched by a person (it recomputes what it names)."""
+    return any(tag in tags for tag in AUTOMATION_TAGS)
+
+
+def launched_by_a_person(context: dg.AssetExecutionContext) -> bool:
+    """The component's restate policy: a person's run (a backfill, a re-run from the UI)
+    recomputes its window; automation computes only what is due."""
+    return not is_automated(context.run.tags)
 
 
 class AutomationModel(dg.Model):

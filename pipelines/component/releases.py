@@ -68,6 +68,7 @@ def build_release(
         "run_id": run_id,
         "git_commit": git_commit,
         "environment": outcome.environment,
+        "plan_id": outcome.plan_id,
         "created_environment": outcome.created,
         "models": [
             {
@@ -128,10 +129,11 @@ def render_markdown(record: Mapping[str, Any]) -> str:
 
 
 def write_release(lake: Lake, record: Mapping[str, Any]) -> tuple[str, str]:
-    """Write the JSON record, then its markdown; return both keys."""
+    """Write the markdown, then the JSON record (what ``list_releases`` reads): a record that
+    exists is whole, and a failed write leaves none, so the plan job's retry writes it."""
     json_key, md_key = release_keys(record)
-    lake.put_bytes((json.dumps(record, sort_keys=True) + "\n").encode(), json_key)
     lake.put_bytes(render_markdown(record).encode(), md_key)
+    lake.put_bytes((json.dumps(record, sort_keys=True) + "\n").encode(), json_key)
     return json_key, md_key
 
 

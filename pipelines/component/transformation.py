@@ -1,10 +1,13 @@
-"""Transformation: every SQLMesh model of the configured project as a Dagster asset."""
+"""Transformation: every SQLMesh model of the configured project as a Dagster asset, the plan
+job that deploys changes (and makes Dagster show what the plan built), and the mirror job that
+makes Dagster's catalog show what SQLMesh's state holds."""
 
 import os
 
 import dagster as dg
 
-from pipelines.component.releases import build_release, git_commit, write_release
+from pipelines.component.automation import launched_by_a_person
+from pipelines.component.releases import build_release, git_commit, list_releases, write_release
 from pipelines.component.translation import PipelinesTranslator
 from pipelines.governance.raw_history import RawHistory
 from pipelines.platform.resources import LakeResource
@@ -15,10 +18,11 @@ from pipelines.sqlmesh_bridge import (
     SQLMeshTranslator,
     sqlmesh_assets,
 )
+from pipelines.sqlmesh_bridge.hooks import ModelHook
+from pipelines.sqlmesh_bridge.mirror import converge, held_intervals
 from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome
-from pipelines.sqlmesh_bridge.resource import ModelHook
 
-__all__ = ["PipelinesTranslator", "PlanConfig", "build_defs", "build_plan_job", "sqlmesh_plan_job"]
+__all__ = ["PipelinesTranslator", "PlanConfig", "build_defs", "build_mirror_job", "build_plan_job"]
 
 
 class PlanConfig(dg.Config):
@@ -32,12 +36,16 @@ class PlanConfig(dg.Config):
 
 
 def apply_plan(
-    context: dg.OpExecutionContext, config: PlanConfig, sqlmesh: SQLMeshResource, lake: LakeResource
+    context: dg.OpExecutionContext,
+    config: PlanConfig,
+    sqlmesh: SQLMeshResource,
+    lake: LakeResource,
+    project: ProjectInfo,
+    translator: SQLMeshTranslator,
 ) -> None:
-    """Apply the project's model changes to the environment, with the plan in the logs, and
-    record the release (``pipelines/component/releases.py``); each changed model's asset links to it.
-    New versions are built before the environment moves to them: a failure leaves it as it was,
-    and no release is recorded."""
+    """Apply the project's model changes with SQLMesh's plan, with the plan in the logs; record
+    what it built as materializations (new versions under their new code version) and the
+    release (``pipelines/component/releases.py``). A failure leaves the environment as it was."""
     outcome = sqlmesh.apply_plan(
         context.log,
         allow_breaking=config.allow_breaking,
@@ -45,8 +53,27 @@ def apply_plan(
         history=RawHistory(lake.get()),
     )
     context.log.info(f"plan applied: {outcome.summary}")
-    if outcome.changes:
-        record_release(context, sqlmesh, lake, outcome)
+    renewed = {c.fqn for c in outcome.changes if c.new_version is not None}
+    events, report = converge(
+        context.instance, project, translator, outcome.held, f"built by plan run {context.run_id}", renewed
+    )
+    for event in events:
+        context.log_event(event)
+    for line in report.lines():
+        context.log.info(line)
+    release = outcome if outcome.changes else _unrecorded(outcome.last_applied, lake)
+    if release is not None:
+        record_release(context, sqlmesh, lake, release, project, translator)
+
+
+def _unrecorded(last: PlanOutcome | None, lake: LakeResource) -> PlanOutcome | None:
+    """The environment's last applied plan when no release records it (its first attempt
+    failed after the views moved): the retry completes it."""
+    if last is None or not last.changes or last.plan_id is None:
+        return None
+    if any(r.get("plan_id") == last.plan_id for r in list_releases(lake.get())):
+        return None
+    return last
 
 
 def record_release(
@@ -54,8 +81,11 @@ def record_release(
     sqlmesh: SQLMeshResource,
     lake: LakeResource,
     outcome: PlanOutcome,
+    project: ProjectInfo,
+    translator: SQLMeshTranslator,
 ) -> None:
-    """Write the release record and markdown; point each changed model's asset at them."""
+    """Write the release record (markdown first, the JSON last: a record that exists is whole)
+    and point each changed model's asset (the translator's key) at it."""
     tags = context.run.tags
     record = build_release(
         outcome,
@@ -67,11 +97,12 @@ def record_release(
     json_key, md_key = write_release(store, record)
     context.log.info(f"release {record['release_id']} recorded: {store.url(json_key)}")
     for change in outcome.changes:
-        if change.new_version is None:  # removed: no asset any more
+        model = project.models.get(change.fqn)
+        if change.new_version is None or model is None or not model.is_asset:  # removed: no asset any more
             continue
         context.log_event(
             dg.AssetObservation(
-                asset_key=dg.AssetKey(change.model.split(".")),
+                asset_key=translator.get_asset_key(model),
                 metadata={
                     "sqlmesh/release": dg.MetadataValue.path(store.url(md_key)),
                     "sqlmesh/release_record": dg.MetadataValue.path(store.url(json_key)),
@@ -84,12 +115,15 @@ def record_release(
         )
 
 
-def build_plan_job(prefix: str = "", resource_key: str = "sqlmesh") -> dg.JobDefinition:
+def build_plan_job(
+    project: ProjectInfo, translator: SQLMeshTranslator, prefix: str = "", resource_key: str = "sqlmesh"
+) -> dg.JobDefinition:
     """The ``<prefix>sqlmesh_plan`` job of one SQLMesh project (its own resource key)."""
 
     @dg.op(name=f"apply_{prefix}sqlmesh_plan", pool="sqlmesh", required_resource_keys={resource_key, "lake"})
     def apply_plan_op(context: dg.OpExecutionContext, config: PlanConfig) -> None:
-        apply_plan(context, config, getattr(context.resources, resource_key), context.resources.lake)
+        sqlmesh = getattr(context.resources, resource_key)
+        apply_plan(context, config, sqlmesh, context.resources.lake, project, translator)
 
     @dg.job(
         name=f"{prefix}sqlmesh_plan",
@@ -101,7 +135,37 @@ def build_plan_job(prefix: str = "", resource_key: str = "sqlmesh") -> dg.JobDef
     return plan_job
 
 
-sqlmesh_plan_job = build_plan_job()
+def build_mirror_job(
+    project: ProjectInfo, translator: SQLMeshTranslator, prefix: str = "", resource_key: str = "sqlmesh"
+) -> dg.JobDefinition:
+    """The ``<prefix>sqlmesh_mirror`` job: Dagster's partitions made to show what SQLMesh's
+    state holds (after a ``sqlmesh plan`` applied outside Dagster, or any drift); it says what
+    it changed and what it cannot (partitions Dagster shows that SQLMesh does not hold)."""
+
+    @dg.op(name=f"mirror_{prefix}sqlmesh_state", required_resource_keys={resource_key})
+    def mirror_op(context: dg.OpExecutionContext) -> None:
+        sqlmesh: SQLMeshResource = getattr(context.resources, resource_key)
+        ctx = sqlmesh.context()
+        try:
+            held = held_intervals(ctx, sqlmesh.environment)
+        finally:
+            sqlmesh.close(ctx)
+        events, report = converge(
+            context.instance, project, translator, held, f"recorded by mirror run {context.run_id}"
+        )
+        for event in events:
+            context.log_event(event)
+        for line in report.lines():
+            context.log.info(line)
+
+    @dg.job(
+        name=f"{prefix}sqlmesh_mirror",
+        description="Make Dagster's catalog show the intervals SQLMesh's state holds, and report drift.",
+    )
+    def mirror_job() -> None:
+        mirror_op()
+
+    return mirror_job
 
 
 def build_defs(
@@ -117,8 +181,15 @@ def build_defs(
     if os.environ.get("PIPELINES_PROFILE", "1") == "0":
         hook = None
     assets = sqlmesh_assets(
-        project, translator, name=f"{prefix}sqlmesh_models", resource_key=resource_key, model_hook=hook
+        project,
+        translator,
+        name=f"{prefix}sqlmesh_models",
+        resource_key=resource_key,
+        model_hook=hook,
+        restate_when=launched_by_a_person,
     )
-    default = (prefix, resource_key) == ("", "sqlmesh")
-    plan_job = sqlmesh_plan_job if default else build_plan_job(prefix, resource_key)
-    return dg.Definitions(assets=[assets], jobs=[plan_job])
+    jobs = [
+        build_plan_job(project, translator, prefix, resource_key),
+        build_mirror_job(project, translator, prefix, resource_key),
+    ]
+    return dg.Definitions(assets=[assets], jobs=jobs)

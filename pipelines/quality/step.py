@@ -87,6 +87,7 @@ class QualityHook:
             else:
                 profiles = _profile(con, model, partitions)
                 report.metadata = profile_metadata(profiles, {n: doc for n, _, doc in model.columns if doc})
+                report.partition_rows = {p.partition: p.row_count for p in profiles if p.partition}
         except Exception as exc:  # a profile informs; it never fails the run (an ERROR check may)
             error = exc
         rule = self.rules.get(key)

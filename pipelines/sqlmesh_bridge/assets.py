@@ -1,17 +1,23 @@
 """The ``multi_asset`` with one asset per SQLMesh model."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 
+from pipelines.sqlmesh_bridge.hooks import ModelHook
 from pipelines.sqlmesh_bridge.project import ProjectInfo
-from pipelines.sqlmesh_bridge.resource import ModelHook, SQLMeshResource
+from pipelines.sqlmesh_bridge.reporting import Event
+from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
+
+# Decides from a run (its tags: who launched it) whether it recomputes what SQLMesh holds.
+RestatePolicy = Callable[[dg.AssetExecutionContext], bool]
 
 
 class SQLMeshRunConfig(dg.Config):
-    """``restate``: recompute even if SQLMesh thinks the intervals are done (default: only
-    for partitioned runs, where a backfill always means recompute)."""
+    """``restate``: recompute the run's window even if SQLMesh holds it (the selected models
+    and their downstream, as SQLMesh's restatement does); unset, the asset's restate policy
+    decides (none: compute only what is due)."""
 
     restate: bool | None = None
 
@@ -23,9 +29,11 @@ def sqlmesh_assets(
     pool: str | None = "sqlmesh",
     resource_key: str = "sqlmesh",
     model_hook: ModelHook | None = None,
+    restate_when: RestatePolicy | None = None,
 ) -> dg.AssetsDefinition:
     """One asset per model; ``model_hook`` adds metadata (a profile...) and its own checks to
-    each materialization."""
+    each materialization; ``restate_when`` says which runs recompute (e.g. those a person
+    launched), when the run's config does not say."""
     translator = translator or SQLMeshTranslator()
     models = project.internal_models
     specs = [translator.get_asset_spec(m, project) for m in models]
@@ -42,11 +50,12 @@ def sqlmesh_assets(
         pool=pool,
         required_resource_keys={resource_key},
     )
-    def _sqlmesh_models(
-        context: dg.AssetExecutionContext, config: SQLMeshRunConfig
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]:
+    def _sqlmesh_models(context: dg.AssetExecutionContext, config: SQLMeshRunConfig) -> Iterator[Event]:
         resource: SQLMeshResource = getattr(context.resources, resource_key)
-        yield from resource.run(context, project, translator, restate=config.restate, model_hook=model_hook)
+        restate = config.restate
+        if restate is None:
+            restate = restate_when(context) if restate_when is not None else False
+        yield from resource.run(context, project, translator, restate=restate, model_hook=model_hook)
 
     return _sqlmesh_models
 

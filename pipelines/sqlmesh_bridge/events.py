@@ -125,7 +125,9 @@ class RecordingConsole(NoopConsole):
         self._stopping.set()
 
     def start_snapshot_evaluation_progress(self, snapshot: Any, *args: Any, **kwargs: Any) -> None:
-        if self._stopping.is_set():
+        from pipelines.sqlmesh_bridge.sqlmesh_private import stops_between_batches
+
+        if self._stopping.is_set() and stops_between_batches():
             raise RunStopped(f"not evaluated: the step was interrupted ({snapshot.name})")
 
     def update_snapshot_evaluation_progress(

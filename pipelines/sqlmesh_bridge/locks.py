@@ -175,3 +175,54 @@ def file_lock(path: Path, log: Any) -> Iterator[None]:
         finally:
             _held_lock_fds.discard(handle.fileno())
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# The PostgreSQL advisory lock every plan application of this bridge holds on the SQLMesh state
+# database (advisory locks are per database: deployments with their own state database never
+# wait for each other). Constant, so operators can find its holder in pg_locks.
+PLAN_LOCK_KEY = int.from_bytes(b"sqlmplan", "big")
+# Held while a process first reads the SQLMesh state: SQLMesh creates (migrates) the state
+# tables on that first read, and two first runs of a fresh deployment doing so at once fail one
+# of them ("current transaction is aborted"). A key of its own, so it never waits for a plan.
+STATE_INIT_LOCK_KEY = int.from_bytes(b"sqlmstat", "big")
+
+
+@contextmanager
+def postgres_advisory_lock(state: Any, log: Any, key: int, what: str, doing: str) -> Iterator[None]:
+    """Hold ``pg_advisory_lock(key)`` on the database of ``state`` (SQLMesh's
+    ``PostgresConnectionConfig``), on a connection of its own; ``what`` names the lock and
+    ``doing`` what its holder does, in the logs.
+
+    Session-level and autocommit, so SQLMesh's own transactions are unaffected; closing the
+    connection releases it, and PostgreSQL does so too when the holding process dies. The
+    password comes from ``state`` (built from the environment) and is never logged.
+    """
+    from psycopg2 import errors
+
+    con = connect_state(state, f"pipelines {what}")
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if not cur.fetchone()[0]:
+                log.info(
+                    f"another process is {doing} (advisory lock {key} "
+                    f"on database '{state.database}'): waiting for it"
+                )
+                started = time.monotonic()
+                cur.execute(f"SET lock_timeout = '{_POLL}'")
+                while True:
+                    try:
+                        cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+                        break
+                    except errors.LockNotAvailable:
+                        waited = time.monotonic() - started
+                        log.info(f"still waiting for the {what} ({waited:.0f}s)")
+                log.info(f"got the {what} after {time.monotonic() - started:.1f}s")
+        yield
+    finally:
+        con.close()
+
+
+def postgres_plan_lock(state: Any, log: Any) -> Iterator[None]:
+    """Hold the plan lock (``PLAN_LOCK_KEY``): one SQLMesh plan application at a time."""
+    return postgres_advisory_lock(state, log, PLAN_LOCK_KEY, "SQLMesh plan lock", "applying a SQLMesh plan")

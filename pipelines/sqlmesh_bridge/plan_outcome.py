@@ -26,6 +26,7 @@ class ModelChange:
     new_version: str | None
     diff: str = ""
     recomputed: list[tuple[str, str]] = field(default_factory=list)  # [start, end) ISO timestamps
+    fqn: str = ""  # SQLMesh's fully qualified name (the translator's input for the asset key)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,13 @@ class PlanOutcome:
     environment: str
     created: bool
     changes: list[ModelChange]
+    # the environment's plan after it (SQLMesh's ``Environment.plan_id``): one release per plan
+    plan_id: str | None = None
+    # per model (fqn) of the environment afterwards: what SQLMesh's state holds (mirror.Held)
+    held: dict[str, Any] = field(default_factory=dict)
+    # the environment's last applied plan, described from SQLMesh's state (for a plan that
+    # changed nothing: a release its first attempt failed to record is completed from it)
+    last_applied: PlanOutcome | None = None
 
     @property
     def summary(self) -> dict[str, list[str]]:
@@ -68,7 +76,9 @@ def describe_plan(
     after = ctx.state_sync.get_environment(environment)
     old = {s.name: s for s in (before.snapshots if before is not None else []) if not s.is_external}
     new = {s.name: s for s in (after.snapshots if after is not None else []) if not s.is_external}
-    recomputed = {name: [(_iso(start), _iso(end))] for start, end, name in spans}
+    recomputed: dict[str, list[tuple[str, str]]] = {}
+    for start, end, name in spans:
+        recomputed.setdefault(name, []).append((_iso(start), _iso(end)))
     changes: list[ModelChange] = []
     for name, info in sorted(new.items()):
         prior = old.get(name)
@@ -93,6 +103,7 @@ def describe_plan(
                 new_version=info.version,
                 diff=diff,
                 recomputed=recomputed.get(name, []),
+                fqn=name,
             )
         )
     for name, prior in sorted(old.items()):
@@ -105,6 +116,26 @@ def describe_plan(
                     new_fingerprint=None,
                     old_version=prior.version,
                     new_version=None,
+                    fqn=name,
                 )
             )
-    return PlanOutcome(environment=environment, created=before is None, changes=changes)
+    plan_id = after.plan_id if after is not None else None
+    return PlanOutcome(environment=environment, created=before is None, changes=changes, plan_id=plan_id)
+
+
+@dataclass(frozen=True)
+class _Snapshots:
+    snapshots: list[Any]
+
+
+def describe_last_plan(ctx: Any, environment: str) -> PlanOutcome | None:
+    """The environment's last applied plan, from SQLMesh's state alone: its snapshots against
+    the ones it replaced (``previous_finalized_snapshots``); no diff text, no intervals."""
+    env = ctx.state_sync.get_environment(environment)
+    if env is None:
+        return None
+    before = env.previous_finalized_snapshots
+    outcome = describe_plan(
+        ctx, environment, _Snapshots(list(before)) if before is not None else None, None, []
+    )
+    return outcome

@@ -146,6 +146,43 @@ class ProjectInfo:
                 out.append(fqn)
         return sorted(out)
 
+    def read_through(self, fqns: Iterable[str]) -> set[str]:
+        """Every model the given models read, directly or through VIEW and EMBEDDED models
+        (a view stores nothing: reading it reads its parents), the views themselves included.
+        A run writing ``fqns`` must lock these against a concurrent restatement."""
+        out: set[str] = set()
+        stack = [d for fqn in fqns if fqn in self.models for d in self.models[fqn].depends_on]
+        while stack:
+            fqn = stack.pop()
+            if fqn in out:
+                continue
+            out.add(fqn)
+            parent = self.models.get(fqn)
+            if parent is not None and (parent.embedded or parent.kind == "VIEW"):
+                stack.extend(parent.depends_on)
+        return out
+
+    def external_inputs(self, fqn: str) -> set[str]:
+        """The external tables a model reads, directly or through VIEW and EMBEDDED models."""
+        return {f for f in self.read_through([fqn]) if f not in self.models or self.models[f].external}
+
+    def downstream(self, fqns: Iterable[str]) -> set[str]:
+        """Every asset model that reads one of ``fqns``, transitively (what a restatement of
+        them invalidates in SQLMesh), ``fqns`` excluded."""
+        children: dict[str, list[str]] = {}
+        for model in self.models.values():
+            for parent in model.depends_on:
+                children.setdefault(parent, []).append(model.fqn)
+        out: set[str] = set()
+        stack = [c for fqn in fqns for c in children.get(fqn, [])]
+        while stack:
+            fqn = stack.pop()
+            if fqn in out:
+                continue
+            out.add(fqn)
+            stack.extend(children.get(fqn, []))
+        return {f for f in out - set(fqns) if f in self.models and self.models[f].is_asset}
+
     def topological(self, fqns: set[str] | None = None) -> list[ModelInfo]:
         """Asset models (all, or those named) upstream first, ties broken by name."""
         order: list[ModelInfo] = []

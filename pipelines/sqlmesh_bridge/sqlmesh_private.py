@@ -1,8 +1,10 @@
 """The SQLMesh internals the bridge still relies on, guarded by the pinned version.
 
-Two of them, each tested by ``pipelines_tests/test_sqlmesh_private.py`` so an upgrade breaks
+Three of them, each tested by ``pipelines_tests/test_sqlmesh_private.py`` so an upgrade breaks
 loudly there, not silently in production:
 
+* A run stops between batches when the console's ``start_snapshot_evaluation_progress`` raises
+  (``stops_between_batches``): there is no public way to stop ``Context.run``.
 * SQLMesh keeps a model's source file only in the private ``_path`` attribute (no public
   accessor in 0.236). The bridge uses it for the asset's code reference, a convenience.
 * SQLMesh wraps each batch's evaluation (for an incremental model: the interval's DELETE and its
@@ -40,6 +42,15 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _holders = 0
 _stock: tuple[bool, Any] | None = None  # the constant, and ``columns`` if the class defined it
+
+
+def stops_between_batches() -> bool:
+    """Whether a run stops before its next batch when the console's
+    ``start_snapshot_evaluation_progress`` raises: SQLMesh's scheduler announces each batch with
+    it before evaluating and turns the exception into that node's failure, so no later batch
+    starts (``RecordingConsole.stop``). Checked for the pinned version only; on another one a
+    stop waits for the run to end (bounded by ``runner.STOP_TIMEOUT_S``)."""
+    return sqlmesh.__version__ == PINNED_SQLMESH
 
 
 def model_source_path(model: Any) -> str | None:
