@@ -21,6 +21,8 @@ from pipelines.platform.configured_project import load_configured_project, setti
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings, require_production_settings
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+# the bundled shop's raw sources and their retention (its defs.yaml names the same)
+SHOP_CONTRACTS = "pipelines.shop.sources.contracts:CONTRACTS"
 
 
 def shop_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
@@ -42,7 +44,10 @@ def _platform_defs() -> dg.Definitions:
 
 def _project_defs(settings: Settings, dirs: Sequence[Path], shop: bool) -> dg.Definitions:
     """One SQLMesh project declared in Python as its defs.yaml would declare it."""
-    component = component_for_dirs(dirs, gateway=settings.sqlmesh_gateway, external_assets=not shop)
+    contracts = SHOP_CONTRACTS if settings.bundled_project else None
+    component = component_for_dirs(
+        dirs, gateway=settings.sqlmesh_gateway, external_assets=not shop, raw_contracts=contracts
+    )
     project = load_configured_project(settings, list(dirs))
     parts = [component.build_project_defs(project), _platform_defs()]
     if shop:

@@ -163,7 +163,13 @@ def test_two_sqlmesh_projects_in_a_team_dg_project(team: tuple[Path, str]) -> No
         daily = merged.resolve_job_def("daily").execute_in_process(instance=instance, tags=range_tags)
         summary = merged.resolve_job_def("summary").execute_in_process(instance=instance)
     days = {"2026-01-01", "2026-01-02", "2026-01-03"}
-    assert materialized(daily) == {"orders/sales/daily_orders": days, "web/sales/daily_orders": days}
+    # a person's run restates, as SQLMesh does: the days and what was computed from them downstream
+    assert materialized(daily) == {
+        "orders/sales/daily_orders": days,
+        "web/sales/daily_orders": days,
+        "orders/sales/order_summary": {None},
+        "web/sales/order_summary": {None},
+    }
     assert materialized(summary) == {"orders/sales/order_summary": {None}}
     evaluations = [
         e.asset_check_evaluation_data
@@ -272,9 +278,20 @@ def test_without_the_shop_folder_the_platform_loads_and_its_tests_pass(tmp_path:
     assert {"warehouse_maintenance", "warehouse_file_check"} <= set(loaded["jobs"])
     assert loaded["assets"] == 0 and "sqlmesh_plan" not in loaded["jobs"]
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "pipelines_tests/test_component.py",
-         "-k", "colliding or wrong_attribute or lists_the_component"],
-        cwd=copy, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "pipelines_tests/test_component.py",
+            "-k",
+            "colliding or wrong_attribute or lists_the_component",
+        ],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "3 passed" in tests.stdout
@@ -315,7 +332,11 @@ def test_the_readme_commands_work_verbatim_in_a_team_project(tmp_path: Path) -> 
     port = free_port()
     dev = subprocess.Popen(
         [uv, *commands[-1].split()[1:], "--port", str(port)],
-        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
@@ -384,3 +405,47 @@ def test_translation_quality_and_automation_attributes(team: tuple[Path, str]) -
     sensors = {s.name for s in repo.sensor_defs}
     assert "web_catch_up" in sensors and "web_sqlmesh_automation" in sensors
     assert "orders_catch_up" not in sensors and "orders_sqlmesh_automation" not in sensors
+
+
+def test_a_plan_in_a_prefixed_project_is_seen_on_the_translators_keys(team: tuple[Path, str]) -> None:
+    """The plan job records what it rebuilt as materializations of the prefixed assets, under the
+    new code version, and its release observations land on those keys too."""
+    project, module = team
+    folder = project / module / "defs" / "orders"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(
+        "type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: ../../../sqlmesh/orders\n"
+        "  name: orders\n  translation: {key_prefix: orders}\n"
+    )
+    daily = dg.AssetKey(["orders", "sales", "daily_orders"])
+    job = dg.define_asset_job("daily", selection=[daily])
+    range_tags = {
+        "dagster/asset_partition_range_start": "2026-01-01",
+        "dagster/asset_partition_range_end": "2026-01-03",
+    }
+    with dg.instance_for_test() as instance:
+        defs = dg.Definitions.merge(
+            dg.load_from_defs_folder(project_root=project), dg.Definitions(jobs=[job])
+        )
+        assert defs.resolve_job_def("daily").execute_in_process(instance=instance, tags=range_tags).success
+        models = project / "sqlmesh" / "orders" / "models" / "daily_orders.sql"
+        models.write_text(models.read_text().replace("i * 10 AS amount", "i * 100 AS amount"))
+        defs = dg.load_from_defs_folder(project_root=project)
+        version = defs.resolve_assets_def(daily).specs_by_key[daily].code_version
+        plan = defs.resolve_job_def("orders_sqlmesh_plan").execute_in_process(
+            instance=instance,
+            run_config={"ops": {"apply_orders_sqlmesh_plan": {"config": {"allow_breaking": True}}}},
+        )
+        assert plan.success
+        built = {
+            e.step_materialization_data.materialization.partition: e.step_materialization_data.materialization
+            for e in plan.get_asset_materialization_events()
+            if e.asset_key == daily
+        }
+        assert set(built) == {"2026-01-01", "2026-01-02", "2026-01-03"}
+        assert {m.tags["dagster/code_version"] for m in built.values()} == {version}
+        observed = [e.asset_key for e in plan.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+        assert daily in observed and all(key.path[0] == "orders" for key in observed)
+        # a rerun of the plan changes nothing and records nothing twice
+        again = defs.resolve_job_def("orders_sqlmesh_plan").execute_in_process(instance=instance)
+        assert again.success and not again.get_asset_materialization_events()

@@ -3,7 +3,7 @@
 The reader of the atomic restatement test (``test_atomic_restatement.py``), a process of its own
 reading through the DuckLake catalog, polls the web chain while the ``sqlmesh_plan`` code path
 (``SQLMeshResource.apply_plan``) applies a plan that adds a column to ``marts.web_funnel`` and adds
-``marts.web_checkouts``. The new versions are built in ``prod__plan`` before prod's views move,
+``marts.web_checkouts``. SQLMesh's plan builds the new versions before prod's views move,
 so every read sees each day with exactly its rows, and the new mart is either absent or whole.
 """
 

@@ -284,7 +284,7 @@ class ListLog:
     def info(self, message: str) -> None:
         self.lines.append(message)
 
-    warning = info
+    warning = error = info
 
     def saw(self, text: str) -> bool:
         return any(text in line for line in list(self.lines))

@@ -137,6 +137,16 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
             "assets; false when another component of the project builds them (ingestion)."
         ),
     ] = True
+    raw_contracts: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="The raw sources the project reads, as `module:attribute` naming a mapping "
+            "of source name to contract (with `retention_days`), e.g. "
+            "`pipelines.shop.sources.contracts:CONTRACTS`. The plan job then refuses to rebuild days "
+            "whose raw inputs are past retention, archived or gone. Unset: no raw-history check "
+            "(the plan job says so in its log)."
+        ),
+    ] = None
     defs_state: ResolvedDefsStateConfig = field(default_factory=DefsStateConfigArgs.local_filesystem)
 
     def __post_init__(self) -> None:
@@ -243,7 +253,13 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
         resource = sqlmesh_resource(settings, self.project, self._read_args()["gateway"], self.environment)
         parts = [
             transformation.build_defs(
-                settings, project, translator, hook, prefix=self.prefix, resource_key=self.resource_key
+                settings,
+                project,
+                translator,
+                hook,
+                prefix=self.prefix,
+                resource_key=self.resource_key,
+                raw_contracts=self.raw_contracts,
             ),
             automation.build_defs(project, translator, self.automation, prefix=self.prefix),
             dg.Definitions(resources={self.resource_key: resource, **shared_resources(settings)}),

@@ -2,7 +2,10 @@
 job that deploys changes (and makes Dagster show what the plan built), and the mirror job that
 makes Dagster's catalog show what SQLMesh's state holds."""
 
+import importlib
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -42,15 +45,21 @@ def apply_plan(
     lake: LakeResource,
     project: ProjectInfo,
     translator: SQLMeshTranslator,
+    raw_contracts: str | None = None,
 ) -> None:
     """Apply the project's model changes with SQLMesh's plan, with the plan in the logs; record
     what it built as materializations (new versions under their new code version) and the
     release (``pipelines/component/releases.py``). A failure leaves the environment as it was."""
+    if raw_contracts is None:
+        context.log.info("no raw contracts declared for this project: the plan does not check raw history")
+        history = None
+    else:
+        history = RawHistory(lake.get(), contracts=load_contracts(raw_contracts))
     outcome = sqlmesh.apply_plan(
         context.log,
         allow_breaking=config.allow_breaking,
         forward_only=config.forward_only,
-        history=RawHistory(lake.get()),
+        history=history,
     )
     context.log.info(f"plan applied: {outcome.summary}")
     renewed = {c.fqn for c in outcome.changes if c.new_version is not None}
@@ -64,6 +73,17 @@ def apply_plan(
     release = outcome if outcome.changes else _unrecorded(outcome.last_applied, lake)
     if release is not None:
         record_release(context, sqlmesh, lake, release, project, translator)
+
+
+def load_contracts(reference: str) -> Mapping[str, Any]:
+    """The mapping ``module:attribute`` names (a project's raw source contracts)."""
+    module, _, attribute = reference.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"raw_contracts: {reference!r} must be `module:attribute`")
+    value = getattr(importlib.import_module(module), attribute)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"raw_contracts: {reference} is a {type(value).__name__}, not a mapping")
+    return value
 
 
 def _unrecorded(last: PlanOutcome | None, lake: LakeResource) -> PlanOutcome | None:
@@ -116,14 +136,20 @@ def record_release(
 
 
 def build_plan_job(
-    project: ProjectInfo, translator: SQLMeshTranslator, prefix: str = "", resource_key: str = "sqlmesh"
+    project: ProjectInfo,
+    translator: SQLMeshTranslator,
+    prefix: str = "",
+    resource_key: str = "sqlmesh",
+    raw_contracts: str | None = None,
 ) -> dg.JobDefinition:
-    """The ``<prefix>sqlmesh_plan`` job of one SQLMesh project (its own resource key)."""
+    """The ``<prefix>sqlmesh_plan`` job of one SQLMesh project (its own resource key);
+    ``raw_contracts`` (``module:attribute``) turns on the raw-history check."""
 
     @dg.op(name=f"apply_{prefix}sqlmesh_plan", pool="sqlmesh", required_resource_keys={resource_key, "lake"})
     def apply_plan_op(context: dg.OpExecutionContext, config: PlanConfig) -> None:
         sqlmesh = getattr(context.resources, resource_key)
-        apply_plan(context, config, sqlmesh, context.resources.lake, project, translator)
+        lake = context.resources.lake
+        apply_plan(context, config, sqlmesh, lake, project, translator, raw_contracts)
 
     @dg.job(
         name=f"{prefix}sqlmesh_plan",
@@ -175,6 +201,7 @@ def build_defs(
     hook: ModelHook | None = None,
     prefix: str = "",
     resource_key: str = "sqlmesh",
+    raw_contracts: str | None = None,
 ) -> dg.Definitions:
     """The models' multi-asset; ``hook`` (the quality checks) profiles and judges each model in
     the SQLMesh step. ``PIPELINES_PROFILE=0`` leaves it out (the benchmark measures its cost)."""
@@ -189,7 +216,7 @@ def build_defs(
         restate_when=launched_by_a_person,
     )
     jobs = [
-        build_plan_job(project, translator, prefix, resource_key),
+        build_plan_job(project, translator, prefix, resource_key, raw_contracts),
         build_mirror_job(project, translator, prefix, resource_key),
     ]
     return dg.Definitions(assets=[assets], jobs=jobs)

@@ -3,6 +3,7 @@ tables, over the run's partition range (the whole table when the run names none)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,11 @@ def audits_alone(
     context: dg.AssetExecutionContext,
     translator: SQLMeshTranslator,
     models: list[tuple[ModelInfo, dg.AssetKey]],
-    window: tuple[datetime, datetime] | None,
+    window_of: Callable[[dg.AssetExecutionContext], tuple[datetime, datetime] | None],
 ) -> list[dg.AssetCheckResult]:
-    """The verdicts of the selected audits of ``models``; an audit that cannot run fails as a
-    WARN that says why."""
+    """The verdicts of the selected audits of ``models`` over the run's window (``window_of``:
+    asked only when an audit is selected; a run of other checks may have no partitions); an
+    audit that cannot run fails as a WARN that says why."""
     from pipelines.sqlmesh_bridge.events import audit_index
 
     selected = context.selected_asset_check_keys
@@ -36,6 +38,7 @@ def audits_alone(
     ]
     if not wanted:
         return []
+    window = window_of(context)
     start, end = window if window is not None else (None, datetime.now(UTC))
     ctx = resource.context()
     verdicts: dict[tuple[str, int], Any] = {}

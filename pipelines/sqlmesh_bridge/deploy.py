@@ -24,6 +24,7 @@ from pipelines.sqlmesh_bridge.hooks import HistoryCheck
 from pipelines.sqlmesh_bridge.locks import model_locks, postgres_state
 from pipelines.sqlmesh_bridge.mirror import held_intervals
 from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome, describe_last_plan, describe_plan, short_name
+from pipelines.sqlmesh_bridge.reporting import merge
 
 if TYPE_CHECKING:
     from pipelines.sqlmesh_bridge.resource import SQLMeshResource
@@ -51,11 +52,12 @@ def deploy(
     from pipelines.sqlmesh_bridge.events import RecordingConsole
     from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
+    console = RecordingConsole()
     with resource.run_lock(log), atomic_batches(log):
-        ctx = resource.context(RecordingConsole())
+        ctx = resource.context(console)
         try:
             with plan_lock(resource, log, ctx.config):
-                outcome = _deploy_locked(resource, ctx, log, allow_breaking, forward_only, history)
+                outcome = _deploy_locked(resource, ctx, console, log, allow_breaking, forward_only, history)
             last = None if outcome.changes else describe_last_plan(ctx, resource.environment)
             return replace(outcome, held=held_intervals(ctx, resource.environment), last_applied=last)
         finally:
@@ -65,6 +67,7 @@ def deploy(
 def _deploy_locked(
     resource: SQLMeshResource,
     ctx: Any,
+    console: Any,
     log: Any,
     allow_breaking: bool,
     forward_only: bool,
@@ -91,7 +94,7 @@ def _deploy_locked(
             plan = ctx.plan_builder(name, forward_only=forward_only, skip_tests=True).build()
             wanted = _writes(plan, previous)
             if wanted <= writes:
-                return _apply(ctx, plan, before, log, history)
+                return _apply(ctx, plan, before, console, log, history)
         log.info(f"more models to build than locked ({', '.join(sorted(wanted - writes))}): locking again")
         writes |= wanted
     raise dg.Failure(
@@ -99,12 +102,17 @@ def _deploy_locked(
     )
 
 
-def _apply(ctx: Any, plan: Any, before: Any, log: Any, history: HistoryCheck | None) -> PlanOutcome:
+def _apply(
+    ctx: Any, plan: Any, before: Any, console: Any, log: Any, history: HistoryCheck | None
+) -> PlanOutcome:
     """SQLMesh's plan application (physical tables, backfill, then the views); what it builds is
     logged first and returned as the outcome's recomputed spans."""
     missing = {si.snapshot_id.name: si.merged_intervals for si in plan.missing_intervals}
     if history is not None:
-        _refuse_gone_history(ctx, history, missing)
+        # days some model of the environment holds had their inputs once: rebuilding them must
+        # find those inputs again; days none holds were never computed, so nothing is lost
+        held = merge([i for h in held_intervals(ctx, before.name).values() for i in h.intervals])
+        _refuse_gone_history(ctx, history, {n: overlap(ivs, held) for n, ivs in missing.items()})
     spans = [(start, end, model) for model, merged in sorted(missing.items()) for start, end in merged]
     for model, merged in sorted(missing.items()):
         ranges = ", ".join(f"[{_iso(s)}, {_iso(e)})" for s, e in merged)
@@ -113,12 +121,15 @@ def _apply(ctx: Any, plan: Any, before: Any, log: Any, history: HistoryCheck | N
     try:
         ctx.apply(plan)
     except Exception as exc:
+        said = [f"{short_name(n)}: {e}" for n, e in sorted(console.record.errors.items())]
         raise dg.Failure(
             description=(
                 f"plan not applied: building the new model versions failed, so environment "
                 f"'{environment}' stays on its previous versions, untouched. What was built is "
-                f"kept in SQLMesh's state; a retry builds only the rest: {exc}"
-            )
+                f"kept in SQLMesh's state; a retry builds only the rest. "
+                + ("; ".join(said) or f"{type(exc).__name__}: {exc}")
+            ),
+            metadata={"failed_models": sorted(short_name(n) for n in console.record.errors)},
         ) from exc
     return describe_plan(ctx, environment, before, plan, spans)
 
@@ -186,7 +197,7 @@ def _refuse_gone_history(ctx: Any, history: HistoryCheck, missing: dict[str, lis
     needs: dict[str, list[tuple[datetime, datetime]]] = {}
     for name, intervals in sorted(missing.items()):
         model = ctx.get_model(name)
-        if model is None or not model.kind.is_incremental_by_time_range:
+        if not intervals or model is None or not model.kind.is_incremental_by_time_range:
             continue
         for parent in sorted(_read_through(ctx, {name})):
             upstream = ctx.get_model(parent)
@@ -204,6 +215,11 @@ def _refuse_gone_history(ctx: Any, history: HistoryCheck, missing: dict[str, lis
             ),
             metadata={"unavailable": gone},
         )
+
+
+def overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the (merged) intervals ``a`` that lie inside the (merged) intervals ``b``."""
+    return [(max(s, t), min(e, u)) for s, e in a for t, u in b if max(s, t) < min(e, u)]
 
 
 def _dt(ms: int) -> datetime:

@@ -112,7 +112,9 @@ def converge(
     return events, report
 
 
-def shown_versions(instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]) -> dict[str, str | None]:
+def shown_versions(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
+) -> dict[str, str | None]:
     """Per partition of ``partitions`` that Dagster shows materialized, the code version of its
     newest materialization (a run in progress does not hide it, unlike the partition status)."""
     wanted, found = set(partitions), {}

@@ -56,15 +56,15 @@ def run_models(
 
     by_key = {translator.get_asset_key(m): m.fqn for m in project.internal_models}
     selected = project.topological({by_key[k] for k in context.selected_asset_keys if k in by_key})
-    window = partition_window(context)
     if not selected:  # only checks were selected: judge what the warehouse holds, run nothing
         checked = {k.asset_key for k in context.selected_asset_check_keys}
         alone = [(project.models[by_key[k]], k) for k in sorted(checked, key=str) if k in by_key]
         if alone:
-            yield from audits_alone(resource, context, translator, alone, window)
+            yield from audits_alone(resource, context, translator, alone, partition_window)
         if model_hook is not None and alone:
             yield from model_hook.checks_alone(context, alone)
         return
+    window = partition_window(context)
     console = RecordingConsole()
     collector = AuditCollector.new()
     # one DuckDB transaction per evaluated batch: a restated interval's DELETE and INSERT
