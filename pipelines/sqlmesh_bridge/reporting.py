@@ -137,7 +137,9 @@ class Reporter:
             return
         keys = keys_of_intervals(pdef, intervals)
         rows = self._partition_rows(model, keys, report)
-        metadata["sqlmesh/intervals"] = dg.MetadataValue.json([[_iso(s), _iso(e)] for s, e in merge(intervals)])
+        metadata["sqlmesh/intervals"] = dg.MetadataValue.json(
+            [[_iso(s), _iso(e)] for s, e in merge(intervals)]
+        )
         metadata.pop("dagster/row_count", None)  # the range's total: each partition gets its own
         for partition in keys:
             event = dg.AssetMaterialization(
