@@ -8,12 +8,18 @@ demo warehouse with a table added by hand, and the API in front of it.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
+from fastapi.testclient import TestClient
 
+from pipelines.api import create_app
+from pipelines.api.auth import TOKEN_FILE, load_keys
+from pipelines.platform.settings import Settings
 from pipelines_tests.conftest import Deployment, check_results
 from pipelines_tests.sqlmesh_projects import CONFIG
 
@@ -107,3 +113,43 @@ def test_a_failed_checks_sample_keeps_classified_columns_out_of_the_event_log(
     assert raw.metadata["offending_rows_withheld"].value == (
         "columns without a classification: ds, id, email, segment"
     )
+
+
+# -- the data API -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_with_a_hand_made_mart(tmp_path: Path, built_warehouse: Settings) -> Settings:
+    """The demo warehouse, plus a marts table an external tool created: no model defines it."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(built_warehouse.data_dir, data_dir, ignore=shutil.ignore_patterns(TOKEN_FILE))
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as db:
+        db.execute(
+            "CREATE TABLE marts.crm_contacts AS SELECT 1::BIGINT AS customer_id, "
+            "'someone@example.com' AS email, 'someone@example.com' AS contact, 'Lyon' AS city"
+        )
+    return dataclasses.replace(built_warehouse, data_dir=data_dir)
+
+
+def test_a_table_no_model_defines_is_neither_listed_nor_served(demo_with_a_hand_made_mart: Settings) -> None:
+    settings = demo_with_a_hand_made_mart
+    keys = load_keys(settings, {})  # the local development token, with access to everything
+    token = (settings.data_dir / TOKEN_FILE).read_text().strip()
+    client = TestClient(create_app(settings, keys=keys), headers={"Authorization": f"Bearer {token}"})
+
+    for url in (
+        "/datasets/crm_contacts",
+        "/datasets/crm_contacts/rows",
+        "/datasets/crm_contacts/rows?city=Lyon",
+    ):
+        response = client.get(url)
+        assert response.status_code == 403, (url, response.text)
+        detail = response.json()["detail"]
+        assert "crm_contacts" in detail and "no classification" in detail
+        assert "example.com" not in response.text and "Lyon" not in response.text
+    listed = client.get("/datasets")
+    assert listed.status_code == 200
+    names = [d["name"] for d in listed.json()["datasets"]]
+    assert names == ["category_sales", "daily_revenue", "dim_customers", "fct_orders", "web_funnel"]
+    assert "crm_contacts" not in listed.text
+    assert client.get("/datasets/fct_orders/rows", params={"limit": 1}).status_code == 200
