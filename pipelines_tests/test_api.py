@@ -59,6 +59,9 @@ def test_health_and_ready(client: TestClient) -> None:
     assert response.json() == {"status": "ok", "env": "local"}
     response = client.get("/ready", headers={"Authorization": ""})
     assert response.status_code == 200
+    assert response.json() == {"status": "ready"}  # nothing about the data without a token
+    response = client.get("/ready")
+    assert response.status_code == 200
     assert response.json() == {"status": "ready", "env": "local", "datasets": 5}
 
 

@@ -153,3 +153,23 @@ def test_a_table_no_model_defines_is_neither_listed_nor_served(demo_with_a_hand_
     assert names == ["category_sales", "daily_revenue", "dim_customers", "fct_orders", "web_funnel"]
     assert "crm_contacts" not in listed.text
     assert client.get("/datasets/fct_orders/rows", params={"limit": 1}).status_code == 200
+
+
+def test_ready_says_nothing_about_the_data_without_a_token(demo_with_a_hand_made_mart: Settings) -> None:
+    settings = demo_with_a_hand_made_mart
+    keys = load_keys(settings, {})
+    token = (settings.data_dir / TOKEN_FILE).read_text().strip()
+    client = TestClient(create_app(settings, keys=keys))
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        response = client.get("/ready", headers=headers)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready"}
+    detailed = client.get("/ready", headers={"Authorization": f"Bearer {token}"})
+    assert detailed.status_code == 200
+    assert detailed.json() == {"status": "ready", "env": "local", "datasets": 5}
+    # still a readiness probe: no warehouse, no readiness, token or not
+    gone = TestClient(
+        create_app(dataclasses.replace(settings, data_dir=settings.data_dir / "gone"), keys=keys)
+    )
+    response = gone.get("/ready")
+    assert response.status_code == 503 and response.json()["detail"].startswith("warehouse unavailable")

@@ -6,7 +6,8 @@ project defines are served, and of those only classified columns: columns classi
 not classified at all) are never listed, returned, filtered or sorted on, and a table no model
 defines is refused (403) and never listed. Each request opens its own read-only connection.
 Every ``/datasets`` endpoint needs a bearer token (``pipelines.api.auth``) and serves only the
-datasets that token is granted; ``/health``, ``/ready`` and the OpenAPI document are open.
+datasets that token is granted; ``/health``, ``/ready`` and the OpenAPI document are open, and
+``/ready`` says more than its status only to a valid token.
 """
 
 import functools
@@ -26,6 +27,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -255,8 +257,10 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: Literal["ready"]
-    env: str
-    datasets: int = Field(description="Marts datasets the warehouse holds")
+    env: str | None = Field(default=None, description="Only to a valid token")
+    datasets: int | None = Field(
+        default=None, description="Marts datasets this token may read; only to a valid token"
+    )
 
 
 ERRORS_404: dict[int | str, dict[str, Any]] = {
@@ -456,10 +460,23 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         catalog does not restart every replica)."""
         return Health(status="ok", env=settings.env)
 
-    @app.get("/ready", response_model=Ready, responses=ERRORS_503, tags=["service"])
-    def ready(con: Connection) -> Ready:
-        """Readiness: the warehouse catalog answers, and how many datasets it holds."""
-        return Ready(status="ready", env=settings.env, datasets=len(list_datasets(con, levels)))
+    @app.get(
+        "/ready",
+        response_model=Ready,
+        response_model_exclude_none=True,
+        responses=ERRORS_503,
+        tags=["service"],
+        openapi_extra={"security": [{}, {"bearerToken": []}]},  # a token is optional here
+    )
+    def ready(request: Request, con: Connection) -> Ready:
+        """Readiness: the warehouse catalog answers (503 otherwise). Only the status, unless a
+        valid token asks: then also the environment and how many datasets it may read."""
+        served = list_datasets(con, levels)
+        scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+        found = keys.grant_for(token) if scheme.lower() == "bearer" and token else None
+        if found is None:  # a probe, or anyone: nothing about the data
+            return Ready(status="ready")
+        return Ready(status="ready", env=settings.env, datasets=sum(found.allows(d.name) for d in served))
 
     @app.get(
         "/datasets", response_model=DatasetList, responses={**ERRORS_AUTH, **ERRORS_503}, tags=["datasets"]
