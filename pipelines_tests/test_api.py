@@ -59,6 +59,9 @@ def test_health_and_ready(client: TestClient) -> None:
     assert response.json() == {"status": "ok", "env": "local"}
     response = client.get("/ready", headers={"Authorization": ""})
     assert response.status_code == 200
+    assert response.json() == {"status": "ready"}  # nothing about the data without a token
+    response = client.get("/ready")
+    assert response.status_code == 200
     assert response.json() == {"status": "ready", "env": "local", "datasets": 5}
 
 
@@ -184,13 +187,14 @@ def test_filter_values_are_parameters_not_sql(client: TestClient) -> None:
 
 @pytest.fixture()
 def odd_warehouse(tmp_path: Path, built_warehouse: Settings) -> Settings:
-    """A warehouse with a leaky mart (raw e-mail) and a mart whose comments were lost."""
+    """A warehouse with a leaky mart (a raw e-mail its model does not list) and a mart whose
+    comments were lost."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with duckdb.connect(str(data_dir / "warehouse.duckdb")) as db:
         db.execute("CREATE SCHEMA marts")
         db.execute(
-            "CREATE TABLE marts.crm_export AS SELECT 1::BIGINT AS customer_id, "
+            "CREATE TABLE marts.dim_customers AS SELECT 1::BIGINT AS customer_id, "
             "'someone@example.com' AS email, 'abc' AS email_hash"
         )
         db.execute("CREATE TABLE marts.daily_revenue (order_date DATE, orders BIGINT)")
@@ -199,16 +203,16 @@ def odd_warehouse(tmp_path: Path, built_warehouse: Settings) -> Settings:
 
 def test_pii_columns_are_never_served(odd_warehouse: Settings) -> None:
     client = TestClient(make_app(odd_warehouse), headers=AUTH)
-    columns = client.get("/datasets/crm_export").json()["columns"]
+    columns = client.get("/datasets/dim_customers").json()["columns"]
     assert [(c["name"], c["classification"]) for c in columns] == [
         ("customer_id", "internal"),
         ("email_hash", "pii-masked"),
     ]
-    page = client.get("/datasets/crm_export/rows").json()
+    page = client.get("/datasets/dim_customers/rows").json()
     assert page["rows"] == [{"customer_id": 1, "email_hash": "abc"}]
-    assert "someone@example.com" not in client.get("/datasets/crm_export/rows").text
-    assert client.get("/datasets/crm_export/rows", params={"email": "x"}).status_code == 404
-    assert client.get("/datasets/crm_export/rows", params={"order_by": "email"}).status_code == 404
+    assert "someone@example.com" not in client.get("/datasets/dim_customers/rows").text
+    assert client.get("/datasets/dim_customers/rows", params={"email": "x"}).status_code == 404
+    assert client.get("/datasets/dim_customers/rows", params={"order_by": "email"}).status_code == 404
 
 
 def test_descriptions_fall_back_to_the_model_files(odd_warehouse: Settings) -> None:

@@ -67,7 +67,12 @@ def test_token_limited_to_its_datasets(client: TestClient) -> None:
 
 def test_probes_and_openapi_stay_open_and_declare_the_scheme(client: TestClient) -> None:
     assert client.get("/health").status_code == 200
-    assert client.get("/ready").status_code == 200
+    for headers in ({}, bearer(WRONG), {"Authorization": f"Basic {FULL}"}):
+        ready = client.get("/ready", headers=headers)
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    # with a token, the datasets that token may read
+    assert client.get("/ready", headers=bearer(REVENUE_ONLY)).json()["datasets"] == 2
+    assert client.get("/ready", headers=bearer(FULL)).json()["datasets"] == 5
     spec = client.get("/openapi.json")
     assert spec.status_code == 200
     body = spec.json()
@@ -81,6 +86,8 @@ def test_probes_and_openapi_stay_open_and_declare_the_scheme(client: TestClient)
         if path.startswith("/datasets"):
             assert security == [{"bearerToken": []}], path
             assert {"401", "403"} <= set(operations["get"]["responses"]), path
+        elif path == "/ready":
+            assert security == [{}, {"bearerToken": []}]  # optional: details only to a token
         else:
             assert security is None, path
 

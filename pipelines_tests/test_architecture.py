@@ -17,11 +17,10 @@ BELOW: dict[str, set[str]] = {
     "shop": {"component", "automation", "governance", "platform", "quality", "sqlmesh_bridge"},
 }
 # known and documented (docs/architecture.md, "Not yet layered"): the shop's source contracts
-# declare which raw columns are PII, and governance and the data API read them from there
+# declare which raw columns are PII, and governance reads them from there
 EXCEPTIONS = {
     ("governance", "pipelines.shop.sources.contracts"),
     ("governance", "pipelines.shop.report_assets"),
-    ("api", "pipelines.shop.sources.contracts"),
 }
 
 

@@ -8,6 +8,7 @@ the way the SQLMesh bridge should, and the real checks from ``pipelines.componen
 import math
 import time
 import tracemalloc
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import duckdb
 import pytest
 
 from pipelines.component.quality import quality_hook
+from pipelines.component.translation import PipelinesTranslator
+from pipelines.governance import column_classifications
 from pipelines.platform.identifiers import InvalidIdentifierError
 from pipelines.platform.partitions import DAILY
 from pipelines.platform.settings import Settings
@@ -41,7 +44,11 @@ from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
 START = date(2026, 1, 1)
 KEY = dg.AssetKey(["marts", "fct_orders"])
 TABLE = "marts.fct_orders"
-# what the bundled quality.yaml declares for marts.fct_orders
+COLUMNS = (
+    "order_id", "order_date", "customer_id", "customer_segment",
+    "customer_country", "status", "item_count", "order_total_usd",
+)  # fmt: skip
+# what the bundled quality.yaml declares for marts.fct_orders, and governance classifies its columns
 RULE = QualityRule(
     asset_key=KEY,
     table=TABLE,
@@ -49,6 +56,7 @@ RULE = QualityRule(
     grain=DAY,
     drift_watch=("order_total_usd", "item_count"),
     sample_columns=("order_id", "order_date", "customer_id", "status"),
+    column_levels=dict.fromkeys(COLUMNS, "internal"),
     severity=ERROR,
     severity_overrides={DRIFT: dg.AssetCheckSeverity.WARN},
 )
@@ -150,10 +158,10 @@ def downstream() -> None:
 
 def run_day(
     instance: dg.DagsterInstance, partition: str | None = None, tags: dict[str, str] | None = None,
-    **config: float,
+    checks: dg.AssetChecksDefinition = PROFILE_CHECKS, **config: float,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, dg.AssetCheckEvaluation]]:  # fmt: skip
     result = dg.materialize(
-        [fct_orders, downstream, PROFILE_CHECKS],
+        [fct_orders, downstream, checks],
         partition_key=partition,
         instance=instance,
         tags=tags,
@@ -434,6 +442,34 @@ def test_half_null_column_fails_null_drift_with_sample_rows(
     assert per_column["customer_country"]["passed"] and not per_column["customer_segment"]["passed"]
 
 
+def test_sample_rows_leave_out_classified_and_unclassified_columns(
+    history: Settings, ephemeral_instance: dg.DagsterInstance
+) -> None:
+    """Sample rows land in the event log everyone with the UI reads: a column classified pii,
+    masked or confidential is left out, and a rule that knows no classification (a table outside
+    the project) shows no row at all; the metadata says why, naming columns, never values."""
+    strict = {**RULE.column_levels, "customer_id": "pii", "status": "confidential", "order_id": "masked"}
+    checks = build_profile_checks(replace(RULE, column_levels=strict))
+    _, found = run_day(ephemeral_instance, "2026-01-31", checks=checks, null_share=0.5)
+    nulls = found["null_drift"]
+    assert not nulls.passed
+    assert value(nulls, "offending_rows").splitlines()[0] == "| order_date | customer_segment |"
+    assert value(nulls, "offending_rows_withheld") == (
+        "columns classified pii: customer_id; columns classified masked: order_id; "
+        "columns classified confidential: status"
+    )
+    assert 'SELECT "order_date", "customer_segment"\n' in value(nulls, "sql")
+
+    checks = build_profile_checks(replace(RULE, column_levels={}))
+    _, found = run_day(ephemeral_instance, "2026-01-31", checks=checks, null_share=0.5)
+    nulls = found["null_drift"]
+    assert not nulls.passed and "offending_rows" not in nulls.metadata
+    assert value(nulls, "offending_rows_withheld") == (
+        "columns without a classification: order_id, order_date, customer_id, status, customer_segment"
+    )
+    assert "offending rows" not in value(nulls, "sql")
+
+
 def test_warmup_partitions_never_fire(settings: Settings, ephemeral_instance: dg.DagsterInstance) -> None:
     """Outliers within the first 7 partitions pass (warm-up); the 8th partition is judged."""
     instance = ephemeral_instance
@@ -550,6 +586,13 @@ def test_definitions_cover_every_model_of_the_bundled_project() -> None:
     }
     # the identifiers of stg_order_items are no measures: no distribution drift on them
     rules = {r.model: r for r in project_rules(project, SQLMeshTranslator())}
+    # a failed check samples only what the UI's classification tags allow; a bare translator
+    # tags nothing, so its rules sample nothing
+    assert rules["staging.stg_web_events"].column_levels == {}
+    tagged = PipelinesTranslator(column_classifications(project))
+    web_events = {r.model: r for r in project_rules(project, tagged)}["staging.stg_web_events"]
+    assert web_events.column_levels["ip_hash"] == "masked"
+    assert web_events.column_levels["event_id"] == "internal"
     assert rules["intermediate.int_order_lines"].drift_columns(
         {"order_id": True, "line_total_usd": True, "quantity": True}
     ) == ("line_total_usd", "quantity")

@@ -1,10 +1,13 @@
 """A read-only HTTP API over the marts schema: dataset list, schemas and paged, filtered rows.
 
 Names in a URL are only ever matched against DuckDB's own catalog of the ``marts`` schema, so a
-request can name nothing else; values travel as bound parameters. Columns classified ``pii`` are
-never listed, returned, filtered or sorted on. Each request opens its own read-only connection.
+request can name nothing else; values travel as bound parameters. Only tables a model of the
+project defines are served, and of those only classified columns: columns classified ``pii`` (or
+not classified at all) are never listed, returned, filtered or sorted on, and a table no model
+defines is refused (403) and never listed. Each request opens its own read-only connection.
 Every ``/datasets`` endpoint needs a bearer token (``pipelines.api.auth``) and serves only the
-datasets that token is granted; ``/health``, ``/ready`` and the OpenAPI document are open.
+datasets that token is granted; ``/health``, ``/ready`` and the OpenAPI document are open, and
+``/ready`` says more than its status only to a valid token.
 """
 
 import functools
@@ -24,11 +27,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.api.auth import Grant, KeyRing, load_keys
-from pipelines.api.classification import SCHEMA, TableLevels, classify, marts_levels
+from pipelines.api.classification import SCHEMA, TableLevels, classify, marts_levels, table_levels
 from pipelines.api.connection import CatalogConnections, catalog_login
 from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.settings import Settings
@@ -106,13 +110,9 @@ def model_descriptions(project_dir: str) -> dict[str, tuple[str | None, dict[str
     return found
 
 
-def list_datasets(
-    con: duckdb.DuckDBPyConnection, project_dir: str | None = None, levels: TableLevels | None = None
-) -> list[DatasetMeta]:
-    """Every table and view of the marts schema, with its servable (non-PII) columns, as
-    ``levels`` (``marts_levels``) classify them."""
-    (catalog,) = con.execute("SELECT current_database()").fetchone()  # type: ignore[misc]
-    relations = con.execute(
+def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]]:
+    """(name, comment) of every table and view of the marts schema, by name."""
+    return con.execute(
         "SELECT table_name, comment FROM duckdb_tables() "
         "WHERE database_name = current_database() AND schema_name = ? "
         "UNION ALL SELECT view_name, comment FROM duckdb_views() "
@@ -120,6 +120,16 @@ def list_datasets(
         "ORDER BY 1",
         [SCHEMA, SCHEMA],
     ).fetchall()
+
+
+def list_datasets(
+    con: duckdb.DuckDBPyConnection, levels: TableLevels, project_dir: str | None = None
+) -> list[DatasetMeta]:
+    """Every table and view of the marts schema that a model of the project defines, with its
+    servable (classified, non-PII) columns, as ``levels`` (``marts_levels``) classify them.
+    Tables nothing classifies are left out: the listing does not advertise them."""
+    (catalog,) = con.execute("SELECT current_database()").fetchone()  # type: ignore[misc]
+    relations = [(t, c) for t, c in _relations(con) if table_levels(t, levels) is not None]
     columns = con.execute(
         "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
         "WHERE database_name = current_database() AND schema_name = ? "
@@ -141,7 +151,8 @@ def list_datasets(
             model_doc, col_docs = model_descriptions(project_dir).get(table, (None, {}))
             description = description or model_doc
             cols = [(n, t, d or col_docs.get(n)) for n, t, d in cols]
-        classified = [(name, data_type, doc, classify(table, name, levels)) for name, data_type, doc in cols]
+        known = table_levels(table, levels) or {}
+        classified = [(name, data_type, doc, classify(name, known)) for name, data_type, doc in cols]
         metas = tuple(
             ColumnMeta(name, data_type, doc, level)
             for name, data_type, doc, level in classified
@@ -160,12 +171,20 @@ def _is_identifier(name: str) -> bool:
 
 
 def find_dataset(
-    con: duckdb.DuckDBPyConnection,
-    name: str,
-    project_dir: str | None = None,
-    levels: TableLevels | None = None,
+    con: duckdb.DuckDBPyConnection, name: str, levels: TableLevels, project_dir: str | None = None
 ) -> DatasetMeta | None:
-    return next((d for d in list_datasets(con, project_dir, levels) if d.name == name), None)
+    return next((d for d in list_datasets(con, levels, project_dir) if d.name == name), None)
+
+
+def refusal(con: duckdb.DuckDBPyConnection, name: str, levels: TableLevels) -> str | None:
+    """Why the marts table ``name`` exists but is not served (no model defines it, so nothing
+    classifies its columns), or None. Names the table, never its data."""
+    if table_levels(name, levels) is not None or name not in {t for t, _ in _relations(con)}:
+        return None
+    return (
+        f"dataset {name!r} is not served: no model of the SQLMesh project defines {SCHEMA}.{name}, "
+        "so its columns have no classification"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +257,10 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: Literal["ready"]
-    env: str
-    datasets: int = Field(description="Marts datasets the warehouse holds")
+    env: str | None = Field(default=None, description="Only to a valid token")
+    datasets: int | None = Field(
+        default=None, description="Marts datasets this token may read; only to a valid token"
+    )
 
 
 ERRORS_404: dict[int | str, dict[str, Any]] = {
@@ -250,7 +271,10 @@ ERRORS_422: dict[int | str, dict[str, Any]] = {
 }
 ERRORS_AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown bearer token"},
-    403: {"model": ErrorResponse, "description": "The token may not read this dataset"},
+    403: {
+        "model": ErrorResponse,
+        "description": "The token may not read this dataset, or no model of the project classifies it",
+    },
 }
 ERRORS_503: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Warehouse unavailable"},
@@ -362,7 +386,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         version="1.0.0",
         description=(
             "Read-only access to the curated `marts` datasets of the shop warehouse. "
-            "Columns classified `pii` are never served; `pii-masked` columns hold salted hashes."
+            "Columns classified `pii` are never served; `pii-masked` columns hold salted hashes. "
+            "Tables no model of the project defines have no classification and are not served."
         ),
     )
     app.state.settings = settings
@@ -421,8 +446,11 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     DatasetName = Annotated[str, PathParam(description="A dataset of the marts schema")]
 
     def dataset_or_404(con: duckdb.DuckDBPyConnection, name: str) -> DatasetMeta:
-        dataset = find_dataset(con, name, project_dir, levels)
+        dataset = find_dataset(con, name, levels, project_dir)
         if dataset is None:
+            reason = refusal(con, name, levels)
+            if reason is not None:
+                raise HTTPException(403, reason)
             raise HTTPException(404, f"unknown dataset {name!r}")
         return dataset
 
@@ -432,10 +460,23 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         catalog does not restart every replica)."""
         return Health(status="ok", env=settings.env)
 
-    @app.get("/ready", response_model=Ready, responses=ERRORS_503, tags=["service"])
-    def ready(con: Connection) -> Ready:
-        """Readiness: the warehouse catalog answers, and how many datasets it holds."""
-        return Ready(status="ready", env=settings.env, datasets=len(list_datasets(con, levels=levels)))
+    @app.get(
+        "/ready",
+        response_model=Ready,
+        response_model_exclude_none=True,
+        responses=ERRORS_503,
+        tags=["service"],
+        openapi_extra={"security": [{}, {"bearerToken": []}]},  # a token is optional here
+    )
+    def ready(request: Request, con: Connection) -> Ready:
+        """Readiness: the warehouse catalog answers (503 otherwise). Only the status, unless a
+        valid token asks: then also the environment and how many datasets it may read."""
+        served = list_datasets(con, levels)
+        scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+        found = keys.grant_for(token) if scheme.lower() == "bearer" and token else None
+        if found is None:  # a probe, or anyone: nothing about the data
+            return Ready(status="ready")
+        return Ready(status="ready", env=settings.env, datasets=sum(found.allows(d.name) for d in served))
 
     @app.get(
         "/datasets", response_model=DatasetList, responses={**ERRORS_AUTH, **ERRORS_503}, tags=["datasets"]
@@ -450,7 +491,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
                     row_count=row_count(con, d),
                     column_count=len(d.columns),
                 )
-                for d in list_datasets(con, project_dir, levels)
+                for d in list_datasets(con, levels, project_dir)
                 if access.allows(d.name)
             ]
         )

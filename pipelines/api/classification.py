@@ -3,8 +3,9 @@
 Each column of a marts model gets its level from ``governance.yaml`` or, undeclared, from column
 lineage back to the sources (``pipelines.governance.classification``), for whatever project is
 configured. A column named ``Email`` or ``contact_email`` that is computed from a PII column is
-PII here too, whatever its name. Tables the project does not know (created by hand) fall back to
-the source contracts' names, the strictest level any contract gives the name.
+PII here too, whatever its name. Nothing is guessed from names: a table no model of the project
+defines (created by hand, or by another tool) has no classification and is not served at all,
+and a column its model does not list is treated as PII.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from collections.abc import Mapping
 from pipelines.governance.classification import column_classifications
 from pipelines.platform.configured_project import load_configured_project
 from pipelines.platform.settings import Settings
-from pipelines.shop.sources.contracts import CONTRACTS
 
 SCHEMA = "marts"
-_STRICTNESS = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
-# the governance levels as the API names them: ``masked`` columns hold salted hashes
+# the governance levels as the API names them: ``masked`` columns hold salted hashes; any other
+# level (``pii``, or one this module does not know) is never served
 _API_LEVEL = {
     "public": "public",
     "internal": "internal",
@@ -27,28 +27,6 @@ _API_LEVEL = {
 }
 
 TableLevels = Mapping[str, Mapping[str, str]]  # table -> column (lower case) -> API level or "pii"
-
-
-def _source_classifications() -> dict[str, str]:
-    """Column name -> strictest classification any source contract gives that name."""
-    classes: dict[str, str] = {}
-    for contract in CONTRACTS.values():
-        for column in contract.columns:
-            current = classes.get(column.name)
-            if current is None or _STRICTNESS[column.classification] > _STRICTNESS[current]:
-                classes[column.name] = column.classification
-    return classes
-
-
-SOURCE_CLASSIFICATIONS = _source_classifications()
-
-
-def classify_by_name(column: str) -> str:
-    """For a table no model defines: ``pii-masked`` for salted hashes, else what the source
-    contracts say of the name, else ``internal``."""
-    if column.endswith("_hash"):
-        return "pii-masked"
-    return SOURCE_CLASSIFICATIONS.get(column, "internal")
 
 
 def marts_levels(settings: Settings) -> dict[str, dict[str, str]]:
@@ -65,10 +43,13 @@ def marts_levels(settings: Settings) -> dict[str, dict[str, str]]:
     return found
 
 
-def classify(table: str, column: str, levels: TableLevels | None) -> str:
-    """The column's API level; ``pii`` is never served. A column the project's model does not
-    list (lineage unknown) is PII: unknown must never mean harmless."""
-    model = levels.get(table.lower()) if levels is not None else None
-    if model is None:
-        return classify_by_name(column)
-    return model.get(column.lower(), "pii")
+def table_levels(table: str, levels: TableLevels) -> Mapping[str, str] | None:
+    """The levels of a marts table's columns; None when no model of the project defines the
+    table, so nothing classifies it and it must not be served."""
+    return levels.get(table.lower())
+
+
+def classify(column: str, table: Mapping[str, str]) -> str:
+    """The column's API level; ``pii`` is never served. A column the table's model does not list
+    (lineage unknown) is PII: unknown must never mean harmless."""
+    return table.get(column.lower(), "pii")

@@ -44,6 +44,7 @@ from pipelines.quality.rules import (
     ERROR,
     NULLS,
     PROFILE_CHECKS,
+    SAMPLE_SAFE_LEVELS,
     VOLUME,
     WARN,
     QualityRule,
@@ -159,14 +160,48 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def sample_sql(rule: QualityRule, profile: TableProfile, check: str, outcome: Outcome) -> str | None:
-    """Up to 10 rows behind a failed column check: its NULLs, or the values furthest from normal."""
+def sample_columns(rule: QualityRule, column: str, present: Iterable[str]) -> tuple[list[str], str | None]:
+    """The columns a failed check's sample may show, and why the others were left out.
+
+    A check's metadata is in Dagster's event log, readable by everyone with the UI: only columns
+    the UI classifies ``public`` or ``internal`` are shown. A ``pii``, ``masked`` or
+    ``confidential`` column, or one without a classification (a model whose columns SQLMesh
+    could not tell), is left out; the reason names the columns and levels, never a value.
+    """
+    found = set(present)
+    shown: list[str] = []
+    withheld: dict[str | None, list[str]] = {}
+    for name in dict.fromkeys(c for c in rule.sample(column) if c in found):
+        level = rule.column_levels.get(name)
+        if level in SAMPLE_SAFE_LEVELS:
+            shown.append(name)
+        else:
+            withheld.setdefault(level, []).append(name)
+    reasons = [
+        f"columns classified {level}: {', '.join(names)}"
+        if level is not None
+        else f"columns without a classification: {', '.join(names)}"
+        for level, names in sorted(withheld.items(), key=lambda kv: _STRICTEST_FIRST.get(kv[0], 0))
+    ]
+    return shown, "; ".join(reasons) or None
+
+
+_STRICTEST_FIRST: dict[str | None, int] = {"pii": -3, "masked": -2, "confidential": -1, None: 1}
+
+
+def sample_sql(
+    rule: QualityRule, profile: TableProfile, check: str, outcome: Outcome
+) -> tuple[str | None, str | None]:
+    """Up to 10 rows behind a failed column check (its NULLs, or the values furthest from
+    normal) over the columns it may show, and which columns were left out and why."""
     column = outcome.column
-    present = {c.name for c in profile.columns}
+    present = [c.name for c in profile.columns]
     if check not in (NULLS, DRIFT) or column is None or column not in present:
-        return None
-    cols = [c for c in rule.sample(column) if c in present]
-    select = ", ".join(quote(c) for c in dict.fromkeys(cols))
+        return None, None
+    cols, withheld = sample_columns(rule, column, present)
+    if not cols:
+        return None, withheld
+    select = ", ".join(quote(c) for c in cols)
     where = (
         partition_filter(rule.partition_column, profile.partition, profile.partition, rule.grain or DAY)
         if rule.partition_column and profile.partition
@@ -176,15 +211,15 @@ def sample_sql(rule: QualityRule, profile: TableProfile, check: str, outcome: Ou
         return (
             f"SELECT {select}\nFROM {table_sql(rule.table)}\nWHERE {where} "
             f"AND {quote(column)} IS NULL\nLIMIT {SAMPLE_ROWS}"
-        )
+        ), withheld
     baseline = outcome.result.baseline
     if baseline is None or not math.isfinite(baseline):
-        return None
+        return None, None
     return (
         f"SELECT {select}\nFROM {table_sql(rule.table)}\nWHERE {where} "
         f"AND {quote(column)} IS NOT NULL\n"
         f"ORDER BY abs({quote(column)} - {float(baseline)!r}) DESC\nLIMIT {SAMPLE_ROWS}"
-    )
+    ), withheld
 
 
 def _fetch_sample(con: duckdb.DuckDBPyConnection, sql: str) -> str:
@@ -229,9 +264,14 @@ def describe_verdict(check: str, decisive: Outcome, outcomes: Sequence[Outcome])
 
 
 def check_metadata(
-    decisive: Outcome, outcomes: Sequence[Outcome], sql: str, sample: str | None
+    decisive: Outcome,
+    outcomes: Sequence[Outcome],
+    sql: str,
+    sample: str | None,
+    withheld: str | None = None,
 ) -> dict[str, Any]:
-    """The numbers that decided the check, the SQL that produced them, and offending rows."""
+    """The numbers that decided the check, the SQL that produced them, offending rows, and
+    which columns the rows leave out (classified, so kept out of the event log)."""
     r = decisive.result
     md: dict[str, Any] = {
         "partition": decisive.partition,
@@ -266,6 +306,8 @@ def check_metadata(
             )
     if sample is not None:
         md["offending_rows"] = dg.MetadataValue.md(sample)
+    if withheld is not None:
+        md["offending_rows_withheld"] = withheld
     return md
 
 
@@ -336,7 +378,8 @@ def judge_profiles(
 
     Partitions are judged oldest first, each against the ones before it (a backfill builds its
     own history); with ``record`` they are appended to the history afterwards. A failed column
-    check fetches up to 10 offending rows through ``con``.
+    check fetches up to 10 offending rows through ``con``, of the columns it may show
+    (``sample_columns``).
     """
     asset = asset_key_string(rule.asset_key)
     selected = [c for c in PROFILE_CHECKS if c in set(selected) and c in rule.checks]
@@ -371,7 +414,9 @@ def judge_profiles(
     for check, (passed, decisive) in verdicts.items():
         sql = profiles[decisive.partition].sql
         sample = None
-        query = None if passed else sample_sql(rule, profiles[decisive.partition], check, decisive)
+        query, withheld = None, None
+        if not passed:
+            query, withheld = sample_sql(rule, profiles[decisive.partition], check, decisive)
         if query is not None:
             sample = _fetch_sample(con, query)
             sql += f";\n\n-- offending rows\n{query}"
@@ -382,7 +427,7 @@ def judge_profiles(
                 passed=passed,
                 severity=rule.severity_of(check),
                 description=describe_verdict(check, decisive, outcomes[check]),
-                metadata=check_metadata(decisive, outcomes[check], sql, sample),
+                metadata=check_metadata(decisive, outcomes[check], sql, sample, withheld),
             )
         )
     return results

@@ -35,6 +35,11 @@ from pipelines.quality.grain import Grain, grain_of
 from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, SQLMeshTranslator
 
 VOLUME, NULLS, DRIFT = "volume_anomaly", "null_drift", "distribution_drift"
+# the column tag governance sets (``pipelines.governance.classification_tags``), shown in the UI
+CLASSIFICATION_TAG = "classification"
+# the levels whose values a failed check may show in its sample rows (the event log is visible to
+# everyone with the UI); pii, masked, confidential and any column without a level never are
+SAMPLE_SAFE_LEVELS = frozenset({"public", "internal"})
 PROFILE_CHECKS = (VOLUME, NULLS, DRIFT)
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 CONFIG_FILE = "quality.yaml"
@@ -77,6 +82,8 @@ class QualityRule:
     ignore: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
     sample_columns: tuple[str, ...] = ()
+    # each column's classification as the UI shows it; a column without one is never sampled
+    column_levels: Mapping[str, str] = field(default_factory=dict)
     checks: tuple[str, ...] = PROFILE_CHECKS
     severity: dg.AssetCheckSeverity = WARN
     severity_overrides: Mapping[str, dg.AssetCheckSeverity] = field(default_factory=dict)
@@ -314,8 +321,18 @@ def profiled(model: ModelInfo) -> bool:
     return model.kind not in UNPROFILED_KINDS and (model.time_partitioned or model.kind in ACROSS_RUNS_KINDS)
 
 
-def rule_for(model: ModelInfo, key: dg.AssetKey, settings: ModelSettings) -> QualityRule | None:
-    """The checks a model gets: its kind's defaults, adjusted by its settings."""
+def column_levels(schema: dg.TableSchema) -> dict[str, str]:
+    """Each column's ``classification`` tag in an asset's column schema (what the UI shows)."""
+    return {
+        c.name: c.tags[CLASSIFICATION_TAG] for c in schema.columns if CLASSIFICATION_TAG in (c.tags or {})
+    }
+
+
+def rule_for(
+    model: ModelInfo, key: dg.AssetKey, settings: ModelSettings, levels: Mapping[str, str] | None = None
+) -> QualityRule | None:
+    """The checks a model gets: its kind's defaults, adjusted by its settings. ``levels`` are its
+    columns' classifications, which decide what a failed check may sample (none: nothing)."""
     if not profiled(model) or settings.get("checks") is False:
         return None
     table = model.sql_name()  # SQLMesh's parsed parts, quoted: any name, never ambiguous
@@ -346,6 +363,7 @@ def rule_for(model: ModelInfo, key: dg.AssetKey, settings: ModelSettings) -> Qua
         ignore=ignore,
         keys=keys,
         sample_columns=tuple(settings.get("sample_columns") or ()),
+        column_levels=dict(levels or {}),
         checks=tuple(checks),
         severity=dg.AssetCheckSeverity(str(settings.get("severity", "WARN")).upper()),
         severity_overrides=overrides,
@@ -360,11 +378,13 @@ def rule_for(model: ModelInfo, key: dg.AssetKey, settings: ModelSettings) -> Qua
 def project_rules(
     project: ProjectInfo, translator: SQLMeshTranslator, config: QualityConfig | None = None
 ) -> list[QualityRule]:
-    """One rule per profiled model of the project, in name order."""
+    """One rule per profiled model of the project, in name order; each column's classification is
+    read from the translator's column schema, the tags the UI shows."""
     config = config or load_quality_config(project, translator)
     rules = []
     for model in sorted(project.internal_models, key=lambda m: m.fqn):
-        rule = rule_for(model, translator.get_asset_key(model), config.settings_for(model))
+        levels = column_levels(translator.get_column_schema(model))
+        rule = rule_for(model, translator.get_asset_key(model), config.settings_for(model), levels)
         if rule is not None:
             rules.append(rule)
     return rules
