@@ -192,9 +192,10 @@ def _summary(results: list[dg.ExecuteInProcessResult]) -> tuple[bool, list[Any],
 
 
 def gateway_location(project_dir: Path, gateway: str | None) -> str:
-    """Where a project's own SQLMesh gateway keeps its tables, as SQLMesh opens it: a relative
-    DuckDB file resolves against the working directory, not the project, so it is shown resolved.
-    A catalog that is not a local file is named by type only (its path may hold a password)."""
+    """Where a project's own SQLMesh gateway keeps its tables, as the runs open it: a relative
+    DuckDB file is the project folder's, as ``sqlmesh`` run in that folder opens it
+    (``pipelines/sqlmesh_bridge/context_setup.py``), wherever this command was started. A catalog
+    that is not a local file is named by type only (its path may hold a password)."""
     from pipelines.component.quality import gateway_connection
 
     connection = gateway_connection(str(project_dir), gateway)
