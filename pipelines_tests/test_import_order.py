@@ -40,7 +40,7 @@ assert "sqlmesh" not in sys.modules, "the case needs SQLMesh imported after the 
 import dagster as dg
 from sqlglot.generator import _DISPATCH_CACHE
 
-defs = dg.load_from_defs_folder(project_root=root)
+defs = dg.load_from_defs_folder(path_within_project=root)
 graph = defs.resolve_asset_graph()
 trap = sorted(cls.__name__ for cls in _DISPATCH_CACHE)  # generators built before SQLMesh
 loaded_sqlmesh = "sqlmesh" in sys.modules
