@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from pipelines_tests.dg_projects import TeamProject, create_dagster_project
+from pipelines_tests.dg_projects import REPO, TeamProject, create_dagster_project
 from pipelines_tests.sqlmesh_projects import write_init_style_project, write_project
 
 LOAD = """\
@@ -31,8 +31,11 @@ for root in sys.argv[1:]:
                 "resources": sorted(repo.get_top_level_resources()),
                 "assets": sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()),
             }
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            out = {"error": repr(exc)}
+        except Exception as exc:  # noqa: BLE001 - reported to the test, with what caused it
+            causes = [exc]
+            while causes[-1].__cause__ is not None:
+                causes.append(causes[-1].__cause__)
+            out = {"error": " <- ".join(str(e) for e in causes)}
     out["warnings"] = [f"{w.category.__name__}: {w.message}" for w in seen]
     print("RESULT " + json.dumps(out))
 """
@@ -92,3 +95,19 @@ def test_minimal_declarations_load_side_by_side_and_a_second_declaration_warns(t
 
     assert "error" not in unprefixed, unprefixed["error"]
     assert "sqlmesh_plan" in unprefixed["jobs"] and "sqlmesh" in unprefixed["resources"]
+
+
+def test_the_readme_example_loads_as_written_in_create_dagsters_src_layout(tmp_path: Path) -> None:
+    """README, "Use it in your own Dagster project": its defs.yaml, verbatim, at
+    ``src/<module>/defs/sales/defs.yaml`` with the SQLMesh project at ``./sqlmesh_project``."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Use it in your own Dagster project", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    team = create_dagster_project(tmp_path / "team", tmp_path / "platform")
+    write_init_style_project(team.root / "sqlmesh_project")
+    team.declare("sales", example)
+    team.env["SQLMESH_GATEWAY"] = "local"  # the example reads it with {{ env.SQLMESH_GATEWAY }}
+    (loaded,) = _load(team)
+    assert "error" not in loaded, loaded["error"]
+    assert {"sales/demo/orders", "sales/customer1/some_table"} <= set(loaded["assets"])
+    assert "sales_sqlmesh_plan" in loaded["jobs"]

@@ -52,9 +52,14 @@ def resolve_project(context: dg.ResolutionContext, value: Any) -> list[Path]:
     if not paths:
         raise ValueError("project: name the SQLMesh project's folder (or a list of folders)")
     resolved = [context.resolve_source_relative_path(str(p)).resolve() for p in paths]
-    for path in resolved:
+    for given, path in zip(paths, resolved, strict=True):
         if not (path / "config.yaml").exists() and not (path / "config.py").exists():
-            raise ValueError(f"project: {path} is not a SQLMesh project (no config.yaml or config.py)")
+            # name the base too: in create-dagster's src/ layout the root is one folder further up
+            raise ValueError(
+                f"project: {path} is not a SQLMesh project (no config.yaml or config.py); "
+                f"{given!r} is taken relative to the folder of this defs.yaml, or write "
+                "'{{ context.project_root }}/<folder>'"
+            )
     return resolved
 
 
