@@ -288,7 +288,6 @@ def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, 
             "resource key)."
         )
     claims[name_claim] = owner
-    _warn_if_declared_twice(claims, component, owner)
     keys = sorted(
         (key for asset in defs.assets or [] for key in _asset_keys(asset)), key=lambda k: k.to_user_string()
     )
@@ -302,6 +301,7 @@ def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, 
                 "when the other builds a table this one only reads)."
             )
         claims[claim] = owner
+    _warn_if_declared_twice(claims, component, owner)  # it loads: say what declaring it twice does
 
 
 def _warn_if_declared_twice(
