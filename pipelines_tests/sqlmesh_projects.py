@@ -326,3 +326,83 @@ SELECT count(*)::BIGINT AS days, sum(amount)::BIGINT AS amount FROM raw.orders
         },
     )
     return repos
+
+
+# -- a team's project as `sqlmesh init` lays it out: relative DuckDB files, every source kind ---
+
+TEAM_CONFIG = """\
+gateways:
+  local:
+    connection:
+      type: duckdb
+      database: db.db
+    state_connection:
+      type: duckdb
+      database: state.db
+default_gateway: local
+model_defaults:
+  dialect: duckdb
+  start: '2026-01-01'
+  cron: '@daily'
+before_all:
+  - CREATE SCHEMA IF NOT EXISTS src
+  - CREATE TABLE IF NOT EXISTS src.events AS SELECT 1 AS id UNION ALL SELECT 2
+"""
+
+TEAM_FILES = {
+    "external_models.yaml": """\
+- name: src.events
+  columns:
+    id: int
+""",
+    "seeds/waiters.csv": "id,name\n1,Ana\n2,Bo\n3,Cy\n",
+    # SQLMesh's sushi example has a seed of this name: an unpartitioned model
+    "models/waiter_names.sql": """\
+MODEL (
+  name demo.waiter_names,
+  kind SEED (path '../seeds/waiters.csv'),
+  columns (id INT, name TEXT)
+);
+""",
+    "models/orders.sql": """\
+MODEL (
+  name demo.orders,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ds),
+  audits (not_null(columns := (ds)))
+);
+SELECT d::DATE AS ds, e.id AS event_id
+FROM generate_series(@start_date, @end_date, INTERVAL 1 DAY) AS t(d), src.events AS e
+""",
+    # SQLMesh's documented blueprint form: the schema is templated, so SQLMesh re-renders the
+    # MODEL block through sqlglot's generator (what fails when that generator predates SQLMesh)
+    "models/blueprint.sql": """\
+MODEL (
+  name @{customer}.some_table,
+  kind FULL,
+  blueprints ((customer := customer1), (customer := customer2))
+);
+SELECT id, name FROM demo.waiter_names
+""",
+    "models/waiter_count.py": """\
+import typing as t
+
+import pandas as pd
+from sqlmesh import ExecutionContext, model
+
+
+@model("demo.waiter_count", kind="FULL", columns={"waiters": "int"}, depends_on=["demo.waiter_names"])
+def execute(context: ExecutionContext, **kwargs: t.Any) -> pd.DataFrame:
+    table = context.resolve_table("demo.waiter_names")
+    return context.fetchdf(f"SELECT count(*)::INT AS waiters FROM {table}")
+""",
+}
+
+
+def write_init_style_project(root: Path) -> Path:
+    """A SQLMesh project in ``root`` with ``sqlmesh init``'s relative ``database: db.db`` (and a
+    relative state file), a seed, an incremental SQL model, a blueprint model, a Python model and
+    a declared external table."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(TEAM_CONFIG)
+    write_files(root, TEAM_FILES)
+    return root

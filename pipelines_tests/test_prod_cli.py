@@ -89,11 +89,14 @@ def test_another_projects_locations_are_its_own_gateways(
 ) -> None:
     """A project with its own gateway (`sqlmesh init duckdb`: `database: db.db`) writes there,
     not to the shop's warehouse, and has no shop report: the run's summary says so, with a
-    relative file resolved the way SQLMesh opens it (against the working directory) and a
-    catalog reached over PostgreSQL named without its password."""
+    relative file resolved the way the runs open it (against the project folder, as `sqlmesh` run
+    there does, not the working directory) and a catalog reached over PostgreSQL named without
+    its password."""
+    projects: list[Path] = []
 
     def locations(connection: str) -> dict[str, str]:
         project = tmp_path / f"team_project_{len(list(tmp_path.iterdir()))}"
+        projects.append(project)
         (project / "models").mkdir(parents=True)
         monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
         (project / "config.yaml").write_text(
@@ -107,7 +110,7 @@ def test_another_projects_locations_are_its_own_gateways(
     monkeypatch.chdir(work)
     monkeypatch.setenv("PIPELINES_DATA_DIR", str(tmp_path / "data"))
     shown = locations("      type: duckdb\n      database: db.db\n")
-    assert shown["warehouse (project gateway)"] == str(work / "db.db")
+    assert shown["warehouse (project gateway)"] == str(projects[-1] / "db.db")
     assert "report" not in shown and "warehouse (DuckDB)" not in shown
     shown = locations(
         "      type: duckdb\n"
@@ -118,5 +121,6 @@ def test_another_projects_locations_are_its_own_gateways(
         "          data_path: s3://team-lake/data/\n"
         "        side: side.duckdb\n"
     )
-    assert shown["warehouse (project gateway)"] == f"lake: ducklake catalog, side: {work / 'side.duckdb'}"
+    side = projects[-1] / "side.duckdb"
+    assert shown["warehouse (project gateway)"] == f"lake: ducklake catalog, side: {side}"
     assert "pw-not-printed" not in " ".join(shown.values())

@@ -10,6 +10,7 @@ bridge's cache when that matches), so a stale state never shows yesterday's mode
 import json
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDef
 
 from pipelines.component.automation import AutomationModel
 from pipelines.component.quality import QualityModel
-from pipelines.component.scaffolder import SQLMeshProjectScaffolder
+from pipelines.component.scaffolder import SQLMeshProjectScaffolder, name_for_folder
 from pipelines.component.translation import Translation, TranslationModel, resolve_translation
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ def _claims_for(tree: Any) -> dict[tuple[str, str], str]:
     return entry[1]
 
 
+class SQLMeshProjectDeclaredTwiceWarning(UserWarning):
+    """Two components of one code location declare the same SQLMesh project (and gateway and
+    environment): its tables are two sets of assets, and runs of either rebuild the same tables."""
+
+
 def resolve_project(context: dg.ResolutionContext, value: Any) -> list[Path]:
     """One path or a list (a multi-repo project), relative to the folder of the ``defs.yaml``."""
     raw = context.resolve_value(value)
@@ -46,9 +52,14 @@ def resolve_project(context: dg.ResolutionContext, value: Any) -> list[Path]:
     if not paths:
         raise ValueError("project: name the SQLMesh project's folder (or a list of folders)")
     resolved = [context.resolve_source_relative_path(str(p)).resolve() for p in paths]
-    for path in resolved:
+    for given, path in zip(paths, resolved, strict=True):
         if not (path / "config.yaml").exists() and not (path / "config.py").exists():
-            raise ValueError(f"project: {path} is not a SQLMesh project (no config.yaml or config.py)")
+            # name the base too: in create-dagster's src/ layout the root is one folder further up
+            raise ValueError(
+                f"project: {path} is not a SQLMesh project (no config.yaml or config.py); "
+                f"{given!r} is taken relative to the folder of this defs.yaml, or write "
+                "'{{ context.project_root }}/<folder>'"
+            )
     return resolved
 
 
@@ -68,7 +79,7 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
         type: pipelines.SQLMeshProjectComponent
         attributes:
           project: ../../sqlmesh_project       # relative to this file; or a list of folders
-          name: orders                         # prefixes jobs, sensors, resource (two projects)
+          name: orders                         # prefixes jobs, sensors, resource; default: the folder
           translation: {key_prefix: orders, group_name: "orders_{{ model.schema }}"}
     """
 
@@ -92,9 +103,10 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
     name: Annotated[
         str | None,
         dg.Resolver.default(
-            description="Prefix of this project's jobs, sensors and SQLMesh resource key; needed when a "
-            "code location declares more than one SQLMesh project.",
-            examples=["orders"],
+            description="Prefix of this project's jobs, sensors, SQLMesh resource key and state key. "
+            "Omitted: the defs folder's name, so two declarations never collide; null: no prefix "
+            "(one SQLMesh project in the code location).",
+            examples=["orders", None],
         ),
     ] = None
     translation: Annotated[
@@ -148,6 +160,16 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
         ),
     ] = None
     defs_state: ResolvedDefsStateConfig = field(default_factory=DefsStateConfigArgs.local_filesystem)
+
+    @classmethod
+    def load(cls, attributes: Any, context: dg.ComponentLoadContext) -> "SQLMeshProjectComponent":
+        """An omitted ``name`` is the defs folder's, set before Dagster reads the state key: two
+        declarations of only ``project:`` then differ in jobs, resource and state, like
+        dagster-dbt's per-project state. An explicit ``name: null`` keeps names unprefixed."""
+        fields = getattr(attributes, "model_fields_set", None)
+        if fields is not None and "name" not in fields:
+            attributes = attributes.model_copy(update={"name": name_for_folder(Path(context.path).name)})
+        return super().load(attributes, context)
 
     def __post_init__(self) -> None:
         if self.name is not None and not _NAME.fullmatch(self.name):
@@ -295,6 +317,28 @@ def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, 
                 "when the other builds a table this one only reads)."
             )
         claims[claim] = owner
+    _warn_if_declared_twice(claims, component, owner)  # it loads: say what declaring it twice does
+
+
+def _warn_if_declared_twice(
+    claims: dict[tuple[str, str], str], component: SQLMeshProjectComponent, owner: str
+) -> None:
+    """The same project, gateway and environment declared again (under another key prefix, or
+    its asset keys would have collided): legal, but rarely meant, so say what it does."""
+    args = component._read_args()
+    folders = ",".join(sorted(str(p) for p in component.project))
+    claim = ("project", f"{folders}|{args['gateway']}|{component.environment}")
+    if claim in claims and claims[claim] != owner:
+        warnings.warn(
+            f"SQLMesh project {component.project[0]} is declared twice in this code location, by "
+            f"{claims[claim]} and {owner}: the same tables are now two sets of assets (one per key "
+            "prefix), and a run of either rebuilds them. Declare the project once, unless two sets "
+            "are what you want.",
+            SQLMeshProjectDeclaredTwiceWarning,
+            stacklevel=2,
+        )
+        return
+    claims[claim] = owner
 
 
 def _asset_keys(asset: Any) -> list[dg.AssetKey]:

@@ -77,11 +77,9 @@ def quality_settings(project: ProjectInfo, model: ModelInfo) -> ModelSettings:
 @lru_cache(maxsize=8)
 def gateway_connection(project_dir: str, gateway: str | None) -> Any:
     """The SQLMesh connection config of a project's gateway (SQLMesh is imported only here)."""
-    from sqlmesh.core.config import Config
-    from sqlmesh.core.config.loader import load_configs
+    from pipelines.sqlmesh_bridge.context_setup import project_configs
 
-    path = Path(project_dir)
-    config = load_configs(None, Config, [path])[path]
+    (config,) = project_configs([project_dir]).values()  # a relative DuckDB file: from the project
     return config.get_connection(gateway)
 
 

@@ -10,6 +10,12 @@ import dagster as dg
 from pydantic import BaseModel
 
 
+def name_for_folder(folder: str) -> str:
+    """A component ``name`` (letters, digits, underscores, a letter first) from a defs folder's name."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", folder).strip("_") or "sqlmesh"
+    return (name if name[0].isalpha() else f"p_{name}")[:63]
+
+
 class SQLMeshScaffoldParams(BaseModel):
     project_path: str | None = None
 
@@ -32,9 +38,7 @@ class SQLMeshProjectScaffolder(dg.Scaffolder[SQLMeshScaffoldParams]):
                 f"--project-path: {project} is not a SQLMesh project (no config.yaml or config.py)"
             )
         target = request.target_path.resolve()
-        name = re.sub(r"[^A-Za-z0-9_]", "_", target.name).strip("_") or "sqlmesh"
-        if not name[0].isalpha():
-            name = f"p_{name}"
+        name = name_for_folder(target.name)
         dg.scaffold_component(
             request,
             {

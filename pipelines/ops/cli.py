@@ -39,10 +39,12 @@ DAGSTER_EVENT_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
 def _dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to the current folder (the repository root in the README), whose
+    """DAGSTER_HOME, defaulting to the repository root (wherever in it the command started), whose
     ``dagster.yaml`` configures the instance; set for child processes too (``pipelines ui``),
     with Dagster's event-write knobs unless the environment sets them."""
-    home = Path(os.environ.get("DAGSTER_HOME", "").strip() or Path.cwd()).expanduser().resolve()
+    from pipelines.platform.settings import local_path, local_root
+
+    home = local_path(os.environ.get("DAGSTER_HOME", "").strip() or local_root())
     os.environ["DAGSTER_HOME"] = str(home)
     for name, value in DAGSTER_EVENT_ENV.items():
         os.environ.setdefault(name, value)
@@ -192,9 +194,10 @@ def _summary(results: list[dg.ExecuteInProcessResult]) -> tuple[bool, list[Any],
 
 
 def gateway_location(project_dir: Path, gateway: str | None) -> str:
-    """Where a project's own SQLMesh gateway keeps its tables, as SQLMesh opens it: a relative
-    DuckDB file resolves against the working directory, not the project, so it is shown resolved.
-    A catalog that is not a local file is named by type only (its path may hold a password)."""
+    """Where a project's own SQLMesh gateway keeps its tables, as the runs open it: a relative
+    DuckDB file is the project folder's, as ``sqlmesh`` run in that folder opens it
+    (``pipelines/sqlmesh_bridge/context_setup.py``), wherever this command was started. A catalog
+    that is not a local file is named by type only (its path may hold a password)."""
     from pipelines.component.quality import gateway_connection
 
     connection = gateway_connection(str(project_dir), gateway)
@@ -453,23 +456,25 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def ui(args: argparse.Namespace) -> int:
-    _dagster_home()
-    # `dg dev`: Dagster marks `dagster dev` superseded and warns about it on every start
+def ui_command(host: str, port: int) -> tuple[list[str], Path]:
+    """``dg dev`` and the folder it runs in: the repository root (its workspace.yaml and dg
+    project), wherever ``pipelines ui`` was started. ``dg dev``, not ``dagster dev``: Dagster
+    marks the latter superseded and warns about it on every start."""
+    from pipelines.platform.settings import local_root
+
+    root = local_root()
     dg_cli = Path(sys.executable).with_name("dg")
-    cmd = [
-        str(dg_cli) if dg_cli.exists() else "dg",
-        "dev",
-        "-w",
-        "workspace.yaml",
-        "-h",
-        args.host,
-        "-p",
-        str(args.port),
-    ]
+    workspace = ["-w", str(root / "workspace.yaml")] if (root / "workspace.yaml").is_file() else []
+    cmd = [str(dg_cli) if dg_cli.exists() else "dg", "dev", *workspace, "-h", host, "-p", str(port)]
+    return cmd, root
+
+
+def ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    return subprocess.call(cmd)
+    _dagster_home()
+    cmd, root = ui_command(args.host, args.port)
+    return subprocess.call(cmd, cwd=root)
 
 
 def releases(args: argparse.Namespace) -> int:
@@ -520,7 +525,10 @@ def fill_values(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pipelines`` command line; file defaults are the repository root's."""
+    from pipelines.platform.settings import local_root
+
     parser = argparse.ArgumentParser(prog="pipelines", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="run the pipeline end to end on the embedded default")
@@ -568,13 +576,21 @@ def main(argv: list[str] | None = None) -> int:
     p_boot.set_defaults(func=bootstrap_db)
     p_fill = sub.add_parser("fill-values", help="fill helm-values.yaml placeholders from the stack outputs")
     p_fill.add_argument("--outputs", required=True, help="cdk deploy --outputs-file JSON")
-    p_fill.add_argument("--values", default="helm-values.yaml", help="file with <PLACEHOLDER>s")
-    p_fill.add_argument("--out", default="values.prod.yaml", help="new file to write (keep it out of git)")
+    # defaults in the repository root, wherever this runs; paths given are the shell's, as usual
+    root = local_root()
+    p_fill.add_argument("--values", default=str(root / "helm-values.yaml"), help="file with <PLACEHOLDER>s")
+    p_fill.add_argument(
+        "--out", default=str(root / "values.prod.yaml"), help="new file to write (keep it out of git)"
+    )
     p_fill.add_argument("--image-tag", default="", help="fills <IMAGE_TAG>")
     p_fill.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="fills <NAME>")
     p_fill.add_argument("--stack", default=None, help="stack name in the outputs file (if several)")
     p_fill.set_defaults(func=fill_values)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 

@@ -267,11 +267,13 @@ def run_plan_check(
     """Plan the working tree into the branch's environment, backfill, diff against prod."""
     from sqlmesh import Context
 
+    from pipelines.sqlmesh_bridge.context_setup import project_configs
+
     environment = environment_name(branch)
     start, end = safe_partition_key(start), safe_partition_key(end)
     execution_time = date.fromisoformat(end) + timedelta(days=1)
     hidden = _hidden_columns(project_dir, gateway)
-    ctx = Context(paths=str(project_dir), gateway=gateway)
+    ctx = Context(paths=str(project_dir), config=project_configs([project_dir]), gateway=gateway)
     check = PlanCheck(branch, environment, ctx.selected_gateway, start, end, [])
     try:
         prod = ctx.state_sync.get_environment("prod")

@@ -22,6 +22,28 @@ class SettingsError(ValueError):
     """A setting has a value the platform cannot use."""
 
 
+def local_root(cwd: Path | None = None) -> Path:
+    """The folder relative local paths resolve from (``./.data``, ``./.lake``, ``DAGSTER_HOME``):
+    the project a command runs in, i.e. the nearest folder upward from the working directory with
+    a ``pyproject.toml`` (where ``uv run`` and ``dg`` find it). From any subfolder of this
+    repository that is the repository's root, so ``uv run pipelines demo`` in ``docs/`` uses the
+    same ``.data/`` as the SQLMesh CLI and ``dg dev``; a team's project uses its own root; the
+    image's is ``/app``. Outside any project: the checkout this package sits in, else the
+    working directory."""
+    start = (cwd or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    checkout = PACKAGE_DIR.parent
+    return checkout if (checkout / "pyproject.toml").is_file() else start
+
+
+def local_path(value: str | Path, root: Path | None = None) -> Path:
+    """``value`` as an absolute path, a relative one taken from ``local_root()``."""
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else (root or local_root()) / path).resolve()
+
+
 # Settings with no safe production value: locally each falls back to a demo (embedded rates API,
 # development salt, SQLite shop, ./.lake, localhost PostgreSQL, the project's local gateway); in
 # prod a fallback would be silently wrong, so every one must be set. Name -> what it is.
@@ -94,12 +116,12 @@ class Settings:
                 raise SettingsError(
                     f"PIPELINES_LAKE_URI must be a local folder or s3://bucket/prefix, got {lake_uri!r}"
                 )
-            lake_uri = str(Path(lake_uri).expanduser().resolve())
+            lake_uri = str(local_path(lake_uri))
         else:
             lake_uri = lake_uri.rstrip("/")
             if lake_uri == "s3:/" or lake_uri == "s3://":
                 raise SettingsError("PIPELINES_LAKE_URI names no bucket")
-        data_dir = Path(environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data")
+        data_dir = local_path(environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data")
         asked = environ.get("SQLMESH_PROJECT_DIR", "").strip()
         project_dir = Path(asked or BUNDLED_SQLMESH_PROJECT).expanduser().resolve()
         # the bundled project is optional (pipelines/defs/shop may be deleted); a named one is not
@@ -113,7 +135,7 @@ class Settings:
         return cls(
             env=env,  # type: ignore[arg-type]
             lake_uri=lake_uri,
-            data_dir=data_dir.expanduser().resolve(),
+            data_dir=data_dir,
             sqlmesh_project_dir=project_dir,
             sqlmesh_gateway=gateway,
             demo_seed=demo_seed,

@@ -17,6 +17,8 @@ bridge reads no environment variable of its own.
   ``ModelHook`` adds metadata and its own checks to each model's materialization, made the
   moment SQLMesh finished the model (the code location's quality checks are one)
 - :mod:`.assets` builds the ``multi_asset`` and the external asset specs
+- :mod:`.context_setup` what every SQLMesh ``Context`` opens with: SQLMesh's sqlglot
+  extensions in effect whatever the process ran first, relative DuckDB files in the project folder
 
 Example (a complete code location for any SQLMesh project)::
 

@@ -517,9 +517,9 @@ def _from_json(text: str) -> ProjectInfo:
 def _offline_configs(project_dirs: Sequence[Path]) -> dict[Path, Any]:
     """The projects' configs with every DuckDB file swapped for an in-memory catalog of the
     same name: loading needs the default catalog, never the data (nor the file's lock)."""
-    from sqlmesh.core.config import Config
     from sqlmesh.core.config.connection import DuckDBConnectionConfig
-    from sqlmesh.core.config.loader import load_configs
+
+    from pipelines.sqlmesh_bridge.context_setup import project_configs
 
     def offline(connection: Any) -> Any:
         if type(connection) is not DuckDBConnectionConfig:
@@ -546,7 +546,7 @@ def _offline_configs(project_dirs: Sequence[Path]) -> dict[Path, Any]:
             }
         )
 
-    configs = load_configs(None, Config, list(project_dirs))
+    configs = project_configs(project_dirs)  # relative DuckDB files: from each project's folder
     out = {}
     for path, config in configs.items():
         gateways = config.gateways

@@ -78,11 +78,13 @@ class SQLMeshResource(dg.ConfigurableResource):
         from sqlmesh import Context
         from sqlmesh.core.console import set_console
 
+        from pipelines.sqlmesh_bridge.context_setup import project_configs
         from pipelines.sqlmesh_bridge.events import RecordingConsole
 
         set_console(console or RecordingConsole())
         ctx = Context(
             paths=[self.project_dir, *self.extra_project_dirs],
+            config=project_configs([self.project_dir, *self.extra_project_dirs]),
             gateway=self.gateway,
             notification_targets=[collector] if collector else None,
             load=True,

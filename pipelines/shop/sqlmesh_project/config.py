@@ -10,7 +10,6 @@ Every value comes from the environment; see the README's settings table.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from sqlmesh.core.config import (
     Config,
@@ -23,27 +22,18 @@ from sqlmesh.core.config.connection import DuckDBConnectionConfig
 
 from pipelines.platform.duckdb_extensions import install_extensions
 from pipelines.platform.partitions import PROJECT_START
-from pipelines.platform.settings import require_production_settings
+from pipelines.platform.settings import local_path, require_production_settings
 from pipelines.platform.sqlmesh_gateways import athena_gateway, prod_gateway, trino_gateway
 
 install_extensions()
 # prod never hashes PII with the development salt of @mask_pii, even from the plain sqlmesh CLI
 require_production_settings(names=("PIPELINES_PII_SALT",))
 
-
-
-def _repository_root() -> Path:
-    """The checkout this bundled project sits in (``<root>/pipelines/shop/sqlmesh_project``); the
-    current folder when installed elsewhere (the image, where the commands run from /app)."""
-    root = Path(__file__).resolve().parents[3]
-    return root if (root / "pyproject.toml").is_file() else Path.cwd()
-
-
-# A relative PIPELINES_DATA_DIR (default ``./.data``) is taken from the repository root, where the
-# README's commands (and so Dagster's settings) resolve it: ``sqlmesh`` run inside this folder
-# then sees the warehouse the demo and the UI wrote, not a new empty one next to the models.
-data_dir = Path(os.environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data").expanduser()
-data_dir = (data_dir if data_dir.is_absolute() else _repository_root() / data_dir).resolve()
+# A relative PIPELINES_DATA_DIR (default ``./.data``) is taken from the repository root exactly as
+# Dagster's settings take it (``local_path``): ``sqlmesh`` run inside this folder, and every
+# ``pipelines`` command started in any subfolder, see the warehouse the demo and the UI wrote,
+# not a new empty one next to the models.
+data_dir = local_path(os.environ.get("PIPELINES_DATA_DIR", "").strip() or "./.data")
 data_dir.mkdir(parents=True, exist_ok=True)
 
 local = GatewayConfig(
