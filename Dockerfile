@@ -2,8 +2,8 @@
 # One image for the whole production deployment (helm-values.yaml): the code location's gRPC
 # server (the default CMD), the Dagster webserver and daemon, and every run pod the
 # K8sRunLauncher starts. Build and push (docs/production.md, step 4):
-#   docker build -t <ACCOUNT_ID>.dkr.ecr.<REGION>.amazonaws.com/pipelines:<IMAGE_TAG> .
-# Built from Debian's and PyPI's packages only, with podman, by deploy/build-image.sh.
+#   docker build --build-arg PIPELINES_GIT_COMMIT=<sha> -t <ACCOUNT_ID>.dkr.ecr.<REGION>.amazonaws.com/pipelines:<IMAGE_TAG> .
+# Here, with podman from Debian's and PyPI's packages only: deploy/build-image.sh.
 #
 # BASE_IMAGE: the official Python image in production. deploy/build-image.sh points it at a
 # Debian bookworm made by debootstrap (localhost/debian-min:bookworm), which has no Python: the
@@ -12,8 +12,8 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # An optional build secret `ca`: a CA bundle for reaching the package indexes through a TLS-
-# inspecting proxy (deploy/build-image.sh passes the host's). Mounted only for the RUN that
-# downloads, at /run/secrets/ca, never copied into a layer; without it the defaults apply.
+# inspecting proxy (deploy/build-image.sh passes the host's). Mounted only into the RUNs that
+# download, at /run/secrets/ca, never copied into a layer; without it the defaults apply.
 
 # ---- build: resolve the locked dependencies into /app/.venv with uv ----------------------------
 FROM ${BASE_IMAGE} AS build
