@@ -96,6 +96,14 @@ RUN python -c "from pipelines.platform.duckdb_extensions import install_extensio
 COPY --chown=app:app pyproject.toml uv.lock README.md ./
 COPY --chown=app:app pipelines/ ./pipelines/
 
+# The commit recorded in each applied SQLMesh plan's release record (the image has no .git;
+# pipelines/component/releases.py ignores anything but a hex commit, so check it here). The RUN
+# also puts the value in the build cache's key: podman (buildah) reuses a cached ENV whose ARG
+# changed. After the code, so only the small layers below are rebuilt per commit.
+ARG PIPELINES_GIT_COMMIT=""
+RUN [ -z "$PIPELINES_GIT_COMMIT" ] || echo "$PIPELINES_GIT_COMMIT" | grep -Eqx '[0-9a-f]{7,40}'
+ENV PIPELINES_GIT_COMMIT=${PIPELINES_GIT_COMMIT}
+
 # The code location's caches, built once here so no pod renders the SQLMesh project again: the
 # bridge's project cache for the `prod` gateway the Helm values set
 # (pipelines/shop/sqlmesh_project/.cache/dagster-bridge, keyed by the project files, the gateway and
@@ -113,11 +121,6 @@ RUN export PIPELINES_ENV=prod SQLMESH_GATEWAY=prod \
     && python -c "from pipelines.platform.configured_project import load_configured_project; load_configured_project()" \
     && dg utils refresh-defs-state \
     && rm -f /tmp/build-state.duckdb*
-
-# The commit recorded in each applied SQLMesh plan's release record (the image has no .git;
-# pipelines/component/releases.py). Last, so a new commit rebuilds no other layer.
-ARG PIPELINES_GIT_COMMIT=""
-ENV PIPELINES_GIT_COMMIT=${PIPELINES_GIT_COMMIT}
 
 EXPOSE 4000
 CMD ["dagster", "api", "grpc", "--module-name", "pipelines.definitions", "--host", "0.0.0.0", "--port", "4000"]

@@ -191,3 +191,14 @@ def test_everything_the_package_needs_at_runtime_is_under_pipelines() -> None:
 @pytest.mark.parametrize("path", [".venv", ".git", ".data", ".lake", ".env", ".dagster"])
 def test_local_state_and_secrets_stay_out_of_the_build_context(path: str) -> None:
     assert dockerignored(path)
+
+
+def test_the_image_names_its_commit_and_a_new_commit_busts_the_cached_env() -> None:
+    """``PIPELINES_GIT_COMMIT`` (release records) comes from a build argument. podman's builder
+    reuses a cached ``ENV`` whose argument changed, so a RUN that reads it comes in between."""
+    steps = instructions()
+    arg = steps.index(("ARG", 'PIPELINES_GIT_COMMIT=""'))
+    env = steps.index(("ENV", "PIPELINES_GIT_COMMIT=${PIPELINES_GIT_COMMIT}"))
+    assert any(kw == "RUN" and "$PIPELINES_GIT_COMMIT" in a for kw, a in steps[arg:env])
+    assert "--build-arg PIPELINES_GIT_COMMIT=" in (REPO / "docs" / "production.md").read_text()
+    assert '--build-arg "PIPELINES_GIT_COMMIT=$commit"' in (REPO / "deploy" / "build-image.sh").read_text()
