@@ -1,6 +1,6 @@
-"""Static checks on the Dockerfile (Docker cannot build here). Each one guards against a broken build
-or a broken pod: a missing COPY source, a Python the lock was not made for, an unlocked install,
-root, or DuckDB extensions fetched at runtime.
+"""Static checks on the Dockerfile. Each one guards against a broken build or a broken pod: a
+missing COPY source, a Python the lock was not made for, an unlocked install, root, or DuckDB
+extensions fetched at runtime. test_image_build.py builds and runs the image where podman is.
 """
 
 from __future__ import annotations
@@ -76,11 +76,27 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
         assert not dockerignored(source.rstrip("/")), f"{source} is excluded by .dockerignore"
 
 
+def build_args() -> dict[str, str]:
+    """Each ``ARG``'s default (``""`` when it has none)."""
+    return {name: default.strip('"') for name, _, default in (a.partition("=") for a in of("ARG"))}
+
+
+# Debian's python3 by release: what the local base (deploy/build-image.sh) runs.
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+
+
 def test_the_image_python_satisfies_the_project() -> None:
+    """Both stages build FROM one base: the official Python image by default, the local Debian
+    base of deploy/build-image.sh (Debian's python3) here; both must be the Python of the lock."""
     images = [args.split()[0] for args in of("FROM")]
-    versions = {m.group(1) for image in images if (m := re.match(r"python:(\d+\.\d+)-slim", image))}
-    assert len(images) == 2 and len(versions) == 1, f"both stages must share one Python: {images}"
-    (version,) = versions
+    assert images == ["${BASE_IMAGE}", "${BASE_IMAGE}"], f"both stages build on BASE_IMAGE: {images}"
+    default = build_args()["BASE_IMAGE"]
+    m = re.fullmatch(r"python:(\d+\.\d+)-slim-(\w+)", default)
+    assert m, f"the default base is the official Python image: {default}"
+    version, release = m.groups()
+    script = (REPO / "deploy" / "build-image.sh").read_text()
+    (suite,) = re.findall(r"^SUITE=(\w+)", script, re.M)
+    assert suite == release and DEBIAN_PYTHON[suite] == version, (suite, default)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert SpecifierSet(project["project"]["requires-python"]).contains(f"{version}.0")
     assert project["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
@@ -89,11 +105,20 @@ def test_the_image_python_satisfies_the_project() -> None:
         assert pinned.read_text().strip().startswith(version)
 
 
+def test_secrets_are_mounted_never_copied() -> None:
+    """The build's CA bundle comes in as a build secret (RUN --mount=type=secret), never COPY,
+    ADD, ARG or ENV, so no layer holds it."""
+    for kw, args in instructions():
+        if kw in ("COPY", "ADD", "ARG", "ENV"):
+            assert not re.search(r"secret|cert|\bca\b", args, re.I), f"{kw} {args}"
+    assert any("--mount=type=secret,id=ca" in args for args in of("RUN"))
+
+
 def test_dependencies_come_from_the_lock_file() -> None:
     assert (REPO / "uv.lock").exists()
     syncs = [args for args in of("RUN") if "uv sync" in args]
     assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs), syncs
-    assert any(re.match(r'pip install .*"?uv==\d', args) for args in of("RUN")), "pin uv"
+    assert any(re.search(r'pip install .*"?uv==\d', args) for args in of("RUN")), "pin uv"
     lock_copy = next(i for i, (kw, a) in enumerate(instructions()) if kw == "COPY" and "uv.lock" in a)
     first_sync = next(i for i, (kw, a) in enumerate(instructions()) if "uv sync" in a)
     assert lock_copy < first_sync
@@ -160,9 +185,20 @@ def test_default_command_serves_the_code_location() -> None:
 
 def test_everything_the_package_needs_at_runtime_is_under_pipelines() -> None:
     assert BUNDLED_SQLMESH_PROJECT.is_relative_to(REPO / "pipelines")
-    assert "COPY pipelines/ ./pipelines/" in DOCKERFILE.read_text()
+    assert re.search(r"^COPY (--chown=app:app )?pipelines/ \./pipelines/$", DOCKERFILE.read_text(), re.M)
 
 
 @pytest.mark.parametrize("path", [".venv", ".git", ".data", ".lake", ".env", ".dagster"])
 def test_local_state_and_secrets_stay_out_of_the_build_context(path: str) -> None:
     assert dockerignored(path)
+
+
+def test_the_image_names_its_commit_and_a_new_commit_busts_the_cached_env() -> None:
+    """``PIPELINES_GIT_COMMIT`` (release records) comes from a build argument. podman's builder
+    reuses a cached ``ENV`` whose argument changed, so a RUN that reads it comes in between."""
+    steps = instructions()
+    arg = steps.index(("ARG", 'PIPELINES_GIT_COMMIT=""'))
+    env = steps.index(("ENV", "PIPELINES_GIT_COMMIT=${PIPELINES_GIT_COMMIT}"))
+    assert any(kw == "RUN" and "$PIPELINES_GIT_COMMIT" in a for kw, a in steps[arg:env])
+    assert "--build-arg PIPELINES_GIT_COMMIT=" in (REPO / "docs" / "production.md").read_text()
+    assert '--build-arg "PIPELINES_GIT_COMMIT=$commit"' in (REPO / "deploy" / "build-image.sh").read_text()

@@ -117,7 +117,7 @@ def test_the_prod_stack_job_runs_every_prod_stack_test_and_fails_on_skips() -> N
 
 
 def test_the_prod_stack_script_demands_its_services_under_strict(tmp_path: Path) -> None:
-    """`--strict` (the CI job) fails before any test when PgBouncer or PostgreSQL is missing;
+    """`--strict` (the CI job) fails before any test when PgBouncer, PostgreSQL or podman is missing;
     without it the script says what is missing (here: a PATH without them, so no test runs)."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -126,6 +126,7 @@ def test_the_prod_stack_script_demands_its_services_under_strict(tmp_path: Path)
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": str(tmp_path)}
     services = shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists()
     services = services and any(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    services = services and shutil.which("podman", path=env["PATH"])
     strict = subprocess.run(
         ["bash", ".ci/prod-stack", "--strict"], cwd=ROOT, env=env, capture_output=True, text=True
     )
