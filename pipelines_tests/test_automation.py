@@ -23,6 +23,7 @@ from pipelines.automation.schedules import (
     cron_groups,
 )
 from pipelines.component.automation import build_defs
+from pipelines.component.automation import launched_by_a_person
 from pipelines.component.transformation import PipelinesTranslator, build_plan_job
 from pipelines.platform.lake import Lake
 from pipelines.platform.partitions import DAILY
@@ -226,7 +227,7 @@ def test_ingested_partition_requests_staging_and_failed_blocking_check_holds_bac
     defs = dg.Definitions.merge(
         ingestion.defs,
         dg.Definitions(
-            assets=[sqlmesh_assets(info, translator)],
+            assets=[sqlmesh_assets(info, translator, restate_when=launched_by_a_person)],
             jobs=[build_plan_job(info, translator)],
             resources=build_resources(settings),
         ),
@@ -275,7 +276,7 @@ def test_ingested_partition_requests_staging_and_failed_blocking_check_holds_bac
     blocked = evaluate(idle)
     assert blocked.get_requested_partitions(FUNNEL) == set()
     # ...until staging runs again with its audits passing: a person's run restates, as SQLMesh
-    # does, so the mart is recomputed from the new staging in the same run
+    # does, so the mart is recomputed from the new staging in the same run (nothing left to request)
     rerun = deployment.run([STG_EVENTS], start=D, defs=defs)
     assert rerun.success
     assert (FUNNEL, D) in {(e.asset_key, e.partition) for e in rerun.get_asset_materialization_events()}

@@ -11,14 +11,16 @@ bridge reads no environment variable of its own.
 - :mod:`.translator` maps each model to an ``AssetSpec`` (subclass it to change keys, groups...)
 - :mod:`.events` observes SQLMesh's console and notification callbacks (the only module that
   implements SQLMesh's ``Console``)
-- :mod:`.resource` runs SQLMesh for a Dagster selection and partition range and streams each
-  model's results as SQLMesh finishes it; runs a person launched recompute, runs of schedules,
-  sensors and automation compute what is due; ``apply_plan`` deploys model changes. A
-  ``ModelHook`` adds metadata and its own checks to each model's materialization, made the
-  moment SQLMesh finished the model (the code location's quality checks are one)
+- :mod:`.resource` is where a deploy and a run start: :mod:`.deploy` applies SQLMesh's own plan
+  (build what the state lacks, then move the views) under the plan and model locks
+  (:mod:`.locks`, :mod:`.environment`); :mod:`.run` runs the Dagster selection and partition
+  window in a SQLMesh thread (:mod:`.runner`) and :mod:`.reporting` streams each model's events
+  (a materialization per partition) as SQLMesh finishes it. Whether a run restates is the
+  caller's policy (``sqlmesh_assets(restate_when=...)``); a restatement cascades downstream as
+  SQLMesh's does (:mod:`.restatement`). A ``ModelHook`` (:mod:`.hooks`) adds metadata and its
+  own checks to each model's materialization
+- :mod:`.mirror` makes Dagster's catalog show the intervals SQLMesh's state holds
 - :mod:`.assets` builds the ``multi_asset`` and the external asset specs
-- :mod:`.context_setup` what every SQLMesh ``Context`` opens with: SQLMesh's sqlglot
-  extensions in effect whatever the process ran first, relative DuckDB files in the project folder
 
 Example (a complete code location for any SQLMesh project)::
 
@@ -43,8 +45,9 @@ Example (a complete code location for any SQLMesh project)::
 """
 
 from pipelines.sqlmesh_bridge.assets import sqlmesh_assets, sqlmesh_external_specs
+from pipelines.sqlmesh_bridge.hooks import ModelHook, ModelReport
 from pipelines.sqlmesh_bridge.project import AuditInfo, ModelInfo, ProjectInfo, load_project
-from pipelines.sqlmesh_bridge.resource import ModelHook, ModelReport, SQLMeshResource
+from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
 __all__ = [

@@ -136,7 +136,7 @@ class Reporter:
                 context.log_event(dg.AssetMaterialization(key, metadata=metadata, tags=_code(model)))
             return
         keys = keys_of_intervals(pdef, intervals)
-        rows = self._partition_rows(model, keys, report)
+        rows = report.partition_rows
         metadata["sqlmesh/intervals"] = dg.MetadataValue.json(
             [[_iso(s), _iso(e)] for s, e in merge(intervals)]
         )
@@ -182,12 +182,11 @@ class Reporter:
                     key, partition=partition, metadata=metadata, tags={"dagster/code_version": fingerprint}
                 )
 
-    def _partition_rows(self, model: ModelInfo, keys: list[str], report: ModelReport) -> dict[str, int]:
-        """Rows per partition: the hook's, else one query counting each partition's range."""
-        if all(k in report.partition_rows for k in keys):
-            return report.partition_rows
+    def _partition_rows(self, model: ModelInfo, keys: list[str]) -> dict[str, int]:
+        """Rows per partition in one query counting each partition's range (on SQLMesh's
+        connection: only from SQLMesh's worker thread, as ``_report`` runs)."""
         pdef = self.translator.get_partitions_def(model, self.project)
-        if not (model.time_column and isinstance(pdef, dg.TimeWindowPartitionsDefinition)):
+        if not (keys and model.time_column and isinstance(pdef, dg.TimeWindowPartitionsDefinition)):
             return {}
         try:
             sqlmesh_model = self.ctx.get_model(model.fqn)
@@ -235,6 +234,12 @@ class Reporter:
                 report = self.hook.materialized(self.ctx, model, key, self.partitions(model), self.context)
             except Exception as exc:  # metadata informs, it is never a reason to fail the run
                 log.warning("no report from the hook for %s: %s", model.fqn, exc)
+        pdef = self.translator.get_partitions_def(model, self.project) if self.window else None
+        if pdef is not None:
+            keys = keys_of_intervals(pdef, intervals)
+            if not all(k in report.partition_rows for k in keys):
+                report.partition_rows = self._partition_rows(model, keys)
+            return report
         if "dagster/row_count" in report.metadata:
             return report
         try:
