@@ -22,8 +22,7 @@ from pipelines.automation.schedules import (
     catch_up_keys,
     cron_groups,
 )
-from pipelines.component.automation import build_defs
-from pipelines.component.automation import launched_by_a_person
+from pipelines.component.automation import build_defs, launched_by_a_person
 from pipelines.component.transformation import PipelinesTranslator, build_plan_job
 from pipelines.platform.lake import Lake
 from pipelines.platform.partitions import DAILY
