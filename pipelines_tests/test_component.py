@@ -437,6 +437,8 @@ def test_a_plan_in_a_prefixed_project_is_seen_on_the_translators_keys(team: tupl
             run_config={"ops": {"apply_orders_sqlmesh_plan": {"config": {"allow_breaking": True}}}},
         )
         assert plan.success
+        said = [r.user_message for r in instance.all_logs(plan.run_id) if r.user_message]
+        assert any("no raw contracts declared for this project" in m for m in said)
         built = {
             e.step_materialization_data.materialization.partition: e.step_materialization_data.materialization
             for e in plan.get_asset_materialization_events()

@@ -199,3 +199,46 @@ def test_the_first_plan_of_the_bundled_project_releases_its_models_not_its_sourc
     models = {m["model"]: m["change_category"] for m in record["models"]}
     assert len(models) == 12 and set(models.values()) == {"ADDED"}
     assert "marts.daily_revenue" in models and not any(m.startswith("raw.") for m in models)
+
+
+def test_a_release_whose_write_failed_after_prod_moved_is_completed_by_the_retry(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lake refuses the release record once (an injected fault) after prod's views moved:
+    the job fails, no half record is left, and the retry, which has nothing left to apply,
+    records that plan's release from SQLMesh's state. A third run records nothing more."""
+    from pipelines.component import releases, transformation
+
+    project = write_project(deployment.root)
+    monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
+    lake = Lake(deployment.settings.lake_uri)
+    plan(deployment)
+    path = project / "models" / "daily_totals.sql"
+    path.write_text(path.read_text().replace("count(*)::BIGINT AS n", "count(*)::BIGINT AS n, 1 AS v"))
+    stock = releases.write_release
+    calls = {"n": 0}
+
+    def refused_once(store: Lake, record: dict) -> tuple[str, str]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("injected: the lake refuses the write")
+        return stock(store, record)
+
+    monkeypatch.setattr(transformation, "write_release", refused_once)
+    job = deployment.definitions().resolve_job_def("sqlmesh_plan")
+    failed = job.execute_in_process(instance=deployment.instance, raise_on_error=False)
+    assert not failed.success
+    moved = deployed(project)["demo.daily_totals"]
+    assert len(list_releases(lake)) == 1  # the first plan's only
+    retried = job.execute_in_process(instance=deployment.instance)
+    assert retried.success
+    records = list_releases(lake)
+    assert len(records) == 2
+    changes = {m["model"]: m for m in records[0]["models"]}
+    assert (
+        changes["demo.daily_totals"]["new_version"],
+        changes["demo.daily_totals"]["new_fingerprint"],
+    ) == moved
+    assert records[0]["plan_id"] and records[0]["plan_id"] != records[1]["plan_id"]
+    assert job.execute_in_process(instance=deployment.instance).success
+    assert len(list_releases(lake)) == 2

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.platform.identifiers import safe_identifier, safe_partition_key
+from pipelines.sqlmesh_bridge.assets import RESTATE_DOWNSTREAM_TAG
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -127,6 +128,7 @@ def _run_range(
     end: str | None,
     selection: str | dg.AssetSelection = "*",
     include_checks: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize ``selection`` for the days [start, end]: one Dagster run per partitions
     definition (``pipelines.sqlmesh_bridge.partition_runs``; the bundled shop is all daily: one run), each for
@@ -153,7 +155,7 @@ def _run_range(
             what = chosen if len(parts) == 1 else dg.AssetSelection.assets(*part.keys)
             name = "demo_run" if len(parts) == 1 else f"demo_run_{index + 1}"
             job_def = dg.define_asset_job(name, selection=what if include_checks else what.without_checks())
-            tags = dict(owner)
+            run_tags = {**owner, **(tags or {})}
             if part.partitions_def is None and len(parts) == 1 and start is not None:
                 print("  no partitioned asset in the selection: one unpartitioned run, the days do not apply")
             if part.partitions_def is not None:
@@ -165,11 +167,11 @@ def _run_range(
                         f"{len(part.keys)} asset(s) have no whole partition inside {start} .. {end}: skipped"
                     )
                     continue
-                tags.update({RANGE_START: span[0], RANGE_END: span[-1]})
+                run_tags.update({RANGE_START: span[0], RANGE_END: span[-1]})
             resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job_def])).resolve_job_def(name)
             result = resolved.execute_in_process(
                 instance=instance,
-                tags=tags,
+                tags=run_tags,
                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
                 raise_on_error=False,
             )
@@ -404,7 +406,8 @@ def repair_files(args: argparse.Namespace) -> int:
     for start, end, selection, command in runs:
         print(f"recomputing {f'{start} .. {end}' if start else 'all'} of {selection}")
         began = time.monotonic()
-        results = _run_range(start, end, selection)
+        # exactly what the repair marked not done: the selection names the downstream it needs
+        results = _run_range(start, end, selection, tags={RESTATE_DOWNSTREAM_TAG: "false"})
         done: dict[str, set[str]] = {}
         for result in results:
             for event in result.get_asset_materialization_events():

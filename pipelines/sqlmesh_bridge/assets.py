@@ -12,6 +12,9 @@ from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
 # Decides from a run (its tags: who launched it) whether it recomputes what SQLMesh holds.
 RestatePolicy = Callable[[dg.AssetExecutionContext], bool]
+# A run tagged ``"false"`` restates its selection only, not the models downstream of it (for a
+# caller that marked exactly what to recompute itself, as the file repair does).
+RESTATE_DOWNSTREAM_TAG = "sqlmesh/restate_downstream"
 
 
 class SQLMeshRunConfig(dg.Config):
@@ -55,7 +58,10 @@ def sqlmesh_assets(
         restate = config.restate
         if restate is None:
             restate = restate_when(context) if restate_when is not None else False
-        yield from resource.run(context, project, translator, restate=restate, model_hook=model_hook)
+        downstream = context.run.tags.get(RESTATE_DOWNSTREAM_TAG, "true").lower() != "false"
+        yield from resource.run(
+            context, project, translator, restate=restate, model_hook=model_hook, downstream=downstream
+        )
 
     return _sqlmesh_models
 

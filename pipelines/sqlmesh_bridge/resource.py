@@ -145,10 +145,12 @@ class SQLMeshResource(dg.ConfigurableResource):
         translator: SQLMeshTranslator,
         restate: bool = False,
         model_hook: ModelHook | None = None,
+        downstream: bool = True,
     ) -> Iterator[Event]:
         """Run the selected models over the run's window; yield each model's results as soon
-        as SQLMesh finished it (``run.run_models``). ``restate`` recomputes what is done."""
-        yield from run_models(self, context, project, translator, restate, model_hook)
+        as SQLMesh finished it (``run.run_models``). ``restate`` recomputes what is done, and
+        with ``downstream`` what was computed from it too, as SQLMesh's restatement does."""
+        yield from run_models(self, context, project, translator, restate, model_hook, downstream)
 
     @contextmanager
     def intervals_not_done(

@@ -48,9 +48,11 @@ def run_models(
     translator: SQLMeshTranslator,
     restate: bool,
     model_hook: ModelHook | None = None,
+    downstream: bool = True,
 ) -> Iterator[Event]:
-    """Run the selected models over the run's window; restate them (and their downstream)
-    first when ``restate``. Failures are raised after every success was reported."""
+    """Run the selected models over the run's window; restate them (and, with ``downstream``,
+    the models downstream of them) first when ``restate``. Failures are raised after every
+    success was reported."""
     from pipelines.sqlmesh_bridge.events import AuditCollector, RecordingConsole
     from pipelines.sqlmesh_bridge.sqlmesh_private import atomic_batches
 
@@ -71,7 +73,17 @@ def run_models(
     # commit together (sqlmesh_private.atomic_batches)
     with resource.run_lock(context.log), atomic_batches(context.log):
         yield from _run_locked(
-            resource, context, project, translator, selected, window, restate, model_hook, console, collector
+            resource,
+            context,
+            project,
+            translator,
+            selected,
+            window,
+            restate,
+            model_hook,
+            console,
+            collector,
+            downstream,
         )
 
 
@@ -86,12 +98,14 @@ def _run_locked(
     model_hook: ModelHook | None,
     console: RecordingConsole,
     collector: AuditCollector,
+    downstream: bool,
 ) -> Iterator[Event]:
     timer = StageTimer(context.log)
     names = [m.fqn for m in selected]
     restated = [m.fqn for m in selected if m.restatable] if restate else []
     # SQLMesh's restatement: what was computed from the replaced data is replaced too
-    cascade = sorted(f for f in project.downstream(restated) - set(names) if project.models[f].restatable)
+    below = project.downstream(restated) if downstream else set()
+    cascade = sorted(f for f in below - set(names) if project.models[f].restatable)
     writes = [*names, *cascade]
     with timer("load SQLMesh context"):
         ctx = resource.context(console, collector)
