@@ -141,19 +141,9 @@ class Reporter:
             [[_iso(s), _iso(e)] for s, e in merge(intervals)]
         )
         metadata.pop("dagster/row_count", None)  # the range's total: each partition gets its own
-        for partition in keys:
-            event = dg.AssetMaterialization(
-                key,
-                partition=partition,
-                metadata={**metadata, **_rows(rows.get(partition)), "sqlmesh/run_partitions": _span(keys)},
-                tags=_code(model),
-            )
-            if selected:
-                yield event
-            else:
-                context.log_event(event)
-        for check in [*audits, *checks]:  # one verdict for the run's range, which it names
-            yield dg.AssetCheckResult(
+        metadata["sqlmesh/run_partitions"] = _span(keys)
+        judged = [
+            dg.AssetCheckResult(  # one verdict for the run's range, which it names
                 asset_key=check.asset_key,
                 check_name=check.check_name,
                 passed=check.passed,
@@ -161,6 +151,28 @@ class Reporter:
                 description=check.description,
                 metadata={**check.metadata, "sqlmesh/partitions": _span(keys)},
             )
+            for check in [*audits, *checks]
+        ]
+        if selected and set(keys) >= set(self.partitions(model) or []):
+            # the whole range computed: one output (what later steps of the run wait for), each
+            # partition with its own row count
+            for partition in keys:
+                if partition in rows:
+                    context.add_asset_metadata(_rows(rows[partition]), asset_key=key, partition_key=partition)
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=judged)
+            return
+        for partition in keys:  # part of the range: exactly the partitions SQLMesh computed
+            event = dg.AssetMaterialization(
+                key,
+                partition=partition,
+                metadata={**metadata, **_rows(rows.get(partition))},
+                tags=_code(model),
+            )
+            if selected:
+                yield event
+            else:
+                context.log_event(event)
+        yield from judged
 
     def held_results(
         self, model: ModelInfo, held: list[tuple[int, int]], fingerprint: str
