@@ -165,8 +165,9 @@ def build_audit_record(
             if mat.partition:
                 item["partitions"].append(mat.partition)
             meta = mat.metadata
-            if "dagster/row_count" in meta:
-                item["row_count"] = _plain(meta["dagster/row_count"])
+            if "dagster/row_count" in meta:  # a partition's own: the run wrote their sum
+                count = _plain(meta["dagster/row_count"])
+                item["row_count"] = item.get("row_count", 0) + count if mat.partition else count
             if "sqlmesh/intervals" in meta:
                 item["sqlmesh_intervals"] = _plain(meta["sqlmesh/intervals"])
             if "sqlmesh/fingerprint" in meta:
