@@ -22,6 +22,8 @@ from pipelines.sqlmesh_bridge.translator import SQLMeshTranslator
 
 # Partitions named per model in logs and metadata (the counts are always complete).
 _SHOWN = 10
+# Partition keys per event-log query.
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -116,19 +118,23 @@ def shown_versions(
     instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
 ) -> dict[str, str | None]:
     """Per partition of ``partitions`` that Dagster shows materialized, the code version of its
-    newest materialization (a run in progress does not hide it, unlike the partition status)."""
-    wanted, found = set(partitions), {}
-    cursor = None
-    while wanted - found.keys():
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=sorted(wanted)), limit=1000, cursor=cursor
-        )
-        for record in page.records:
-            if record.partition_key in wanted and record.partition_key not in found:
-                found[record.partition_key] = _code_version(record.event_log_entry)
-        if not page.has_more:
-            break
-        cursor = page.cursor
+    newest materialization (a run in progress does not hide it, unlike the partition status).
+    Asked in chunks: a storage bounds how many values one query may name (SQLite: 32,766)."""
+    found: dict[str, str | None] = {}
+    ordered = sorted(set(partitions))
+    for first in range(0, len(ordered), _CHUNK):
+        chunk = ordered[first : first + _CHUNK]
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk), limit=1000, cursor=cursor
+            )
+            for record in page.records:
+                if record.partition_key in chunk and record.partition_key not in found:
+                    found[record.partition_key] = _code_version(record.event_log_entry)
+            if not page.has_more or all(k in found for k in chunk):
+                break
+            cursor = page.cursor
     return found
 
 
