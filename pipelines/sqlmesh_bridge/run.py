@@ -190,8 +190,9 @@ def _already_built(
         if m.fqn not in record.errors
         and m.fqn not in record.skipped
         and not ((o := record.outcomes.get(m.fqn)) is not None and o.failed)
+        and not _computed_whole(reporter, m, record, window)
     ]
-    if not quiet:
+    if not quiet:  # the usual run: everything computed, no second read of SQLMesh's state
         return 0
     held = held_intervals(ctx, resource.environment, {m.fqn for m in quiet})
     count = 0
@@ -228,6 +229,20 @@ def _already_built(
             f"{count} selected interval(s) were already built in SQLMesh's state: recorded as such"
         )
     return count
+
+
+def _computed_whole(
+    reporter: Reporter, model: ModelInfo, record: Any, window: tuple[datetime, datetime] | None
+) -> bool:
+    """Whether this run computed all of the model's part of the window (nothing can be left
+    that SQLMesh held without computing it)."""
+    outcome = record.outcomes.get(model.fqn)
+    if outcome is None or not outcome.batches_done:
+        return False
+    pdef = reporter.translator.get_partitions_def(model, reporter.project) if window else None
+    if pdef is None:
+        return True
+    return set(keys_of_intervals(pdef, list(outcome.intervals))) >= set(reporter.partitions(model) or [])
 
 
 class StageTimer:
