@@ -80,8 +80,8 @@ from pipelines.definitions import build_definitions
 start, end, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 with_checks = mode != "0"
 if mode == "floor":  # Dagster's own cost of the checks: the same results, each a constant pass
-    from pipelines.quality.step import QualityHook
-    from pipelines.sqlmesh_bridge.resource import ModelReport
+    from dagster_sqlmesh_bridge.quality.step import QualityHook
+    from dagster_sqlmesh_bridge.resource import ModelReport
 
     def constant(self, ctx, model, key, partitions, context):
         specs = [s for s in self.check_specs() if s.asset_key == key]

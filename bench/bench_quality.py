@@ -55,19 +55,19 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.automation import freshness_policy_for  # noqa: E402
-from pipelines.quality.history import ProfileStore  # noqa: E402
-from pipelines.quality.profile import is_numeric  # noqa: E402
-from pipelines.quality.rules import (  # noqa: E402
+from dagster_sqlmesh_bridge import ModelInfo, SQLMeshTranslator, load_project  # noqa: E402
+from dagster_sqlmesh_bridge.quality.history import ProfileStore  # noqa: E402
+from dagster_sqlmesh_bridge.quality.profile import is_numeric  # noqa: E402
+from dagster_sqlmesh_bridge.quality.rules import (  # noqa: E402
     DRIFT,
     NULLS,
     VOLUME,
     load_quality_config,
     project_rules,
 )
-from pipelines.quality.schema_change import SCHEMA_CHECK  # noqa: E402
-from pipelines.quality.step import QualityHook  # noqa: E402
-from pipelines.sqlmesh_bridge import ModelInfo, SQLMeshTranslator, load_project  # noqa: E402
+from dagster_sqlmesh_bridge.quality.schema_change import SCHEMA_CHECK  # noqa: E402
+from dagster_sqlmesh_bridge.quality.step import QualityHook  # noqa: E402
+from dagster_sqlmesh_bridge.schedules import freshness_policy_for  # noqa: E402
 from pipelines_tests.freshness import fresh  # noqa: E402
 from pipelines_tests.sqlmesh_projects import CONFIG  # noqa: E402
 

@@ -51,8 +51,8 @@ def _project_defs(settings: Settings, dirs: Sequence[Path], shop: bool) -> dg.De
     project = load_configured_project(settings, list(dirs))
     parts = [component.build_project_defs(project), _platform_defs()]
     if shop:
+        from dagster_sqlmesh_bridge import sqlmesh_external_specs
         from pipelines.shop.component import ShopComponent
-        from pipelines.sqlmesh_bridge import sqlmesh_external_specs
 
         shop_defs = _shop_defs(ShopComponent(project=BUNDLED_SQLMESH_PROJECT))
         ingested = {key for asset in shop_defs.assets or [] for key in getattr(asset, "keys", ())}

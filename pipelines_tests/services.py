@@ -32,7 +32,7 @@ import boto3
 import psycopg2
 import pytest
 
-from pipelines.platform.identifiers import safe_identifier
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
 
 __all__ = [
     "PostgresServer",

@@ -44,7 +44,7 @@ import os, signal, sys
 from pipelines.ops.cli import run_range
 start, end, selection, mode = sys.argv[1:5]
 if "stock" in mode:
-    import pipelines.sqlmesh_bridge.sqlmesh_private as private
+    import dagster_sqlmesh_bridge.sqlmesh_private as private
     private.PINNED_SQLMESH = "stock SQLMesh for the comparison"
 if "kill" in mode:
     from sqlmesh.core.engine_adapter import DuckDBEngineAdapter

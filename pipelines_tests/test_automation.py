@@ -15,15 +15,19 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.automation import cron_string, freshness_policy_for
-from pipelines.automation.alerts import build_failure_alert_sensor, redact
-from pipelines.automation.schedules import (
+from dagster_sqlmesh_bridge import ProjectInfo, load_project, sqlmesh_assets
+from dagster_sqlmesh_bridge.component.automation import build_defs, launched_by_a_person
+from dagster_sqlmesh_bridge.component.transformation import build_plan_job
+from dagster_sqlmesh_bridge.partition_runs import contiguous_key_ranges, keys_closed_between
+from dagster_sqlmesh_bridge.schedules import (
     build_catch_up_sensor,
     catch_up_keys,
     cron_groups,
+    cron_string,
+    freshness_policy_for,
 )
-from pipelines.component.automation import build_defs, launched_by_a_person
-from pipelines.component.transformation import PipelinesTranslator, build_plan_job
+from pipelines.automation.alerts import build_failure_alert_sensor, redact
+from pipelines.component.translation import PipelinesTranslator
 from pipelines.platform.lake import Lake
 from pipelines.platform.partitions import DAILY
 from pipelines.platform.settings import Settings
@@ -35,8 +39,6 @@ from pipelines.shop.landing_sensor import (
     landing_job,
 )
 from pipelines.shop.resources import build_resources
-from pipelines.sqlmesh_bridge import ProjectInfo, load_project, sqlmesh_assets
-from pipelines.sqlmesh_bridge.partition_runs import contiguous_key_ranges, keys_closed_between
 from pipelines_tests.conftest import RANGE_END, RANGE_START, Deployment
 from pipelines_tests.services import S3Env
 
@@ -416,12 +418,12 @@ def test_two_scheduled_days_compute_one_day_each_then_catch_up_finds_gaps(
     assert state_intervals("daily_revenue") == [("2026-03-02", "2026-03-04")]
 
     # three days later, with the schedule off: the gaps around D and D+1 are caught up in one run each
-    monkeypatch.setenv("PIPELINES_CATCH_UP_DAYS", "5")
     info, translator = project(), PipelinesTranslator()
     [group] = [g for g in cron_groups(info, translator) if g.partitioned]
     sensor = build_catch_up_sensor(
         [(group, group.job(), catch_up_keys(group, info, translator))],
         clock=lambda: datetime(2026, 3, 6, 12, tzinfo=UTC),
+        lookback_days=5,
     )
     with dg.build_sensor_context(instance=deployment.instance) as context:
         result = sensor(context)

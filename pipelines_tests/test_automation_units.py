@@ -6,22 +6,22 @@ job and schedule, and every request the schedules and the catch-up sensor make i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from pipelines.automation.schedules import (
+from dagster_sqlmesh_bridge import load_project
+from dagster_sqlmesh_bridge.schedules import (
     RANGE_END,
     RANGE_START,
     build_catch_up_sensor,
     catch_up_keys,
     cron_groups,
 )
-from pipelines.component.transformation import PipelinesTranslator
+from pipelines.component.translation import PipelinesTranslator
 from pipelines.platform.settings import Settings
-from pipelines.sqlmesh_bridge import load_project
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.sqlmesh_projects import CONFIG, write_files
 
@@ -136,9 +136,9 @@ def test_one_job_and_schedule_per_partitions_definition(
     request = scheduled(units_defs, instance, "scheduled_daily_hour", at(2026, 2, 3))
     assert request.partition_key is None
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-02-02-00:00", "2026-02-02-23:00")
-    assert scheduled(
-        units_defs, instance, "scheduled_daily_day", at(2026, 2, 3)
-    ).partition_key == ("2026-02-02")
+    assert scheduled(units_defs, instance, "scheduled_daily_day", at(2026, 2, 3)).partition_key == (
+        "2026-02-02"
+    )
     assert scheduled(units_defs, instance, "scheduled_monthly", at(2026, 2, 1)).partition_key == "2026-01-01"
     unpartitioned = scheduled(units_defs, instance, "scheduled_daily_unpartitioned", at(2026, 2, 3))
     assert unpartitioned.partition_key is None and RANGE_START not in unpartitioned.tags
@@ -182,6 +182,8 @@ def test_schedule_and_catch_up_requests_run_per_partitions_definition(
     sensor = build_catch_up_sensor(
         [(g, units_defs.resolve_job_def(g.job_name), catch_up_keys(g, project, translator)) for g in groups],
         clock=lambda: datetime(2026, 2, 3, 6, 30, tzinfo=UTC),
+        lookback_days=2,
+        grace=timedelta(0),
     )
     with dg.build_sensor_context(instance=instance) as context:
         result = sensor(context)

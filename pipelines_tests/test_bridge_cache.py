@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sqlmesh_bridge.project import load_project, project_hash
+from dagster_sqlmesh_bridge.project import load_project, project_hash
 from pipelines_tests.sqlmesh_projects import DAILY_SOURCE, write_multi_repo
 
 CONFIG_PY = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.sqlmesh_bridge.project import _column_lineage
+from dagster_sqlmesh_bridge.project import _column_lineage
 from pipelines_tests.sqlmesh_projects import write_shapes_project
 
 

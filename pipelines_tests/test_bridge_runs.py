@@ -80,8 +80,8 @@ def test_skipped_models_name_the_failed_upstream(
 def test_sqlmesh_failure_without_a_model_error_fails_the_step() -> None:
     from types import SimpleNamespace
 
-    from pipelines.sqlmesh_bridge.events import RunRecord
-    from pipelines.sqlmesh_bridge.reporting import raise_on_failure
+    from dagster_sqlmesh_bridge.events import RunRecord
+    from dagster_sqlmesh_bridge.reporting import raise_on_failure
 
     record = RunRecord(errors={'"db"."audits"."standalone"': "AuditError: 3 rows failed"})
     model = SimpleNamespace(fqn='"db"."demo"."x"', name="demo.x")
@@ -158,7 +158,7 @@ def test_audit_results_match_the_audit_not_just_its_name(
 def test_console_handles_every_abstract_console_method() -> None:
     from sqlmesh.core.console import Console
 
-    from pipelines.sqlmesh_bridge.events import HANDLED, IGNORED, RecordingConsole
+    from dagster_sqlmesh_bridge.events import HANDLED, IGNORED, RecordingConsole
 
     unhandled = set(Console.__abstractmethods__) - HANDLED - IGNORED
     assert not unhandled, f"SQLMesh added console methods the bridge does not handle: {sorted(unhandled)}"

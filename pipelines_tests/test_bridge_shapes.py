@@ -173,7 +173,7 @@ def test_multi_repo_project_by_argument_and_setting(
 
 
 def test_the_documented_example_is_a_working_code_location(tmp_path: Path) -> None:
-    import pipelines.sqlmesh_bridge as bridge
+    import dagster_sqlmesh_bridge as bridge
 
     repos = write_multi_repo(tmp_path)
     example = bridge.__doc__.split("Example (a complete code location for any SQLMesh project)::")[1]

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.sqlmesh_bridge.events import RecordingConsole, RunStopped
-from pipelines.sqlmesh_bridge.project import load_project
-from pipelines.sqlmesh_bridge.runner import SQLMeshThread
+from dagster_sqlmesh_bridge.events import RecordingConsole, RunStopped
+from dagster_sqlmesh_bridge.project import load_project
+from dagster_sqlmesh_bridge.runner import SQLMeshThread
 from pipelines_tests.test_reliability_concurrency import ListLog
 
 

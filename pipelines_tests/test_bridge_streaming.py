@@ -142,7 +142,7 @@ def test_an_interrupted_step_stops_sqlmesh_before_releasing_its_lock(
     as it reports the first model, where an interruption arrives): the batch in flight
     finishes, no other starts, and all that happens before the step lets go of its lock, so
     nothing of the run writes once another run may take the lock."""
-    from pipelines.sqlmesh_bridge import reporting
+    from dagster_sqlmesh_bridge import reporting
 
     project = write_project(deployment.root, summary=False)
     (project / "models" / "slow.py").write_text(LOGGED_SLOW_MODEL)

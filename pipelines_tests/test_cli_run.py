@@ -36,10 +36,10 @@ def test_a_selection_without_partitioned_assets_runs_unpartitioned(deployment: D
 
 
 def test_mixed_and_unpartitioned_selections_are_told_apart(deployment: Deployment) -> None:
+    from dagster_sqlmesh_bridge.partition_runs import split_by_partitions
     from pipelines.definitions import defs
     from pipelines.ops import cli
     from pipelines.platform.partitions import DAILY
-    from pipelines.sqlmesh_bridge.partition_runs import split_by_partitions
 
     graph = defs.resolve_asset_graph()
 

@@ -234,7 +234,7 @@ def test_state_is_written_by_dg_and_trusted_only_while_the_project_is_unchanged(
     states = states or [p for p in project.rglob("state") if p.is_file()]
     assert len(states) == 1 and "daily_orders" in states[0].read_text()
 
-    import pipelines.sqlmesh_bridge as bridge
+    import dagster_sqlmesh_bridge as bridge
 
     def no_read(*args: object, **kwargs: object) -> None:
         raise AssertionError("the project was read although the state matches it")

@@ -1,7 +1,7 @@
 """Overlapping runs on the prod stack (DuckLake in PostgreSQL, data on S3): no lost or doubled rows.
 
 Each run is a real process (one per pod in prod), with its own Dagster home and no pools: only
-the bridge's per-model advisory locks (``pipelines/sqlmesh_bridge/locks.py``) stand between
+the bridge's per-model advisory locks (``dagster_sqlmesh_bridge/locks.py``) stand between
 them. The processes import everything first and then wait for one "go" file, so their SQLMesh
 steps really start together. After every trial each model's table equals an undisturbed run of
 the whole range (row count and an order-independent checksum), and every run succeeded (a

@@ -16,7 +16,7 @@ import pytest
 HOLDER = """
 import logging, multiprocessing, sys, time
 from pathlib import Path
-from pipelines.sqlmesh_bridge.locks import file_lock
+from dagster_sqlmesh_bridge.locks import file_lock
 
 def worker():  # stands in for a SQLMesh loader worker forked while the run holds the lock
     time.sleep(120)

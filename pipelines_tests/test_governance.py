@@ -16,6 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from dagster_sqlmesh_bridge import ProjectInfo, SQLMeshResource, SQLMeshTranslator, load_project
 from pipelines.governance.audit_log import audit_key, audit_sensors, write_audit_record
 from pipelines.governance.classification import (
     Governance,
@@ -35,7 +36,6 @@ from pipelines.platform.resources import LakeResource
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings
 from pipelines.shop.governance_jobs import build_defs, retention_job, sqlmesh_janitor_job
 from pipelines.shop.sources.contracts import CONTRACTS
-from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshResource, SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment
 
 DAYS = ("2026-03-02", "2026-03-03")

@@ -1,7 +1,7 @@
 """A SQLMesh project loads and runs whatever a team's process imported or ran first.
 
 ``import sqlmesh`` extends sqlglot's dialects; a sqlglot generator that ran before it keeps a
-dispatch table without SQLMesh's expressions (``pipelines/sqlmesh_bridge/context_setup.py``),
+dispatch table without SQLMesh's expressions (``dagster_sqlmesh_bridge/context_setup.py``),
 and SQLMesh then failed on blueprint models: ``Unsupported expression type Model``. Each case
 runs in a fresh process of a team's create-dagster project (this test process has imported
 SQLMesh long ago, so it could not show the trap), with a blueprint model, a Python model, SQL

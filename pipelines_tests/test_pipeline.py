@@ -11,16 +11,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.platform.identifiers import InvalidIdentifierError, sql_string
+from dagster_sqlmesh_bridge import SQLMeshTranslator, load_project
+from dagster_sqlmesh_bridge.identifiers import InvalidIdentifierError, sql_string
+from dagster_sqlmesh_bridge.quality import checks
+from dagster_sqlmesh_bridge.quality.rules import project_rules
 from pipelines.platform.lake import Lake
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-from pipelines.quality import checks
-from pipelines.quality.rules import project_rules
 from pipelines.shop.sources import demo
 from pipelines.shop.sources.contracts import CONTRACTS
 from pipelines.shop.sources.ingest import ContractViolation
 from pipelines.shop.sources.readers import attach_shop_database, ingest_database, ingest_files
-from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 from pipelines_tests.conftest import Deployment, check_results, materialized_keys
 
 DAYS = ["2026-03-02", "2026-03-03", "2026-03-04"]

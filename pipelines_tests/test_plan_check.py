@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dagster_sqlmesh_bridge.identifiers import InvalidIdentifierError
 from pipelines.ops.cli import main as cli_main
 from pipelines.ops.plan_check import environment_name
-from pipelines.platform.identifiers import InvalidIdentifierError
 from pipelines_tests.warehouse_fixture import DEMO_DAYS, build_warehouse
 
 BUNDLED = Path(__file__).parents[1] / "pipelines" / "shop" / "sqlmesh_project"

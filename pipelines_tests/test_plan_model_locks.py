@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipelines.sqlmesh_bridge.locks import model_lock_key
+from dagster_sqlmesh_bridge.locks import model_lock_key
 from pipelines_tests import test_reliability_concurrency as concurrency
 from pipelines_tests.test_reliability_concurrency import ListLog, PlanLockProject, Worker, wait_until
 
@@ -135,8 +135,8 @@ def test_a_day_a_racing_run_adds_is_in_the_new_version(
     too, and Dagster's record of day 3 is true of what prod reads."""
     import dagster as dg
 
-    from pipelines.sqlmesh_bridge import load_project, sqlmesh_assets
-    from pipelines.sqlmesh_bridge.events import RecordingConsole
+    from dagster_sqlmesh_bridge import load_project, sqlmesh_assets
+    from dagster_sqlmesh_bridge.events import RecordingConsole
 
     project = plan_lock_project
     build_prod(project, "2026-03-01", "2026-03-02", "2026-03-03")

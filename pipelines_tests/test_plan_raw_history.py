@@ -17,10 +17,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from dagster_sqlmesh_bridge import SQLMeshResource
+from dagster_sqlmesh_bridge.resource import PlanRefused
 from pipelines.governance.raw_history import RawHistory
 from pipelines.platform.lake import Lake
-from pipelines.sqlmesh_bridge import SQLMeshResource
-from pipelines.sqlmesh_bridge.resource import PlanRefused
 from pipelines_tests.services import S3Env
 from pipelines_tests.sqlmesh_projects import write_project
 from pipelines_tests.test_reliability_concurrency import ListLog

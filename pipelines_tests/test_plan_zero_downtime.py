@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from dagster_sqlmesh_bridge import SQLMeshResource
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-from pipelines.sqlmesh_bridge import SQLMeshResource
 from pipelines_tests import test_concurrency_overlap as overlap
 from pipelines_tests.test_atomic_restatement import Poller, anomalies, per_day, poller_env, run
 from pipelines_tests.test_concurrency_overlap import DAYS, Stack

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pytest
 
+from dagster_sqlmesh_bridge.locks import model_lock_key, model_locks
+from dagster_sqlmesh_bridge.resource import PLAN_LOCK_KEY, postgres_plan_lock
 from pipelines.platform.settings import Settings
-from pipelines.sqlmesh_bridge.locks import model_lock_key, model_locks
-from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, postgres_plan_lock
 from pipelines_tests.conftest import Deployment, check_results
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env

@@ -186,10 +186,10 @@ def _every_connection(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> d
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    from dagster_sqlmesh_bridge.resource import postgres_plan_lock
     from pipelines.platform.sqlmesh_gateways import prod_gateway
     from pipelines.shop.resources import ShopDatabaseResource
     from pipelines.shop.sources.readers import attach_shop_database
-    from pipelines.sqlmesh_bridge.resource import postgres_plan_lock
 
     results: dict[str, str] = {}
 

@@ -2,7 +2,8 @@
 
 A synthetic ``marts.fct_orders`` (same columns as the SQLMesh model, weekday-seasonal volume) is
 written day by day in SQL; a stand-in asset writes one partition per run and records its profile
-the way the SQLMesh bridge should, and the real checks from ``pipelines.component.quality`` judge it.
+the way the SQLMesh bridge should, and the real checks from
+``dagster_sqlmesh_bridge.component.quality`` judge it.
 """
 
 import math
@@ -17,15 +18,15 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.component.quality import quality_hook
-from pipelines.component.translation import PipelinesTranslator
-from pipelines.governance import column_classifications
-from pipelines.platform.identifiers import InvalidIdentifierError
-from pipelines.platform.partitions import DAILY
-from pipelines.platform.settings import Settings
-from pipelines.platform.warehouse import warehouse, warehouse_path
-from pipelines.quality.anomaly import distribution_drift, null_rate_drift, prediction_k, volume_anomaly
-from pipelines.quality.checks import (
+from dagster_sqlmesh_bridge.component.quality import quality_hook
+from dagster_sqlmesh_bridge.identifiers import InvalidIdentifierError
+from dagster_sqlmesh_bridge.quality.anomaly import (
+    distribution_drift,
+    null_rate_drift,
+    prediction_k,
+    volume_anomaly,
+)
+from dagster_sqlmesh_bridge.quality.checks import (
     DRIFT,
     ERROR,
     QualityRule,
@@ -33,12 +34,17 @@ from pipelines.quality.checks import (
     judge_profiles,
     run_profile_checks,
 )
-from pipelines.quality.grain import DAY
-from pipelines.quality.history import TABLE as HISTORY
-from pipelines.quality.history import ProfileStore, record_profile
-from pipelines.quality.profile import profile_partitions, profile_table, table_sql
-from pipelines.quality.rules import WARN, project_rules
-from pipelines.quality.schema_change import schema_change_before, schema_change_result
+from dagster_sqlmesh_bridge.quality.grain import DAY
+from dagster_sqlmesh_bridge.quality.history import TABLE as HISTORY
+from dagster_sqlmesh_bridge.quality.history import ProfileStore, record_profile
+from dagster_sqlmesh_bridge.quality.profile import profile_partitions, profile_table, table_sql
+from dagster_sqlmesh_bridge.quality.rules import WARN, project_rules
+from dagster_sqlmesh_bridge.quality.schema_change import schema_change_before, schema_change_result
+from pipelines.component.translation import PipelinesTranslator
+from pipelines.governance import column_classifications
+from pipelines.platform.partitions import DAILY
+from pipelines.platform.settings import Settings
+from pipelines.platform.warehouse import warehouse, warehouse_path, warehouse_writer
 from pipelines_tests.warehouse_fixture import built_warehouse  # noqa: F401
 
 START = date(2026, 1, 1)
@@ -60,7 +66,7 @@ RULE = QualityRule(
     severity=ERROR,
     severity_overrides={DRIFT: dg.AssetCheckSeverity.WARN},
 )
-PROFILE_CHECKS = build_profile_checks(RULE)
+PROFILE_CHECKS = build_profile_checks(RULE, connect=warehouse_writer())
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS marts;
 CREATE TABLE IF NOT EXISTS marts.fct_orders (
@@ -449,7 +455,7 @@ def test_sample_rows_leave_out_classified_and_unclassified_columns(
     masked or confidential is left out, and a rule that knows no classification (a table outside
     the project) shows no row at all; the metadata says why, naming columns, never values."""
     strict = {**RULE.column_levels, "customer_id": "pii", "status": "confidential", "order_id": "masked"}
-    checks = build_profile_checks(replace(RULE, column_levels=strict))
+    checks = build_profile_checks(replace(RULE, column_levels=strict), connect=warehouse_writer())
     _, found = run_day(ephemeral_instance, "2026-01-31", checks=checks, null_share=0.5)
     nulls = found["null_drift"]
     assert not nulls.passed
@@ -460,7 +466,7 @@ def test_sample_rows_leave_out_classified_and_unclassified_columns(
     )
     assert 'SELECT "order_date", "customer_segment"\n' in value(nulls, "sql")
 
-    checks = build_profile_checks(replace(RULE, column_levels={}))
+    checks = build_profile_checks(replace(RULE, column_levels={}), connect=warehouse_writer())
     _, found = run_day(ephemeral_instance, "2026-01-31", checks=checks, null_share=0.5)
     nulls = found["null_drift"]
     assert not nulls.passed and "offending_rows" not in nulls.metadata
@@ -560,8 +566,8 @@ def test_schema_change_check_fails_on_added_or_removed_column(ephemeral_instance
 
 
 def test_definitions_cover_every_model_of_the_bundled_project() -> None:
+    from dagster_sqlmesh_bridge import SQLMeshTranslator, load_project
     from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-    from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 
     project = load_project(BUNDLED_SQLMESH_PROJECT)
     check_specs = quality_hook(project, SQLMeshTranslator()).check_specs()
@@ -600,8 +606,8 @@ def test_definitions_cover_every_model_of_the_bundled_project() -> None:
 
 def test_rules_fit_the_real_sqlmesh_tables(built_warehouse: Settings) -> None:  # noqa: F811
     """Every rule's table and columns exist in the warehouse the SQLMesh project builds."""
+    from dagster_sqlmesh_bridge import SQLMeshTranslator, load_project
     from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-    from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
 
     rules = project_rules(load_project(BUNDLED_SQLMESH_PROJECT), SQLMeshTranslator())
     with warehouse(built_warehouse, read_only=False) as con:

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.quality.rules import QualityConfigError
+from dagster_sqlmesh_bridge.quality.rules import QualityConfigError
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.quality_project import check_specs as specs
 from pipelines_tests.quality_project import write_quality_project
@@ -88,9 +88,9 @@ models:
     checks: false
 """
     )
-    from pipelines.component.quality import project_quality_config
-    from pipelines.quality.rules import project_rules
-    from pipelines.sqlmesh_bridge import SQLMeshTranslator, load_project
+    from dagster_sqlmesh_bridge import SQLMeshTranslator, load_project
+    from dagster_sqlmesh_bridge.component.quality import project_quality_config
+    from dagster_sqlmesh_bridge.quality.rules import project_rules
 
     defs = deployment.definitions()
     found = specs(defs)

@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.quality.rules import key_columns, load_quality_config, rule_for
-from pipelines.sqlmesh_bridge import load_project
-from pipelines.sqlmesh_bridge.partition_runs import keys_within_days, split_by_partitions
+from dagster_sqlmesh_bridge import load_project
+from dagster_sqlmesh_bridge.partition_runs import keys_within_days, split_by_partitions
+from dagster_sqlmesh_bridge.quality.rules import key_columns, load_quality_config, rule_for
 from pipelines_tests.conftest import Deployment, check_results
 from pipelines_tests.quality_project import (
     PRODUCTS_WITHOUT_CATEGORY,
@@ -81,7 +81,7 @@ def test_every_model_gets_its_default_checks_and_freshness(qa: Path, deployment:
 @dataclass
 class Runs:
     """The runs of one day range: one per partitions definition
-    (``pipelines.sqlmesh_bridge.partition_runs``)."""
+    (``dagster_sqlmesh_bridge.partition_runs``)."""
 
     results: list[dg.ExecuteInProcessResult]
     # the partition keys each model's run was for

@@ -17,9 +17,14 @@ import dagster as dg
 import pytest
 from croniter import croniter
 
-from pipelines.automation import cron_string, freshness_policy_for
-from pipelines.automation.schedules import cron_groups, cron_period, freshness_grace
-from pipelines.sqlmesh_bridge import ModelInfo, SQLMeshTranslator, load_project
+from dagster_sqlmesh_bridge import ModelInfo, SQLMeshTranslator, load_project
+from dagster_sqlmesh_bridge.schedules import (
+    cron_groups,
+    cron_period,
+    cron_string,
+    freshness_grace,
+    freshness_policy_for,
+)
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.freshness import fresh
 from pipelines_tests.quality_project import CRONS, write_quality_project

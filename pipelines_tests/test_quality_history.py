@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from dagster_sqlmesh_bridge.quality.checks import run_profile_checks
+from dagster_sqlmesh_bridge.quality.history import TABLE as HISTORY
+from dagster_sqlmesh_bridge.quality.history import ProfileStore
 from pipelines.platform.settings import Settings
 from pipelines.platform.warehouse import warehouse
-from pipelines.quality.checks import run_profile_checks
-from pipelines.quality.history import TABLE as HISTORY
-from pipelines.quality.history import ProfileStore
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env
 from pipelines_tests.test_quality import RULE, SCHEMA, day, orders_on, write_day
@@ -104,7 +104,7 @@ def test_newest_profile_of_a_partition_wins(tmp_path: Path) -> None:
     """The history's reader takes the newest profile of a partition (append-only store)."""
     import duckdb
 
-    from pipelines.quality.profile import profile_partitions
+    from dagster_sqlmesh_bridge.quality.profile import profile_partitions
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute(SCHEMA)

@@ -14,8 +14,8 @@ from datetime import date, timedelta
 import dagster as dg
 import pytest
 
+from dagster_sqlmesh_bridge.quality.history import ProfileStore
 from pipelines.platform.warehouse import warehouse
-from pipelines.quality.history import ProfileStore
 from pipelines_tests.conftest import Deployment, check_results
 from pipelines_tests.sqlmesh_projects import write_project
 

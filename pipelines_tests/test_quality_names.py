@@ -158,7 +158,7 @@ def test_a_check_that_cannot_compute_says_why_on_the_check_and_an_error_rule_sti
     """The object store fails the profile query of one model whose checks are ERROR: each of its
     checks fails with the error and the model in what the UI shows, ERROR stays ERROR, so the
     step after the SQLMesh step does not run; the run's log names the model once."""
-    from pipelines.quality import step
+    from dagster_sqlmesh_bridge.quality import step
 
     (project / "quality.yaml").write_text("models:\n  warehouse.orders:\n    severity: ERROR\n")
     after: list[str] = []

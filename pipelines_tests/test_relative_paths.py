@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.sqlmesh_bridge.context_setup import project_configs
+from dagster_sqlmesh_bridge.context_setup import project_configs
 from pipelines_tests.sqlmesh_projects import write_init_style_project
 
 CATALOGS = """\

@@ -23,7 +23,7 @@ def deployed(project: Path) -> dict[str, tuple[str, str]]:
     """(version, fingerprint) of every model in prod, read from SQLMesh state."""
     from sqlmesh import Context
 
-    from pipelines.sqlmesh_bridge.plan_outcome import short_name
+    from dagster_sqlmesh_bridge.plan_outcome import short_name
 
     ctx = Context(paths=str(project))
     try:
@@ -162,8 +162,8 @@ def totals_rows(deployment: Deployment) -> list[tuple]:
 def test_release_records_on_s3_list_newest_first(s3_env: S3Env, capsys: pytest.CaptureFixture) -> None:
     from datetime import UTC, datetime
 
+    from dagster_sqlmesh_bridge.plan_outcome import ModelChange, PlanOutcome
     from pipelines.component.releases import build_release, format_releases, write_release
-    from pipelines.sqlmesh_bridge.plan_outcome import ModelChange, PlanOutcome
 
     lake = Lake(s3_env.uri("lake"))
     for hour, (old, new) in enumerate([(None, "v1"), ("v1", "v2"), ("v2", "v3")]):

@@ -26,10 +26,10 @@ import dagster as dg
 import duckdb
 import pytest
 
+from dagster_sqlmesh_bridge import locks as bridge_locks
+from dagster_sqlmesh_bridge.resource import PLAN_LOCK_KEY, STATE_INIT_LOCK_KEY, SQLMeshResource
 from pipelines.platform.settings import Settings
 from pipelines.shop.sources import demo
-from pipelines.sqlmesh_bridge import locks as bridge_locks
-from pipelines.sqlmesh_bridge.resource import PLAN_LOCK_KEY, STATE_INIT_LOCK_KEY, SQLMeshResource
 from pipelines_tests.conftest import Deployment
 from pipelines_tests.prod_env import build_prod_env, prod_environment
 from pipelines_tests.services import PostgresServer, S3Env

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.platform.identifiers import InvalidIdentifierError, safe_file_name
+from dagster_sqlmesh_bridge.identifiers import InvalidIdentifierError, safe_file_name
 from pipelines.platform.lake import Lake
 from pipelines.shop.sources.contracts import CONTRACTS, SourceContract
 from pipelines.shop.sources.ingest import ContractViolation, IngestResult, quarantine_key, raw_key

@@ -14,11 +14,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dagster_sqlmesh_bridge import ModelInfo, ProjectInfo
 from pipelines.platform import maintenance, repair
 from pipelines.platform.duckdb_extensions import install_extensions
 from pipelines.platform.lake import Lake
 from pipelines.platform.repair import DayRange, TableDamage
-from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo
 
 DAYS = [date(2026, 4, d) for d in range(5, 10)]
 TABLE = "sqlmesh__marts.marts__sales__123"

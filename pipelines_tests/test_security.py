@@ -21,7 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines.platform.identifiers import (
+from dagster_sqlmesh_bridge.identifiers import (
     InvalidIdentifierError,
     safe_file_name,
     safe_identifier,

@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlmesh
 
+from dagster_sqlmesh_bridge.sqlmesh_private import PINNED_SQLMESH, atomic_batches, model_source_path
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-from pipelines.sqlmesh_bridge.sqlmesh_private import PINNED_SQLMESH, atomic_batches, model_source_path
 
 
 def test_the_pinned_sqlmesh_is_the_installed_one() -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from dagster_sqlmesh_bridge import ModelInfo, ProjectInfo, load_project
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT
-from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo, load_project
 from pipelines_tests.ui_server import LOCATION_NAME, REPO_ROOT, DagsterDev, ServerError, dagster_dev
 
 MART = ("marts", "daily_revenue")

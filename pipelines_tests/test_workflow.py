@@ -121,7 +121,7 @@ def test_the_prod_stack_script_demands_its_services_under_strict(tmp_path: Path)
     without it the script says what is missing (here: a PATH without them, so no test runs)."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "uv").write_text("#!/bin/sh\necho \"uv $*\"\n")
+    (fake_bin / "uv").write_text('#!/bin/sh\necho "uv $*"\n')
     (fake_bin / "uv").chmod(0o755)
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": str(tmp_path)}
     services = shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists()

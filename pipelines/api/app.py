@@ -31,12 +31,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
+from dagster_sqlmesh_bridge.project import quoted_table
 from pipelines.api.auth import Grant, KeyRing, load_keys
 from pipelines.api.classification import SCHEMA, TableLevels, classify, marts_levels, table_levels
 from pipelines.api.connection import CatalogConnections, catalog_login
-from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.settings import Settings
-from pipelines.sqlmesh_bridge.project import quoted_table
 
 # ---------------------------------------------------------------------------------------------
 # The catalog: what may be served

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 
 import duckdb
 
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
 from pipelines.platform.duckdb_extensions import install_extensions
 from pipelines.platform.duckdb_s3 import configure_s3
-from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.postgres import ducklake_metadata_schema, pg_sslmode
 from pipelines.platform.settings import Settings
 from pipelines.platform.warehouse import connect as connect_local

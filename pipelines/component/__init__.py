@@ -1,2 +1,2 @@
-"""The SQLMesh project as a Dagster Component: ``SQLMeshProjectComponent`` and what it assembles
-(the models' assets and plan job, quality checks, automation, release records)."""
+"""The platform's SQLMesh component: the integration's (``dagster_sqlmesh_bridge``) with this
+deployment's settings, governance, raw-history check, release records and lake."""

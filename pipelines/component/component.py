@@ -1,154 +1,46 @@
-"""``SQLMeshProjectComponent``: a SQLMesh project declared in a ``defs.yaml``.
+"""The platform's ``pipelines.SQLMeshProjectComponent``: the integration's component
+(``dagster_sqlmesh_bridge.SQLMeshProjectComponent``) with what this deployment adds around it.
 
-It is state-backed like dagster-dbt's ``DbtProjectComponent``: the state is the project read
-into plain data (the bridge's cache, ``pipelines/sqlmesh_bridge/project.py``), written by
-``dg utils refresh-defs-state`` (the image bakes it) or on every ``dg dev`` load. A state that
-no longer matches the project's files is not trusted: the project is read again (from the
-bridge's cache when that matches), so a stale state never shows yesterday's models.
+- the project is read with the deployment's settings (``SQLMESH_GATEWAY``, the data folder left
+  out of its fingerprint, the environment as the cache salt);
+- columns carry their governance classification (``PipelinesTranslator``);
+- the bundled project's quality checks write to the deployment's warehouse (DuckDB locally,
+  DuckLake in prod); ``PIPELINES_PROFILE=0`` leaves the checks out (the benchmark's baseline);
+- the plan job checks raw history (``raw_contracts``) and writes a release record to the lake;
+- runs of one local DuckDB file queue behind a file lock; the ``lake`` resource is added;
+- catch-up reads ``PIPELINES_CATCH_UP_DAYS``/``_GRACE_HOURS``; daily runs carry the ``raw``
+  ingestion assets they read.
 """
 
-import json
-import logging
-import re
-import warnings
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import dagster as dg
-from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDefsStateConfig
 
-from pipelines.component.automation import AutomationModel
-from pipelines.component.quality import QualityModel
-from pipelines.component.scaffolder import SQLMeshProjectScaffolder, name_for_folder
-from pipelines.component.translation import Translation, TranslationModel, resolve_translation
+from dagster_sqlmesh_bridge.component.component import SQLMeshProjectComponent as BaseComponent
+from dagster_sqlmesh_bridge.component.transformation import PlanExtension
+from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings
 
-log = logging.getLogger(__name__)
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
-# asset keys and names each SQLMesh component of one load claimed: collisions name both projects.
-# Keyed by the load's component tree (not weakly referenceable): the latest few loads are kept.
-_CLAIMS: dict[int, tuple[Any, dict[tuple[str, str], str]]] = {}
+# the group of the platform's ingestion assets (daily): scheduled daily runs carry them along
+INGESTION_GROUP = "raw"
 
 
-def _claims_for(tree: Any) -> dict[tuple[str, str], str]:
-    entry = _CLAIMS.get(id(tree))
-    if entry is None or entry[0] is not tree:
-        while len(_CLAIMS) >= 4:
-            _CLAIMS.pop(next(iter(_CLAIMS)))
-        entry = _CLAIMS[id(tree)] = (tree, {})
-    return entry[1]
-
-
-class SQLMeshProjectDeclaredTwiceWarning(UserWarning):
-    """Two components of one code location declare the same SQLMesh project (and gateway and
-    environment): its tables are two sets of assets, and runs of either rebuild the same tables."""
-
-
-def resolve_project(context: dg.ResolutionContext, value: Any) -> list[Path]:
-    """One path or a list (a multi-repo project), relative to the folder of the ``defs.yaml``."""
-    raw = context.resolve_value(value)
-    paths = [raw] if isinstance(raw, str) else list(raw or [])
-    if not paths:
-        raise ValueError("project: name the SQLMesh project's folder (or a list of folders)")
-    resolved = [context.resolve_source_relative_path(str(p)).resolve() for p in paths]
-    for given, path in zip(paths, resolved, strict=True):
-        if not (path / "config.yaml").exists() and not (path / "config.py").exists():
-            # name the base too: in create-dagster's src/ layout the root is one folder further up
-            raise ValueError(
-                f"project: {path} is not a SQLMesh project (no config.yaml or config.py); "
-                f"{given!r} is taken relative to the folder of this defs.yaml, or write "
-                "'{{ context.project_root }}/<folder>'"
-            )
-    return resolved
-
-
-def _default_translation() -> Translation:
-    return Translation(None, None)
-
-
-@dg.scaffold_with(SQLMeshProjectScaffolder)
 @dataclass
-class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
-    """Every model of a SQLMesh project as a Dagster asset, with its audits and the platform's
-    default quality checks as asset checks, a ``sqlmesh_plan`` job to deploy model changes, and
-    schedules, catch-up and declarative automation per model cron.
+class SQLMeshProjectComponent(BaseComponent):
+    """The integration's component plus the platform's settings, governance, raw-history check,
+    release records and lake (see the module docstring).
 
     .. code-block:: yaml
 
         type: pipelines.SQLMeshProjectComponent
         attributes:
-          project: ../../sqlmesh_project       # relative to this file; or a list of folders
-          name: orders                         # prefixes jobs, sensors, resource; default: the folder
-          translation: {key_prefix: orders, group_name: "orders_{{ model.schema }}"}
+          project: ../../shop/sqlmesh_project
+          raw_contracts: pipelines.shop.sources.contracts:CONTRACTS
     """
 
-    project: Annotated[
-        list[Path],
-        dg.Resolver(
-            resolve_project,
-            model_field_type=str | list[str],
-            description="The SQLMesh project's folder, or a list of folders for a multi-repo project, "
-            "relative to this defs.yaml.",
-            examples=["../../sqlmesh_project", ["../repo_a", "../repo_b"]],
-        ),
-    ]
-    gateway: Annotated[
-        str | None,
-        dg.Resolver.default(description="SQLMesh gateway (default: SQLMESH_GATEWAY, else the project's)."),
-    ] = None
-    environment: Annotated[
-        str, dg.Resolver.default(description="SQLMesh environment the runs build and read.")
-    ] = "prod"
-    name: Annotated[
-        str | None,
-        dg.Resolver.default(
-            description="Prefix of this project's jobs, sensors, SQLMesh resource key and state key. "
-            "Omitted: the defs folder's name, so two declarations never collide; null: no prefix "
-            "(one SQLMesh project in the code location).",
-            examples=["orders", None],
-        ),
-    ] = None
-    translation: Annotated[
-        Translation,
-        dg.Resolver(
-            resolve_translation,
-            model_field_type=TranslationModel,
-            description="Asset key prefix, group, tags and owners; templates see `model` "
-            "(name, catalog, schema, table, kind, tags, owner...).",
-            examples=[
-                {"key_prefix": "orders", "group_name": "{{ model.schema }}", "tags": {"team": "sales"}}
-            ],
-        ),
-    ] = field(default_factory=_default_translation)
-    quality: Annotated[
-        QualityModel,
-        dg.Resolver(
-            lambda context, value: QualityModel.model_validate(context.resolve_value(value) or {}),
-            model_field_type=QualityModel,
-            description="default_checks (on/off) and defaults tuning them (docs/quality.md); "
-            "the project's quality.yaml keeps working.",
-            examples=[{"default_checks": True, "defaults": {"severity": "ERROR", "warmup": 14}}],
-        ),
-    ] = field(default_factory=QualityModel)
-    automation: Annotated[
-        AutomationModel,
-        dg.Resolver(
-            lambda context, value: AutomationModel.model_validate(context.resolve_value(value) or {}),
-            model_field_type=AutomationModel,
-            description="Which schedules/sensors to build and their default status.",
-            examples=[
-                {"schedules": True, "catch_up": True, "declarative": False, "default_status": "STOPPED"}
-            ],
-        ),
-    ] = field(default_factory=AutomationModel)
-    external_assets: Annotated[
-        bool,
-        dg.Resolver.default(
-            description="Declare the tables the models read but SQLMesh does not build as external "
-            "assets; false when another component of the project builds them (ingestion)."
-        ),
-    ] = True
     raw_contracts: Annotated[
         str | None,
         dg.Resolver.default(
@@ -159,45 +51,12 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
             "(the plan job says so in its log)."
         ),
     ] = None
-    defs_state: ResolvedDefsStateConfig = field(default_factory=DefsStateConfigArgs.local_filesystem)
-
-    @classmethod
-    def load(cls, attributes: Any, context: dg.ComponentLoadContext) -> "SQLMeshProjectComponent":
-        """An omitted ``name`` is the defs folder's, set before Dagster reads the state key: two
-        declarations of only ``project:`` then differ in jobs, resource and state, like
-        dagster-dbt's per-project state. An explicit ``name: null`` keeps names unprefixed."""
-        fields = getattr(attributes, "model_fields_set", None)
-        if fields is not None and "name" not in fields:
-            attributes = attributes.model_copy(update={"name": name_for_folder(Path(context.path).name)})
-        return super().load(attributes, context)
 
     def __post_init__(self) -> None:
-        if self.name is not None and not _NAME.fullmatch(self.name):
-            raise ValueError(
-                f"name: {self.name!r} must be letters, digits and underscores, starting with a letter"
-            )
+        super().__post_init__()
+        self.automation = self.automation.model_copy(update=_automation_from_env(self.automation))
 
-    # -- naming -----------------------------------------------------------------------------
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.name}_" if self.name else ""
-
-    @property
-    def resource_key(self) -> str:
-        return f"sqlmesh_{self.name}" if self.name else "sqlmesh"
-
-    @property
-    def defs_state_config(self) -> DefsStateConfig:
-        return DefsStateConfig.from_args(
-            self.defs_state, default_key=f"SQLMeshProjectComponent[{self.resource_key}]"
-        )
-
-    # -- state --------------------------------------------------------------------------------
-
-    def _read_args(self) -> dict[str, Any]:
-        from pipelines.platform.settings import Settings
-
+    def read_args(self) -> dict[str, Any]:
         settings = Settings.from_env()
         return {
             "gateway": self.gateway if self.gateway is not None else settings.sqlmesh_gateway,
@@ -205,148 +64,55 @@ class SQLMeshProjectComponent(dg.StateBackedComponent, dg.Resolvable):
             "cache_salt": settings.env,
         }
 
-    def _project_key(self) -> str:
-        from pipelines.sqlmesh_bridge.project import project_hash
-
-        args = self._read_args()
-        return project_hash(self.project, args["gateway"], args["exclude"], args["cache_salt"])
-
-    def load_project_info(self, state_path: Path | None = None) -> Any:
-        """The project from the state when it matches the files, else read (bridge cache)."""
-        from pipelines.sqlmesh_bridge import load_project
-        from pipelines.sqlmesh_bridge.project import project_from_json
-
-        if state_path is not None and state_path.is_file():
-            try:
-                stored = json.loads(state_path.read_text())
-                if stored.get("key") == self._project_key():
-                    return project_from_json(stored["project"])
-                log.info(
-                    "SQLMesh project %s changed since its state was written: reading it", self.project[0]
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring unreadable component state %s: %s", state_path, exc)
-        args = self._read_args()
-        return load_project(
-            self.project, args["gateway"], exclude=args["exclude"], cache_salt=args["cache_salt"]
-        )
-
-    def write_state_to_path(self, state_path: Path) -> None:
-        from pipelines.sqlmesh_bridge.project import project_to_json
-
-        info = self.load_project_info()
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"key": self._project_key(), "project": project_to_json(info)}))
-
-    # -- definitions --------------------------------------------------------------------------
-
-    def build_defs_from_state(
-        self, context: dg.ComponentLoadContext, state_path: Path | None
-    ) -> dg.Definitions:
-        project = self.load_project_info(state_path)
-        defs = self.build_project_defs(project)
-        _claim(context.component_tree, defs, self, str(context.path))
-        return defs
-
-    def translator_for(self, project: Any) -> Any:
-        """The project's translator: classification tags, policies, this component's translation."""
+    def make_translator(self, project: Any) -> Any:
         from pipelines.component.translation import PipelinesTranslator
         from pipelines.governance import column_classifications
 
-        cached = self.__dict__.get("_translator")
-        if cached is None or cached[0] is not project:
-            cached = self.__dict__["_translator"] = (
-                project,
-                PipelinesTranslator(column_classifications(project), self.translation),
-            )
-        return cached[1]
+        return PipelinesTranslator(column_classifications(project), self.translation)
 
-    def build_project_defs(self, project: Any) -> dg.Definitions:
-        """The models' assets and checks, external tables, plan job, automation, resources."""
-        from pipelines.component import automation, quality, transformation
-        from pipelines.platform.resources import shared_resources, sqlmesh_resource
-        from pipelines.platform.settings import Settings
-        from pipelines.sqlmesh_bridge import sqlmesh_external_specs
+    def warehouse_for(self, project: Any) -> Any:
+        if Path(project.project_dir).resolve() == BUNDLED_SQLMESH_PROJECT.resolve():
+            from pipelines.platform.warehouse import warehouse_writer
 
-        settings = Settings.from_env()
-        quality.configure_quality(project, self.quality)
-        translator = self.translator_for(project)
-        hook = quality.quality_hook(project, translator) if self.quality.default_checks else None
-        resource = sqlmesh_resource(settings, self.project, self._read_args()["gateway"], self.environment)
-        parts = [
-            transformation.build_defs(
-                settings,
-                project,
-                translator,
-                hook,
-                prefix=self.prefix,
-                resource_key=self.resource_key,
-                raw_contracts=self.raw_contracts,
-            ),
-            automation.build_defs(project, translator, self.automation, prefix=self.prefix),
-            dg.Definitions(resources={self.resource_key: resource, **shared_resources(settings)}),
-        ]
-        if self.external_assets:
-            parts.append(dg.Definitions(assets=sqlmesh_external_specs(project, translator)))
-        return dg.Definitions.merge(*parts)
+            return warehouse_writer()
+        return super().warehouse_for(project)
+
+    def model_hook(self, project: Any, translator: Any) -> Any:
+        if os.environ.get("PIPELINES_PROFILE", "1") == "0":  # the benchmark measures the checks' cost
+            return None
+        return super().model_hook(project, translator)
+
+    def plan_extension(self) -> PlanExtension:
+        from pipelines.component.plan_records import lake_plan_extension
+
+        return lake_plan_extension(self.raw_contracts)
+
+    def sqlmesh_resource(self) -> Any:
+        from pipelines.platform.resources import sqlmesh_resource
+
+        gateway = self.read_args()["gateway"]
+        return sqlmesh_resource(Settings.from_env(), self.project, gateway, self.environment)
+
+    def resources_for(self, project: Any) -> dict[str, Any]:
+        from pipelines.platform.resources import shared_resources
+
+        return {**super().resources_for(project), **shared_resources(Settings.from_env())}
 
 
-def _claim(tree: Any, defs: dg.Definitions, component: SQLMeshProjectComponent, where: str) -> None:
-    """Fail, naming both projects and the fix, when two SQLMesh components of one code location
-    make the same asset or use the same name (Dagster's own error names neither)."""
-    claims = _claims_for(tree)
-    owner = f"{where} (project {component.project[0]})"
-    name_claim = ("name", component.resource_key)
-    if name_claim in claims and claims[name_claim] != owner:
-        raise ValueError(
-            f"two SQLMesh projects of this code location use the same name: {claims[name_claim]} and "
-            f"{owner}. Give each its own `name:` in its defs.yaml (it prefixes jobs, sensors and the "
-            "resource key)."
-        )
-    claims[name_claim] = owner
-    keys = sorted(
-        (key for asset in defs.assets or [] for key in _asset_keys(asset)), key=lambda k: k.to_user_string()
-    )
-    for key in keys:
-        claim = ("asset", key.to_user_string())
-        if claim in claims and claims[claim] != owner:
-            raise ValueError(
-                f"asset {key.to_user_string()!r} is made by two SQLMesh projects: {claims[claim]} and "
-                f"{owner}. Set a key prefix for one of them in its defs.yaml, e.g. "
-                f"`translation: {{key_prefix: {_suggest(component)}}}` (or `external_assets: false` "
-                "when the other builds a table this one only reads)."
-            )
-        claims[claim] = owner
-    _warn_if_declared_twice(claims, component, owner)  # it loads: say what declaring it twice does
-
-
-def _warn_if_declared_twice(
-    claims: dict[tuple[str, str], str], component: SQLMeshProjectComponent, owner: str
-) -> None:
-    """The same project, gateway and environment declared again (under another key prefix, or
-    its asset keys would have collided): legal, but rarely meant, so say what it does."""
-    args = component._read_args()
-    folders = ",".join(sorted(str(p) for p in component.project))
-    claim = ("project", f"{folders}|{args['gateway']}|{component.environment}")
-    if claim in claims and claims[claim] != owner:
-        warnings.warn(
-            f"SQLMesh project {component.project[0]} is declared twice in this code location, by "
-            f"{claims[claim]} and {owner}: the same tables are now two sets of assets (one per key "
-            "prefix), and a run of either rebuilds them. Declare the project once, unless two sets "
-            "are what you want.",
-            SQLMeshProjectDeclaredTwiceWarning,
-            stacklevel=2,
-        )
-        return
-    claims[claim] = owner
-
-
-def _asset_keys(asset: Any) -> list[dg.AssetKey]:
-    return list(asset.keys) if isinstance(asset, dg.AssetsDefinition) else [asset.key]
-
-
-def _suggest(component: SQLMeshProjectComponent) -> str:
-    return component.name or re.sub(r"[^A-Za-z0-9_]", "_", component.project[0].name) or "project_b"
+def _automation_from_env(current: Any) -> dict[str, Any]:
+    """The deployment's catch-up settings (``PIPELINES_CATCH_UP_*``) and the ingestion group."""
+    update: dict[str, Any] = {}
+    days = os.environ.get("PIPELINES_CATCH_UP_DAYS", "").strip()
+    grace = os.environ.get("PIPELINES_CATCH_UP_GRACE_HOURS", "").strip()
+    if days:
+        update["catch_up_days"] = int(days)
+    if grace:
+        update["catch_up_grace_hours"] = float(grace)
+    if update.get("catch_up_days", 1) < 1 or update.get("catch_up_grace_hours", 0) < 0:
+        raise ValueError("PIPELINES_CATCH_UP_DAYS must be >= 1 and PIPELINES_CATCH_UP_GRACE_HOURS >= 0")
+    if not current.upstream_groups:
+        update["upstream_groups"] = [INGESTION_GROUP]
+    return update
 
 
 def component_for_dirs(

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dagster_sqlmesh_bridge.plan_outcome import PlanOutcome
 from pipelines.platform.lake import Lake
-from pipelines.sqlmesh_bridge.plan_outcome import PlanOutcome
 
 RELEASES_PREFIX = "audit/releases"
 SCHEMA_VERSION = 1

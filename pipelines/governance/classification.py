@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dagster_sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.shop.sources.contracts import CONTRACTS, SourceContract
-from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 
 if TYPE_CHECKING:
     import dagster as dg

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from dagster_sqlmesh_bridge.project import ModelInfo, ProjectInfo
 from pipelines.governance.classification import RAW_SCHEMA, ColumnGraph, ColumnRef, display, short_name
-from pipelines.sqlmesh_bridge.project import ModelInfo, ProjectInfo
 
 
 def _default_reports() -> dict[dg.AssetKey, list[dg.AssetKey]]:
@@ -89,8 +89,8 @@ def impacted_reports(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dagster_sqlmesh_bridge import load_project
     from pipelines.platform.settings import Settings
-    from pipelines.sqlmesh_bridge import load_project
 
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.governance.impact", description=__doc__.split("\n")[0]

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster_sqlmesh_bridge.project import ProjectInfo
 from pipelines.governance.classification import (
     RANK,
     Classifier,
@@ -32,7 +33,6 @@ from pipelines.governance.classification import (
     load_governance,
     short_name,
 )
-from pipelines.sqlmesh_bridge.project import ProjectInfo
 
 MART_SCHEMAS = ("marts",)
 
@@ -132,8 +132,8 @@ def lint_pii(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dagster_sqlmesh_bridge import load_project
     from pipelines.platform.settings import Settings
-    from pipelines.sqlmesh_bridge import load_project
 
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.governance.pii_lint", description=__doc__.split("\n")[0]

@@ -17,16 +17,16 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.platform.identifiers import safe_identifier, safe_partition_key
-from pipelines.sqlmesh_bridge.assets import RESTATE_DOWNSTREAM_TAG
+from dagster_sqlmesh_bridge.assets import RESTATE_DOWNSTREAM_TAG
+from dagster_sqlmesh_bridge.identifiers import safe_identifier, safe_partition_key
 
 if TYPE_CHECKING:
     import dagster as dg
 
+    from dagster_sqlmesh_bridge import ProjectInfo
+    from dagster_sqlmesh_bridge.resource import SQLMeshResource
     from pipelines.platform.repair import TableDamage
     from pipelines.platform.settings import Settings
-    from pipelines.sqlmesh_bridge import ProjectInfo
-    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -131,13 +131,13 @@ def _run_range(
     tags: dict[str, str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize ``selection`` for the days [start, end]: one Dagster run per partitions
-    definition (``pipelines.sqlmesh_bridge.partition_runs``; the bundled shop is all daily: one run), each for
+    definition (``dagster_sqlmesh_bridge.partition_runs``; the bundled shop is all daily: one run), each for
     its own partitions inside those days, in dependency order; stops at the first failed run.
     Unpartitioned assets alone run once without a range (``start`` may then be None)."""
     import dagster as dg
 
+    from dagster_sqlmesh_bridge.partition_runs import keys_within_days, split_by_partitions
     from pipelines.definitions import defs
-    from pipelines.sqlmesh_bridge.partition_runs import keys_within_days, split_by_partitions
 
     chosen = _selection(selection)
     graph = defs.resolve_asset_graph()
@@ -198,9 +198,9 @@ def _summary(results: list[dg.ExecuteInProcessResult]) -> tuple[bool, list[Any],
 def gateway_location(project_dir: Path, gateway: str | None) -> str:
     """Where a project's own SQLMesh gateway keeps its tables, as the runs open it: a relative
     DuckDB file is the project folder's, as ``sqlmesh`` run in that folder opens it
-    (``pipelines/sqlmesh_bridge/context_setup.py``), wherever this command was started. A catalog
+    (``dagster_sqlmesh_bridge/context_setup.py``), wherever this command was started. A catalog
     that is not a local file is named by type only (its path may hold a password)."""
-    from pipelines.component.quality import gateway_connection
+    from dagster_sqlmesh_bridge.component.quality import gateway_connection
 
     connection = gateway_connection(str(project_dir), gateway)
     kind = str(getattr(connection, "type_", "unknown"))
@@ -324,9 +324,9 @@ class _PrintLog:
 
 def _sqlmesh_resource() -> SQLMeshResource:
     """The SQLMesh resource the code location runs with (its project paths, gateway, lock)."""
+    from dagster_sqlmesh_bridge.resource import SQLMeshResource
     from pipelines.platform.configured_project import settings_from_env
     from pipelines.platform.resources import build_resources
-    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
 
     settings, dirs = settings_from_env()
     base = build_resources(settings)["sqlmesh"]

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from pipelines.platform.identifiers import (
+from dagster_sqlmesh_bridge.identifiers import (
     InvalidIdentifierError,
     safe_identifier,
     safe_partition_key,
@@ -198,7 +198,7 @@ def _merged(intervals: list[tuple[int, int]]) -> list[tuple[str, str]]:
 
 
 def _short(name: str) -> str:
-    from pipelines.sqlmesh_bridge.plan_outcome import short_name
+    from dagster_sqlmesh_bridge.plan_outcome import short_name
 
     return short_name(name)
 
@@ -210,8 +210,8 @@ def _category(snapshot: Any) -> str:
 
 
 def _hidden_columns(project_dir: Path, gateway: str | None) -> dict[str, list[str]]:
+    from dagster_sqlmesh_bridge import load_project
     from pipelines.governance import column_classifications
-    from pipelines.sqlmesh_bridge import load_project
 
     levels = column_classifications(load_project(project_dir, gateway))
     return {fqn: [c for c, level in cols.items() if level in HIDDEN_LEVELS] for fqn, cols in levels.items()}
@@ -267,7 +267,7 @@ def run_plan_check(
     """Plan the working tree into the branch's environment, backfill, diff against prod."""
     from sqlmesh import Context
 
-    from pipelines.sqlmesh_bridge.context_setup import project_configs
+    from dagster_sqlmesh_bridge.context_setup import project_configs
 
     environment = environment_name(branch)
     start, end = safe_partition_key(start), safe_partition_key(end)
@@ -342,8 +342,8 @@ def _shared_state_plan_lock(ctx: Any, gateway: str | None) -> Iterator[None]:
     writes the state while the ``sqlmesh_plan`` job or a run's first environment does."""
     import logging
 
-    from pipelines.sqlmesh_bridge.locks import postgres_state
-    from pipelines.sqlmesh_bridge.resource import postgres_plan_lock
+    from dagster_sqlmesh_bridge.locks import postgres_state
+    from dagster_sqlmesh_bridge.resource import postgres_plan_lock
 
     state = postgres_state(ctx.config, gateway)
     if state is None:

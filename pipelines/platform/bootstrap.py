@@ -23,7 +23,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from pipelines.platform.identifiers import safe_identifier
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
 
 
 class BootstrapError(ValueError):

@@ -10,8 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dagster_sqlmesh_bridge import ProjectInfo, load_project
 from pipelines.platform.settings import Settings, SettingsError
-from pipelines.sqlmesh_bridge import ProjectInfo, load_project
 
 
 def project_dirs_from_env(environ: Mapping[str, str] | None = None) -> list[Path]:

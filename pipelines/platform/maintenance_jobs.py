@@ -5,7 +5,6 @@ the UI. They act on the DuckLake warehouse of prod; on the local DuckDB file the
 expire and no object store to compare, so they log that and succeed.
 """
 
-
 from typing import Any
 
 import dagster as dg

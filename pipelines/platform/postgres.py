@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipelines.platform.identifiers import safe_identifier, sql_string
+from dagster_sqlmesh_bridge.identifiers import safe_identifier, sql_string
 from pipelines.platform.settings import SettingsError
 
 SSLMODE_ENV = "PIPELINES_PG_SSLMODE"

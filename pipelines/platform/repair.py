@@ -28,10 +28,10 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import duckdb
 
+from dagster_sqlmesh_bridge import ModelInfo, ProjectInfo
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
 from pipelines.platform import maintenance
-from pipelines.platform.identifiers import safe_identifier
 from pipelines.platform.lake import Lake
-from pipelines.sqlmesh_bridge import ModelInfo, ProjectInfo
 
 CATALOG = maintenance.CATALOG
 REPAIR_SUFFIX = "__repair"

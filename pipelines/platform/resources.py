@@ -46,7 +46,7 @@ def sqlmesh_resource(
     environment, the sqlmesh_plan job) is serialized by an advisory lock on the SQLMesh state
     database, whose connection (and password) comes from the gateway, read from the environment.
     """
-    from pipelines.sqlmesh_bridge.resource import SQLMeshResource
+    from dagster_sqlmesh_bridge.resource import SQLMeshResource
 
     dirs = [Path(d) for d in project_dirs] if project_dirs else [settings.sqlmesh_project_dir]
     return SQLMeshResource(

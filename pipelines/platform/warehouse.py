@@ -7,16 +7,20 @@ Readers (checks, reports, the data API) use this instead of opening files themse
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import duckdb
 
+from dagster_sqlmesh_bridge.identifiers import sql_string
 from pipelines.platform.duckdb_extensions import install_extensions
 from pipelines.platform.duckdb_s3 import configure_s3
-from pipelines.platform.identifiers import sql_string
 from pipelines.platform.postgres import ducklake_catalog_params, ducklake_metadata_schema
 from pipelines.platform.settings import Settings, require_production_settings
+
+if TYPE_CHECKING:
+    from dagster_sqlmesh_bridge.quality.checks import Connect
 
 # what a reader of the prod warehouse needs (the data API pod has no shop or rates settings)
 READER_REQUIRED = ("PIPELINES_LAKE_URI", "PIPELINES_PG_HOST", "PIPELINES_PG_USER", "PIPELINES_PG_PASSWORD")
@@ -73,3 +77,9 @@ def warehouse(
         yield con
     finally:
         con.close()
+
+
+def warehouse_writer(settings: Callable[[], Settings] = Settings.from_env) -> Connect:
+    """Connections to the deployment's warehouse, writable (the quality history table lives there):
+    what the platform gives the integration's checks of the bundled project."""
+    return lambda: warehouse(settings(), read_only=False)

@@ -5,12 +5,12 @@ from typing import Any
 
 import dagster as dg
 
+from dagster_sqlmesh_bridge import ProjectInfo, SQLMeshResource
 from pipelines.governance.audit_log import audit_sensors
 from pipelines.governance.classification import load_governance
 from pipelines.governance.retention import apply_retention
 from pipelines.platform.resources import LakeResource
 from pipelines.shop.sources.contracts import CONTRACTS
-from pipelines.sqlmesh_bridge import ProjectInfo, SQLMeshResource
 
 
 class RetentionConfig(dg.Config):
@@ -80,7 +80,7 @@ def janitor_op(context: dg.OpExecutionContext, sqlmesh: SQLMeshResource) -> list
     Runs skip the janitor (``skip_janitor=True``) so cleanup never races a model run; this job
     does it instead, in the same ``sqlmesh`` pool.
     """
-    from pipelines.sqlmesh_bridge.events import RecordingConsole
+    from dagster_sqlmesh_bridge.events import RecordingConsole
 
     class CleanupConsole(RecordingConsole):
         def __init__(self) -> None:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.platform.identifiers import safe_partition_key
+from dagster_sqlmesh_bridge.identifiers import safe_partition_key
 from pipelines.platform.partitions import DAILY
 from pipelines.platform.resources import LakeResource
 from pipelines.shop.resources import DemoDataResource, RatesApiResource, ShopDatabaseResource

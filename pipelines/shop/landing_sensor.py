@@ -19,8 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from pipelines.automation.schedules import RUN_RETRY_TAGS, Clock, last_closed_day, utc_now
-from pipelines.platform.identifiers import InvalidIdentifierError, safe_file_name, safe_partition_key
+from dagster_sqlmesh_bridge.identifiers import InvalidIdentifierError, safe_file_name, safe_partition_key
+from dagster_sqlmesh_bridge.schedules import RUN_RETRY_TAGS, Clock, last_closed_day, utc_now
 from pipelines.platform.lake import Lake
 from pipelines.platform.partitions import PROJECT_START
 from pipelines.platform.settings import Settings

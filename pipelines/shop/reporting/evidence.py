@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.platform.identifiers import safe_identifier
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
 from pipelines.platform.lake import Lake
 
 PROJECT_DIR = Path(__file__).resolve().parents[3] / "reports" / "evidence"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipelines.platform.identifiers import safe_identifier
+from dagster_sqlmesh_bridge.identifiers import safe_identifier
 
 SourceKind = Literal["database", "files", "http"]
 Classification = Literal["public", "internal", "confidential", "pii"]

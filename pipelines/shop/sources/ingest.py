@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipelines.platform.identifiers import safe_identifier, safe_partition_key, sql_string
+from dagster_sqlmesh_bridge.identifiers import safe_identifier, safe_partition_key, sql_string
 from pipelines.platform.lake import Lake
 from pipelines.shop.sources.contracts import SourceContract
 

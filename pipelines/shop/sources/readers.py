@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import duckdb
 
+from dagster_sqlmesh_bridge.identifiers import safe_file_name, safe_identifier, safe_partition_key
 from pipelines.platform.duckdb_extensions import install_extensions
-from pipelines.platform.identifiers import safe_file_name, safe_identifier, safe_partition_key
 from pipelines.platform.lake import Lake
 from pipelines.shop.sources import demo
 from pipelines.shop.sources.contracts import SourceContract
