@@ -40,7 +40,7 @@ for root in sys.argv[1:]:
     print("RESULT " + json.dumps(out))
 """
 
-MINIMAL = "type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: {project}\n"
+MINIMAL = "type: dagster_sqlmesh_bridge.SQLMeshProjectComponent\nattributes:\n  project: {project}\n"
 
 
 def _load(*teams: TeamProject) -> list[dict]:

@@ -33,8 +33,8 @@ if first == "sqlglot":  # the team's own SQL, generated before anything else is 
 
     sqlglot.parse_one("SELECT a FROM b WHERE c = 1").sql(dialect="duckdb")
     sqlglot.parse_one("SELECT 1").sql()
-elif first == "pipelines":
-    import pipelines.component  # noqa: F401
+elif first == "integration":
+    import dagster_sqlmesh_bridge.component.component  # noqa: F401
 assert "sqlmesh" not in sys.modules, "the case needs SQLMesh imported after the first SQL"
 
 import dagster as dg
@@ -80,7 +80,7 @@ def _team(tmp_path: Path) -> TeamProject:
     # create-dagster's src/ layout: src/team/defs/sushi/defs.yaml is four folders below the root
     team.declare(
         "sushi",
-        "type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: ../../../../sqlmesh_project\n",
+        "type: dagster_sqlmesh_bridge.SQLMeshProjectComponent\nattributes:\n  project: ../../../../sqlmesh_project\n",
     )
     return team
 
@@ -111,7 +111,7 @@ def _assert_everything_ran(result: dict) -> None:
     ("first", "state"),
     [
         ("sqlglot", "fresh"),  # a team's definitions.py generating SQL before anything else
-        ("pipelines", "baked"),  # this package first; its quality rules quote table names at load
+        ("integration", "baked"),  # the integration first; its quality rules quote names at load
     ],
 )
 def test_a_fresh_process_runs_every_model_shape(tmp_path: Path, first: str, state: str) -> None:

@@ -207,7 +207,7 @@ def test_a_release_whose_write_failed_after_prod_moved_is_completed_by_the_retry
     """The lake refuses the release record once (an injected fault) after prod's views moved:
     the job fails, no half record is left, and the retry, which has nothing left to apply,
     records that plan's release from SQLMesh's state. A third run records nothing more."""
-    from pipelines.component import releases, transformation
+    from pipelines.component import plan_records, releases
 
     project = write_project(deployment.root)
     monkeypatch.setenv("SQLMESH_PROJECT_DIR", str(project))
@@ -224,7 +224,7 @@ def test_a_release_whose_write_failed_after_prod_moved_is_completed_by_the_retry
             raise OSError("injected: the lake refuses the write")
         return stock(store, record)
 
-    monkeypatch.setattr(transformation, "write_release", refused_once)
+    monkeypatch.setattr(plan_records, "write_release", refused_once)
     job = deployment.definitions().resolve_job_def("sqlmesh_plan")
     failed = job.execute_in_process(instance=deployment.instance, raise_on_error=False)
     assert not failed.success

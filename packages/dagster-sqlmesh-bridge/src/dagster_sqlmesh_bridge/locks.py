@@ -103,8 +103,8 @@ def acquire(con: Any, keys: dict[int, bool], log: Any, what: str) -> None:
                 raise PoolerModeError(
                     "a PostgreSQL advisory lock taken on the SQLMesh state database is not held by "
                     "the session on the next statement: a pooler in transaction mode sits in "
-                    "between. Use session pooling (PgBouncer pool_mode = session) for "
-                    "PIPELINES_PG_HOST."
+                    "between. Use session pooling (PgBouncer pool_mode = session) for the "
+                    "state connection of the SQLMesh gateway."
                 )
 
 
