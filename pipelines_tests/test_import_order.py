@@ -80,7 +80,8 @@ def _team(tmp_path: Path) -> TeamProject:
     # create-dagster's src/ layout: src/team/defs/sushi/defs.yaml is four folders below the root
     team.declare(
         "sushi",
-        "type: dagster_sqlmesh_bridge.SQLMeshProjectComponent\nattributes:\n  project: ../../../../sqlmesh_project\n",
+        "type: dagster_sqlmesh_bridge.SQLMeshProjectComponent\n"
+        "attributes:\n  project: ../../../../sqlmesh_project\n",
     )
     return team
 
