@@ -1,5 +1,5 @@
 """``UTC`` on every supported Python (``datetime.UTC`` is 3.11+; the package supports 3.10)."""
 
-from datetime import UTC
+from datetime import timezone
 
-UTC = UTC
+UTC = timezone.utc
