@@ -43,10 +43,17 @@ WORKDIR /app
 # the code, so a placeholder package installs the same files and this layer (the image's largest)
 # changes only with pyproject.toml, uv.lock or README.md, not with every commit. The runtime stage
 # copies the code next to it.
+# The integration package (a uv workspace member) is installed the same way: its pyproject.toml
+# here, its code (small) in the next layer.
 COPY pyproject.toml uv.lock README.md ./
+COPY packages/dagster-sqlmesh-bridge/pyproject.toml packages/dagster-sqlmesh-bridge/README.md \
+     ./packages/dagster-sqlmesh-bridge/
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
-    && /opt/uv/bin/uv sync --frozen --no-dev --no-install-project \
+    && /opt/uv/bin/uv sync --frozen --no-dev --no-install-workspace
+COPY packages/ ./packages/
+RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
     && mkdir pipelines && touch pipelines/__init__.py \
     && /opt/uv/bin/uv sync --frozen --no-dev \
     && rm -r pipelines
@@ -92,8 +99,9 @@ USER app
 COPY --chown=app:app pipelines/platform/duckdb_extensions.py ./pipelines/platform/
 RUN python -c "from pipelines.platform.duckdb_extensions import install_extensions; install_extensions()"
 
-# The package, including the SQLMesh project (pipelines/shop/sqlmesh_project) and lifecycle rules.
+# The integration package and the platform's, including the SQLMesh project (pipelines/shop/sqlmesh_project) and lifecycle rules.
 COPY --chown=app:app pyproject.toml uv.lock README.md ./
+COPY --chown=app:app packages/ ./packages/
 COPY --chown=app:app pipelines/ ./pipelines/
 
 # The commit recorded in each applied SQLMesh plan's release record (the image has no .git;

@@ -66,7 +66,7 @@ print(time.perf_counter() - t, n)
 
 
 def write_dg_project(root: Path, sqlmesh_project: Path) -> Path:
-    """A minimal dg project declaring ``sqlmesh_project`` with ``pipelines.SQLMeshProjectComponent``."""
+    """A minimal dg project declaring ``sqlmesh_project`` with the integration's component."""
     folder = root / "bench_team" / "defs" / "models"
     folder.mkdir(parents=True)
     (root / "bench_team" / "__init__.py").write_text("")
@@ -76,7 +76,7 @@ def write_dg_project(root: Path, sqlmesh_project: Path) -> Path:
         '[tool.dg.project]\nroot_module = "bench_team"\n'
     )
     (folder / "defs.yaml").write_text(
-        f"type: pipelines.SQLMeshProjectComponent\nattributes:\n  project: {sqlmesh_project}\n"
+        f"type: dagster_sqlmesh_bridge.SQLMeshProjectComponent\nattributes:\n  project: {sqlmesh_project}\n"
     )
     return root
 
