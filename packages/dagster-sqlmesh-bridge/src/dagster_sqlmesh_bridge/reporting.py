@@ -127,8 +127,8 @@ class Reporter:
         metadata.update(report.metadata)
         # audits and the hook's checks judge this materialization
         checks = [c for c in report.checks if dg.AssetCheckKey(key, c.check_name) in selected_checks]
-        pdef = translator.get_partitions_def(model, self.project) if self.window else None
         selected = key in context.selected_asset_keys
+        pdef = self._partitions_def(model, selected)
         if pdef is None:
             metadata["sqlmesh/intervals"] = dg.MetadataValue.json([[_iso(s), _iso(e)] for s, e in intervals])
             if selected:
@@ -195,6 +195,15 @@ class Reporter:
                     key, partition=partition, metadata=metadata, tags={"dagster/code_version": fingerprint}
                 )
 
+    def _partitions_def(self, model: ModelInfo, selected: bool) -> dg.PartitionsDefinition | None:
+        """The partitions a computed model's events name: its own, in a run of a partition range
+        and for a model the run did not select (a restatement's downstream model, recomputed
+        with an unpartitioned selection: an event without a partition would be refused by the
+        backfill of a partitioned asset)."""
+        if self.window is None and selected:
+            return None
+        return self.translator.get_partitions_def(model, self.project)
+
     def _partition_rows(self, model: ModelInfo, keys: list[str]) -> dict[str, int]:
         """Rows per partition in one query counting each partition's range (on SQLMesh's
         connection: only from SQLMesh's worker thread, as ``_report`` runs)."""
@@ -247,7 +256,7 @@ class Reporter:
                 report = self.hook.materialized(self.ctx, model, key, self.partitions(model), self.context)
             except Exception as exc:  # metadata informs, it is never a reason to fail the run
                 log.warning("no report from the hook for %s: %s", model.fqn, exc)
-        pdef = self.translator.get_partitions_def(model, self.project) if self.window else None
+        pdef = self._partitions_def(model, key in self.context.selected_asset_keys)
         if pdef is not None:
             keys = keys_of_intervals(pdef, intervals)
             if not all(k in report.partition_rows for k in keys):
