@@ -59,13 +59,14 @@ RUN = (
     + " assetMaterializations { assetKey { path } partition } } } }"
 )
 RUN_MESSAGES = """query($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection {
-  events { __typename ... on MessageEvent { message } } } } }"""
+  events { __typename ... on MessageEvent { message }
+    ... on ExecutionStepFailureEvent { error { message } } ... on EngineEvent { error { message } } } } } }"""
 START_SCHEDULE = """mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) {
   __typename ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }"""
 LAUNCH_RUN = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
   ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }"""
-ASSET_NODES = "query { assetNodes { assetKey { path } isPartitioned } }"
+ASSET_NODES = "query { assetNodes { assetKey { path } isPartitioned jobNames } }"
 
 
 def service(request: pytest.FixtureRequest, name: str) -> Any:
@@ -155,6 +156,18 @@ def rows_per_day(days: list[str]) -> dict[str, tuple[int, int]]:
     return {day: (rows, distinct) for day, rows, distinct in found}
 
 
+def failures(topo: Topology, run_ids: list[str]) -> str:
+    """What the runs' failure events say, for an assertion message."""
+    lines = []
+    for run_id in run_ids:
+        events = topo.ui.graphql(RUN_MESSAGES, {"id": run_id})["logsForRun"]["events"]
+        for e in events:
+            error = (e.get("error") or {}).get("message")
+            if "Failure" in e["__typename"] or error:
+                lines.append(f"{run_id[:8]} {e['__typename']}: {e.get('message')} {error}")
+    return "\n".join(lines)[-8000:]
+
+
 def assert_in_its_own_container(topo: Topology, done: list[dict[str, Any]]) -> None:
     """Each run ran in a container of its own, from the code location's image, that exited 0."""
     ids = [container_of(r) for r in done]
@@ -204,31 +217,25 @@ def test_schedule_backfill_and_a_killed_run_in_containers_of_their_own(
             **s3.environ,
         }
 
-        def start_schedule(topo: Topology) -> None:
+        def start_schedule() -> None:
             selector = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY,
                         "scheduleName": SCHEDULE}  # fmt: skip
-            started = topo.ui.graphql(START_SCHEDULE, {"s": selector})["startSchedule"]
+            started = ui.graphql(START_SCHEDULE, {"s": selector})["startSchedule"]
             assert started["__typename"] == "ScheduleStateResult", started
             backdate_schedule(server, dbs["dagster"], SCHEDULE, today - timedelta(minutes=1))
 
         t0 = time.monotonic()
-        with topology(image, tmp_path, settings, dagster_env, before_daemon=start_schedule) as topo:
+        with topology(image, tmp_path, settings, dagster_env) as topo:
             timings.update(topo.started)
             ui = topo.ui
 
-            # 1. the daemon ticks the schedule: one run for yesterday, in a container
-            scheduled = wait(
-                "the scheduled run", lambda: runs(topo, **{"dagster/schedule_name": SCHEDULE}), topo
-            )
-            (scheduled_run,) = scheduled
-            assert tags_of(scheduled_run)["dagster/partition"] == scheduled_day
-
-            # 2. an asset backfill of three days of the same assets, launched as the UI does
+            # 1. an asset backfill of three days of the schedule's job's assets, as the UI launches it
+            # (a job's run names no asset selection: the assets are the job's)
+            nodes = ui.graphql(ASSET_NODES)["assetNodes"]
             partitioned = {
-                key_str(n["assetKey"]["path"]): n["isPartitioned"]
-                for n in ui.graphql(ASSET_NODES)["assetNodes"]
+                key_str(n["assetKey"]["path"]): n["isPartitioned"] for n in nodes if JOB in n["jobNames"]
             }
-            selection = sorted(key_str(a["path"]) for a in scheduled_run["assetSelection"])
+            selection = sorted(partitioned)
             params = {
                 "partitionsByAssets": [
                     {"assetKey": {"path": k.split("/")},
@@ -242,24 +249,36 @@ def test_schedule_backfill_and_a_killed_run_in_containers_of_their_own(
             assert launched["__typename"] == "LaunchBackfillSuccess", launched
             backfill_id = launched["backfillId"]
 
-            sched_done = wait(
-                "the scheduled run to finish", lambda: finished(topo, scheduled_run["runId"]), topo
-            )
-            assert sched_done["status"] == "SUCCESS", sched_done
-
             def backfill_done() -> dict[str, Any] | None:
                 found = ui.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
                 return found if found["status"] not in ("REQUESTED", "CANCELING", "FAILING") else None
 
             backfill = wait("the backfill", backfill_done, topo)
-            timings["schedule tick and backfill, concurrently"] = time.monotonic() - t1
-            assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+            timings["backfill of three days"] = time.monotonic() - t1
+            assert backfill["status"] == "COMPLETED_SUCCESS", (
+                f"{backfill['error']}\n{failures(topo, [r['id'] for r in backfill['runs']])}"
+            )
             backfill_runs = [run(topo, r["id"]) for r in backfill["runs"]]
             assert backfill_runs and all(r["status"] == "SUCCESS" for r in backfill_runs), backfill_runs
             assert all(tags_of(r)["dagster/backfill"] == backfill_id for r in backfill_runs)
+
+            # 2. the schedule is switched on and the daemon restarted: its scheduler ticks once
+            # (today's 00:00, caught up), one run for yesterday
+            t1 = time.monotonic()
+            topo.restart_daemon(start_schedule)
+            scheduled = wait(
+                "the scheduled run", lambda: runs(topo, **{"dagster/schedule_name": SCHEDULE}), topo
+            )
+            (scheduled_run,) = scheduled
+            assert tags_of(scheduled_run)["dagster/partition"] == scheduled_day
+            sched_done = wait(
+                "the scheduled run to finish", lambda: finished(topo, scheduled_run["runId"]), topo
+            )
+            timings["daemon restart, schedule tick and its run"] = time.monotonic() - t1
+            assert sched_done["status"] == "SUCCESS", failures(topo, [sched_done["runId"]])
             assert_in_its_own_container(topo, [sched_done, *backfill_runs])
-            for r in [sched_done, *backfill_runs]:
-                timings[f"run {r['runId'][:8]} ({len(r['assetSelection'])} assets)"] = (
+            for r in [*backfill_runs, sched_done]:
+                timings[f"run {r['runId'][:8]} ({len(r['assetSelection'] or selection)} assets)"] = (
                     r["endTime"] - r["startTime"]
                 )
 

@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,12 @@ class Topology:
     home: Path
     ui: DagsterDev
     socket: Path
+    start_daemon: Callable[[Callable[[], None] | None], None]
     started: dict[str, float] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)
+
+    def restart_daemon(self, meanwhile: Callable[[], None]) -> None:
+        """Stop the daemon, call ``meanwhile()``, start it again (as a daemon pod restarts)."""
+        self.start_daemon(meanwhile)
 
     def docker(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=f"unix://{self.socket}")
@@ -93,7 +97,7 @@ def container(
 ) -> subprocess.Popen[bytes]:
     """One service container on the host network, as the pod's user; attached, output to ``log``."""
     volumes = [arg for mount in mounts for arg in ("-v", mount)]
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         return subprocess.Popen(
             [*RUN, "--name", name, "--network", "host", *AS_THE_POD, *volumes, *_env_args(dict(env)),
              image, *command],
@@ -113,9 +117,8 @@ def topology(
     root: Path,
     settings: Mapping[str, str],
     dagster_env: Mapping[str, str],
-    before_daemon: Any = None,
 ) -> Iterator[Topology]:
-    """Start the code server, the webserver and (after ``before_daemon(topology)``) the daemon.
+    """Start the code server, the webserver and the daemon; remove them (and the run containers).
 
     ``settings``: the code location's environment (also passed to every run by the launcher's
     ``env_vars``, read from the daemon's environment). ``dagster_env``: the instance's
@@ -132,6 +135,7 @@ def topology(
     (home / "workspace.yaml").write_text(yaml.safe_dump(workspace))
     service, sock = podman_service(root)
     names: list[str] = []
+    ui: DagsterDev | None = None
     try:
         started = {}
         t0 = time.monotonic()
@@ -152,21 +156,31 @@ def topology(
         ui = DagsterDev(web, f"http://127.0.0.1:{web_port}", home, root / "webserver.log", dict(dagster_env))
         ui.wait_ready(timeout=300)
         started["code server and webserver"] = time.monotonic() - t0
-        topo = Topology(image, home, ui, sock, started, names)
-        if before_daemon is not None:
-            before_daemon(topo)
-        t0 = time.monotonic()
-        names.append(f"topology-{tag}-daemon")
-        container(
-            names[-1], image,
-            {**settings, **dagster_env, "DOCKER_HOST": f"unix://{SOCKET_IN_IMAGE}"},
-            ["dagster-daemon", "run", "-w", f"{HOME_IN_IMAGE}/workspace.yaml"],
-            root / "daemon.log", [f"{home}:{HOME_IN_IMAGE}", f"{sock}:{SOCKET_IN_IMAGE}"],
-        )  # fmt: skip
-        wait_for_daemons(ui)
-        started["daemon"] = time.monotonic() - t0
+
+        def start_daemon(meanwhile: Callable[[], None] | None = None) -> None:
+            daemons = [n for n in names if n.startswith(f"topology-{tag}-daemon")]
+            remove_containers(daemons)
+            if meanwhile is not None:
+                meanwhile()
+            t0 = time.monotonic()
+            names.append(f"topology-{tag}-daemon-{len(daemons)}")
+            container(
+                names[-1], image,
+                {**settings, **dagster_env, "DOCKER_HOST": f"unix://{SOCKET_IN_IMAGE}"},
+                ["dagster-daemon", "run", "-w", f"{HOME_IN_IMAGE}/workspace.yaml"],
+                root / "daemon.log", [f"{home}:{HOME_IN_IMAGE}", f"{sock}:{SOCKET_IN_IMAGE}"],
+            )  # fmt: skip
+            wait_for_daemons(ui)
+            started.setdefault("daemon", time.monotonic() - t0)
+
+        start_daemon()
+        topo = Topology(image, home, ui, sock, start_daemon, started)
         yield topo
     finally:
+        with contextlib.suppress(Exception):  # the run containers too, by the ids their runs name
+            assert ui is not None
+            results = ui.graphql("{ runsOrError { ... on Runs { results { tags { key value } } } } }")
+            names += [c for r in results["runsOrError"]["results"] if (c := container_of(r))]
         remove_containers(names)
         service.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
