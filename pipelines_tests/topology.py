@@ -105,6 +105,20 @@ def container(
         )  # fmt: skip
 
 
+def wait_for_line(process: subprocess.Popen[bytes], log: Path, line: str, timeout: float) -> None:
+    """Wait until a service container's output says ``line`` (the webserver loads the code
+    location once, when it starts: it must find the gRPC server serving)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if line in text:
+            return
+        if process.poll() is not None:
+            raise ServerError(f"container exited with {process.returncode}:\n{text[-4000:]}")
+        time.sleep(1)
+    raise ServerError(f"no {line!r} after {timeout:.0f}s:\n{log.read_text(errors='replace')[-4000:]}")
+
+
 def remove_containers(names: list[str]) -> None:
     """Remove the containers this topology started, by name or id (none other)."""
     if names:
@@ -140,12 +154,13 @@ def topology(
         started = {}
         t0 = time.monotonic()
         names.append(f"topology-{tag}-code")
-        container(
+        code = container(
             names[-1], image, {**settings, **dagster_env, "DAGSTER_CURRENT_IMAGE": image},
             ["dagster", "api", "grpc", "--module-name", "pipelines.definitions",
              "--host", "127.0.0.1", "--port", str(grpc_port)],
             root / "code-server.log",
         )  # fmt: skip
+        wait_for_line(code, root / "code-server.log", "Started Dagster code server", timeout=300)
         names.append(f"topology-{tag}-webserver")
         web = container(
             names[-1], image, dagster_env,
