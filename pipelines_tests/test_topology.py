@@ -44,7 +44,7 @@ from pipelines_tests.test_ui import (
     key_str,
 )
 from pipelines_tests.topology import REPOSITORY, Topology, container_of, inspect, topology
-from pipelines_tests.ui_server import LOCATION_NAME, ServerError
+from pipelines_tests.ui_server import LOCATION_NAME, DagsterDev, ServerError
 
 SCHEDULE = "scheduled_daily_schedule"
 JOB = "scheduled_daily"
@@ -217,7 +217,7 @@ def test_schedule_backfill_and_a_killed_run_in_containers_of_their_own(
             **s3.environ,
         }
 
-        def start_schedule() -> None:
+        def start_schedule(ui: DagsterDev) -> None:
             selector = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY,
                         "scheduleName": SCHEDULE}  # fmt: skip
             started = ui.graphql(START_SCHEDULE, {"s": selector})["startSchedule"]
@@ -225,14 +225,29 @@ def test_schedule_backfill_and_a_killed_run_in_containers_of_their_own(
             backdate_schedule(server, dbs["dagster"], SCHEDULE, today - timedelta(minutes=1))
 
         t0 = time.monotonic()
-        with topology(image, tmp_path, settings, dagster_env) as topo:
+        with topology(image, tmp_path, settings, dagster_env, before_daemon=start_schedule) as topo:
             timings.update(topo.started)
             ui = topo.ui
 
-            # 1. an asset backfill of three days of the schedule's job's partitioned assets, as the
+            # 1. the schedule, switched on before the daemon started, ticks once (today's 00:00,
+            # caught up): one run of the whole job (raw, FULL and partitioned models) for yesterday
+            t1 = time.monotonic()
+            scheduled = wait(
+                "the scheduled run", lambda: runs(topo, **{"dagster/schedule_name": SCHEDULE}), topo
+            )
+            (scheduled_run,) = scheduled
+            assert tags_of(scheduled_run)["dagster/partition"] == scheduled_day
+            sched_done = wait(
+                "the scheduled run to finish", lambda: finished(topo, scheduled_run["runId"]), topo
+            )
+            timings["schedule tick and its run"] = time.monotonic() - t1
+            assert sched_done["status"] == "SUCCESS", failures(topo, [sched_done["runId"]])
+
+            # 2. then an asset backfill of three days of the schedule's job's partitioned assets, as the
             # UI launches it (a job's run names no asset selection: the assets are the job's). Its
-            # unpartitioned models are left out: restating one (a person's run restates) reports
-            # its partitioned downstream without a partition, which fails an asset backfill.
+            # unpartitioned (FULL) models, built by the scheduled run from the latest snapshots, are
+            # left out: restating one (a person's run restates) reports its partitioned downstream
+            # without a partition, which fails an asset backfill (DagsterBackfillFailedError).
             nodes = ui.graphql(ASSET_NODES)["assetNodes"]
             selection = sorted(
                 key_str(n["assetKey"]["path"]) for n in nodes if JOB in n["jobNames"] and n["isPartitioned"]
@@ -265,20 +280,6 @@ def test_schedule_backfill_and_a_killed_run_in_containers_of_their_own(
             assert backfill_runs and all(r["status"] == "SUCCESS" for r in backfill_runs), backfill_runs
             assert all(tags_of(r)["dagster/backfill"] == backfill_id for r in backfill_runs)
 
-            # 2. the schedule is switched on and the daemon restarted: its scheduler ticks once
-            # (today's 00:00, caught up), one run for yesterday
-            t1 = time.monotonic()
-            topo.restart_daemon(start_schedule)
-            scheduled = wait(
-                "the scheduled run", lambda: runs(topo, **{"dagster/schedule_name": SCHEDULE}), topo
-            )
-            (scheduled_run,) = scheduled
-            assert tags_of(scheduled_run)["dagster/partition"] == scheduled_day
-            sched_done = wait(
-                "the scheduled run to finish", lambda: finished(topo, scheduled_run["runId"]), topo
-            )
-            timings["daemon restart, schedule tick and its run"] = time.monotonic() - t1
-            assert sched_done["status"] == "SUCCESS", failures(topo, [sched_done["runId"]])
             assert_in_its_own_container(topo, [sched_done, *backfill_runs])
             for r in [*backfill_runs, sched_done]:
                 timings[f"run {r['runId'][:8]} ({len(r['assetSelection'] or selection)} assets)"] = (

@@ -56,10 +56,6 @@ class Topology:
     start_daemon: Callable[[Callable[[], None] | None], None]
     started: dict[str, float] = field(default_factory=dict)
 
-    def restart_daemon(self, meanwhile: Callable[[], None]) -> None:
-        """Stop the daemon, call ``meanwhile()``, start it again (as a daemon pod restarts)."""
-        self.start_daemon(meanwhile)
-
     def docker(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=f"unix://{self.socket}")
 
@@ -131,8 +127,10 @@ def topology(
     root: Path,
     settings: Mapping[str, str],
     dagster_env: Mapping[str, str],
+    before_daemon: Callable[[DagsterDev], None] | None = None,
 ) -> Iterator[Topology]:
-    """Start the code server, the webserver and the daemon; remove them (and the run containers).
+    """Start the code server, the webserver and (after ``before_daemon(webserver)``) the daemon;
+    remove them and the run containers at the end.
 
     ``settings``: the code location's environment (also passed to every run by the launcher's
     ``env_vars``, read from the daemon's environment). ``dagster_env``: the instance's
@@ -188,7 +186,7 @@ def topology(
             wait_for_daemons(ui)
             started.setdefault("daemon", time.monotonic() - t0)
 
-        start_daemon()
+        start_daemon(None if before_daemon is None else lambda: before_daemon(ui))
         topo = Topology(image, home, ui, sock, start_daemon, started)
         yield topo
     finally:
