@@ -7,9 +7,10 @@ machine; the code location's gRPC server, the webserver and the daemon run in th
 starts each run in a container of its own through ``podman system service``
 (``pipelines_tests/topology.py``). The test then checks, through the webserver's GraphQL API:
 
-* a tick of ``scheduled_daily_schedule`` (the daemon's scheduler, catching up the 00:00 tick)
-  and an asset backfill of three days each run in their own container of that image, materialize
-  through DuckLake on S3, and show their partitions and checks in the UI;
+* a tick of ``scheduled_daily_schedule`` (the daemon's scheduler, catching up today's 00:00
+  tick: yesterday) and then an asset backfill of the three days before each run in their own
+  container of that image, materialize through DuckLake on S3, and show their partitions and
+  checks in the UI;
 * a run restating those days whose container is killed (``podman kill``) mid-SQLMesh is marked
   failed by run monitoring, and the retry the daemon launches repeats its partitions: the rows per
   day in DuckLake are what the backfill wrote, with no duplicate order.
