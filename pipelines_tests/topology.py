@@ -47,17 +47,14 @@ runtime = "runc"
 
 @dataclass
 class Topology:
-    """The running services; ``ui`` is the webserver (GraphQL), ``containers`` what was started."""
+    """The running services: ``ui`` is the webserver (GraphQL), ``home`` its DAGSTER_HOME (mounted
+    into the webserver and daemon), ``started`` how long each service took to come up."""
 
     image: str
     home: Path
     ui: DagsterDev
     socket: Path
-    start_daemon: Callable[[Callable[[], None] | None], None]
     started: dict[str, float] = field(default_factory=dict)
-
-    def docker(self) -> docker.DockerClient:
-        return docker.DockerClient(base_url=f"unix://{self.socket}")
 
 
 def podman_service(root: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -187,7 +184,7 @@ def topology(
             started.setdefault("daemon", time.monotonic() - t0)
 
         start_daemon(None if before_daemon is None else lambda: before_daemon(ui))
-        topo = Topology(image, home, ui, sock, start_daemon, started)
+        topo = Topology(image, home, ui, sock, started)
         yield topo
     finally:
         with contextlib.suppress(Exception):  # the run containers too, by the ids their runs name
