@@ -1,7 +1,7 @@
 """One daily incremental run on the production stack (issue 27, item 3): ours vs a bare ``sqlmesh run``.
 
     uv run python bench/bench_prod_daily.py [--models 1000] [--days 2] [--repeats 2] [--no-floor]
-        [--profile ours.prof]
+        [--profile ours.prof] [--topology central|sidecar]
 
 The production stack, as ``pipelines_tests/prod_env.py`` builds it for the tests: a durable
 PostgreSQL (fsync on) behind a PgBouncer in session mode (docs/production.md) holding Dagster's
@@ -26,6 +26,16 @@ definitions before the clock), ``process_s`` (the whole process), PgBouncer's cl
 database during the timed process (what each side would open on PostgreSQL without a pooler)
 and the new PostgreSQL server sessions (``pg_stat_database.sessions``). Sides alternate order
 every repetition; medians are printed as JSON.
+
+``--topology sidecar`` (issue 38, item 3) measures the deployment of helm-values.yaml instead:
+no central PgBouncer; each process ("pod") gets its own PgBouncer beside it, started from the
+sidecar's ConfigMap (``pipelines_tests.pooler.start_sidecar``: ``auth_type = trust`` on the
+loopback, so a client login costs no key derivation; session pooling; SCRAM logins from the
+sidecar to PostgreSQL), and the apps connect to it with ``sslmode=disable``, as in the pods. The
+timed process gets a fresh sidecar (a new run pod has a cold pool), stopped after it, so
+``server_sessions`` are the logins PostgreSQL saw for that run; ``logins_*`` are the client
+logins at the sidecar; ``sidecar_maxwait_s`` is the longest a client waited for a pooled
+connection (0: the pool size never held a run back).
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ from bench_engine import OUR_LOAD, POSTGRES_YAML  # noqa: E402
 from generate_project import generate  # noqa: E402
 
 from pipelines.ops.cli import DAGSTER_EVENT_ENV  # noqa: E402
+from pipelines_tests.pooler import PgBouncer, start_sidecar, stop_pgbouncer  # noqa: E402
 from pipelines_tests.prod_env import build_prod_env  # noqa: E402
 from pipelines_tests.services import S3Env, s3_environ  # noqa: E402
 
@@ -126,14 +137,21 @@ print(elapsed, events)
 """
 
 
+# Dagster's storage as the chart renders it for the pods: the sidecar on the loopback, no TLS
+SIDECAR_POSTGRES_YAML = POSTGRES_YAML + "      params: {sslmode: disable}\n"
+
+
 class Stack:
     """PostgreSQL + PgBouncer + an S3 server for the whole benchmark; fresh databases per side."""
 
-    def __init__(self) -> None:
+    def __init__(self, topology: str = "central") -> None:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per S3 request
+        self.topology = topology
         self.server, self.bouncer = _start_pg()
+        if topology == "sidecar":  # no central pooler: each process gets its own
+            stop_pgbouncer(self.bouncer)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
@@ -143,16 +161,24 @@ class Stack:
         self.moto.stop()
         _stop_pg((self.server, self.bouncer))
 
-    def side_env(self, root: Path, project: Path) -> tuple[dict[str, str], dict[str, str]]:
-        """The prod environment of one side: its own databases and bucket, every PostgreSQL
-        connection (Dagster's too) through PgBouncer. Returns (env, role -> database)."""
+    def new_side(self, root: Path) -> tuple[dict[str, str], S3Env]:
+        """A side's own databases (role -> database) and bucket."""
         dbs = {role: self.server.create_database() for role in ("dagster", "sqlmesh", "ducklake", "shop")}
         s3 = S3Env(endpoint_url=self.endpoint, bucket=f"bench-{uuid.uuid4().hex[:12]}")
         s3.client().create_bucket(Bucket=s3.bucket)
-        pooled = dataclasses.replace(self.server, host=self.bouncer.host, port=self.bouncer.port)
         home = root / "home"
         home.mkdir()
-        (home / "dagster.yaml").write_text(POSTGRES_YAML)
+        yaml = SIDECAR_POSTGRES_YAML if self.topology == "sidecar" else POSTGRES_YAML
+        (home / "dagster.yaml").write_text(yaml)
+        return dbs, s3
+
+    def side_env(
+        self, root: Path, project: Path, dbs: dict[str, str], s3: S3Env, bouncer: PgBouncer
+    ) -> dict[str, str]:
+        """The prod environment of one side, every PostgreSQL connection (Dagster's too) through
+        ``bouncer`` (the central PgBouncer, or the side's sidecar)."""
+        pooled = dataclasses.replace(self.server, host=bouncer.host, port=bouncer.port)
+        home = root / "home"
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DAGSTER_EVENT_"))},
             **build_prod_env(pooled, s3, root, dbs),
@@ -164,14 +190,20 @@ class Stack:
             "SQLMESH_PROJECT_DIR": str(project),
             "PIPELINES_RATES_API_URL": "http://127.0.0.1:9",  # required in prod; no shop here
         }
-        return env, dbs
+        if self.topology == "sidecar":
+            env["PIPELINES_PG_SSLMODE"] = "disable"  # as the pods: loopback, TLS at the sidecar
+        return env
 
-    def counters(self, dbs: dict[str, str]) -> dict[str, int]:
-        """PgBouncer's client logins per role so far, and the server sessions of the side's DBs."""
-        out = {f"logins_{role}": self.bouncer.logins(db) for role, db in dbs.items() if role != "shop"}
+    def counters(self, dbs: dict[str, str], bouncer: PgBouncer | None) -> dict[str, int]:
+        """PgBouncer's client logins per role so far (none: a stopped sidecar), and the server
+        sessions of the side's DBs."""
+        out = {}
+        if bouncer is not None:
+            out = {f"logins_{role}": bouncer.logins(db) for role, db in dbs.items() if role != "shop"}
         con = self.server.connect()
         try:
             with con.cursor() as cur:
+                cur.execute("SELECT pg_stat_clear_snapshot()")
                 cur.execute(
                     "SELECT coalesce(sum(sessions), 0) FROM pg_stat_database WHERE datname = ANY(%s)",
                     (list(dbs.values()),),
@@ -192,32 +224,60 @@ def _project(root: Path, models: int) -> Path:
 def _side(stack: Stack, tool: str, models: int, days: int, profile: Path | None = None) -> dict[str, float]:
     last = FIRST + timedelta(days=days - 1)
     day = last + timedelta(days=1)
+    sidecar = stack.topology == "sidecar"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         project = _project(root, models)
-        env, dbs = stack.side_env(root, project)
+        dbs, s3 = stack.new_side(root)
+        # the setup's "pod": its own sidecar, or the central PgBouncer
+        bouncer = start_sidecar(stack.server) if sidecar else stack.bouncer
+        env = stack.side_env(root, project, dbs, s3, bouncer)
         started = time.perf_counter()
-        if tool == "bare":
-            _process(sys.executable, BARE_BACKFILL + "print(0, 0)", env, str(project), str(day))
-        else:
-            _process(sys.executable, OUR_LOAD, env)  # the definitions cache, as an image has it
-            code = OUR_JOB if tool == "ours" else RUN_FLOOR
-            _process(sys.executable, code + BACKFILL, env, FIRST.isoformat(), last.isoformat())
+        try:
+            if tool == "bare":
+                _process(sys.executable, BARE_BACKFILL + "print(0, 0)", env, str(project), str(day))
+            else:
+                _process(sys.executable, OUR_LOAD, env)  # the definitions cache, as an image has it
+                code = OUR_JOB if tool == "ours" else RUN_FLOOR
+                _process(sys.executable, code + BACKFILL, env, FIRST.isoformat(), last.isoformat())
+        finally:
+            if sidecar:
+                stop_pgbouncer(bouncer)
         setup = time.perf_counter() - started
-        before = stack.counters(dbs)
-        if tool == "bare":
-            run, wall, events = _process(
-                sys.executable, BARE_RUN, env, str(project), (day + timedelta(days=1)).isoformat()
-            )
-        else:
-            code = (OUR_JOB if tool == "ours" else RUN_FLOOR) + TIMED_DAY
-            if profile is not None and tool == "ours":
-                env["BENCH_PROFILE"] = str(profile)
-            run, wall, events = _process(sys.executable, code, env, day.isoformat(), day.isoformat())
-        after = stack.counters(dbs)
+        if sidecar:  # the run's pod: a fresh sidecar with a cold pool
+            time.sleep(1.5)  # ended backends flush their statistics within a second
+            bouncer = start_sidecar(stack.server)
+            env = stack.side_env(root, project, dbs, s3, bouncer)
+        before = stack.counters(dbs, bouncer)
+        extra: dict[str, float] = {}
+        try:
+            if tool == "bare":
+                run, wall, events = _process(
+                    sys.executable, BARE_RUN, env, str(project), (day + timedelta(days=1)).isoformat()
+                )
+            else:
+                code = (OUR_JOB if tool == "ours" else RUN_FLOOR) + TIMED_DAY
+                if profile is not None and tool == "ours":
+                    env["BENCH_PROFILE"] = str(profile)
+                run, wall, events = _process(sys.executable, code, env, day.isoformat(), day.isoformat())
+            if sidecar:
+                pools = [p for p in bouncer.admin("SHOW POOLS") if p["database"] in dbs.values()]
+                extra["sidecar_maxwait_s"] = max(
+                    (p["maxwait"] + p["maxwait_us"] / 1e6 for p in pools), default=0.0
+                )
+                extra["sidecar_server_conns_at_end"] = len(
+                    [s for s in bouncer.admin("SHOW SERVERS") if s["database"] in dbs.values()]
+                )
+        finally:
+            logins = stack.counters(dbs, bouncer)
+            if sidecar:
+                stop_pgbouncer(bouncer)  # its server connections end: PostgreSQL counts them
+                time.sleep(1.5)
+        after = {**logins, **stack.counters(dbs, None)}
     result: dict[str, float] = {"setup_s": setup, "run_s": run, "process_s": wall, "events": events}
     result.update({k: after[k] - before[k] for k in after})
     result["logins_total"] = sum(v for k, v in result.items() if k.startswith("logins_"))
+    result.update(extra)
     return result
 
 
@@ -226,6 +286,7 @@ def summarize(reps: list[dict[str, dict[str, float]]], args: argparse.Namespace)
         "models": args.models,
         "days_backfilled": args.days,
         "repeats": args.repeats,
+        "topology": args.topology,
         "load_average": os.getloadavg(),
     }
     for label in reps[0]:
@@ -247,9 +308,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--profile", type=Path, help="cProfile our timed run into this file (skews its time)")
+    parser.add_argument(
+        "--topology",
+        choices=("central", "sidecar"),
+        default="central",
+        help="central: one PgBouncer with SCRAM logins for all; sidecar: a PgBouncer beside each process",
+    )
     args = parser.parse_args()
     tools = ["bare", "ours"] + ([] if args.no_floor else ["floor"])
-    stack = Stack()
+    stack = Stack(args.topology)
     try:
         reps = []
         for i in range(args.repeats):

@@ -321,6 +321,123 @@ def test_dagster_storage_uses_the_external_postgres_and_a_precreated_secret(
     assert values["global"]["postgresqlSecretName"] == "dagster-postgresql-secret"
 
 
+# ---------------------------------------------------------------------------- PgBouncer sidecar
+
+SIDECAR_PATCH = REPO / "deploy" / "pgbouncer-sidecar" / "sidecar-patch.yaml"
+SIDECAR_KUSTOMIZATION = REPO / "deploy" / "pgbouncer-sidecar" / "kustomization.yaml"
+SIDECAR_PORT = 6432
+
+
+def _sidecar_config(values: dict[str, Any]) -> dict[str, str]:
+    (config_map,) = [m for m in values["extraManifests"] if m["metadata"]["name"] == "pipelines-pgbouncer"]
+    return dict(config_map["data"])
+
+
+def _ini(text: str) -> dict[str, dict[str, str]]:
+    """PgBouncer's ini as {section: {key: value}} (``;`` comments, values may contain ``=``)."""
+    out: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith((";", "#")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            out[section] = {}
+            continue
+        key, _, value = line.partition("=")
+        out[section][key.strip()] = value.strip()
+    return out
+
+
+def _sidecars(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in containers or [] if c.get("name") == "pgbouncer"]
+
+
+def test_every_pod_kind_has_the_pgbouncer_sidecar(values: dict[str, Any]) -> None:
+    """The code location, every run pod, the daemon and the webserver each run the same PgBouncer
+    beside the app, as a native sidecar (an init container that keeps running, so a run's Job
+    still completes), with its ConfigMap and a memory volume for the auth file."""
+    deployment = _deployment(values)
+    (sidecar,) = _sidecars(deployment["initContainers"])
+    assert not deployment.get("sidecarContainers"), "a plain sidecar would keep a run's Job alive"
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["command"] == ["/bin/sh", "/etc/pgbouncer/entrypoint.sh"]
+    assert [p["containerPort"] for p in sidecar["ports"]] == [SIDECAR_PORT]
+    volumes = {v["name"]: v for v in deployment["volumes"]}
+    assert volumes["pgbouncer-config"]["configMap"]["name"] == "pipelines-pgbouncer"
+    assert volumes["pgbouncer-run"]["emptyDir"]["medium"] == "Memory"
+    assert {m["name"] for m in sidecar["volumeMounts"]} == set(volumes)
+    # run pods: the launcher's own config (runs get it even without includeConfigInLaunchedRuns)
+    k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert _sidecars(k8s["runK8sConfig"]["podSpecConfig"]["initContainers"]) == [sidecar]
+    assert k8s["volumes"] == deployment["volumes"]
+    # daemon and webserver: the post-renderer's patch, selected by the chart's component labels
+    patch = _load(SIDECAR_PATCH)
+    pod = patch["spec"]["template"]["spec"]
+    assert _sidecars(pod["initContainers"]) == [sidecar] and pod["volumes"] == deployment["volumes"]
+    kustomization = _load(SIDECAR_KUSTOMIZATION)
+    targets = {
+        p["target"]["labelSelector"] for p in kustomization["patches"] if p["path"] == SIDECAR_PATCH.name
+    }
+    assert targets == {"component=dagster-daemon", "component=dagster-webserver"}
+    # its secrets are the ones the apps use, from the same Kubernetes secrets
+    refs = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in sidecar["env"]
+        if "valueFrom" in e
+    }
+    assert refs == {
+        "DAGSTER_PG_PASSWORD": (values["global"]["postgresqlSecretName"], "postgresql-password"),
+        "PIPELINES_PG_PASSWORD": ("pipelines-secrets", "PIPELINES_PG_PASSWORD"),
+        "SHOP_DB_PASSWORD": ("pipelines-secrets", "SHOP_DB_PASSWORD"),
+    }
+    assert not [e for e in sidecar["env"] if re.search("PASSWORD", e["name"]) and "value" in e]
+
+
+def test_the_apps_reach_postgres_only_through_the_sidecar_on_the_loopback(values: dict[str, Any]) -> None:
+    """Dagster's storage, SQLMesh state, DuckLake's catalog and the shop DB all point at the
+    sidecar on 127.0.0.1; only the sidecar knows the servers, and it speaks TLS to them."""
+    pg, env = values["postgresql"], _deployment(values)["env"]
+    assert (pg["postgresqlHost"], pg["service"]["port"]) == ("127.0.0.1", SIDECAR_PORT)
+    assert pg["postgresqlParams"]["sslmode"] == "disable"  # loopback: TLS would cost a handshake per login
+    assert _pg_storage(values)["postgres_db"]["hostname"] == "127.0.0.1"
+    assert (env["PIPELINES_PG_HOST"], env["PIPELINES_PG_PORT"]) == ("127.0.0.1", str(SIDECAR_PORT))
+    assert (env["SHOP_DB_HOST"], env["SHOP_DB_PORT"]) == ("127.0.0.1", str(SIDECAR_PORT))
+    assert env["PIPELINES_PG_SSLMODE"] == "disable"
+    ini = _ini(_sidecar_config(values)["pgbouncer.ini"])
+    bouncer = ini["pgbouncer"]
+    # trust is only safe because nothing outside the pod reaches the listener
+    assert bouncer["auth_type"] == "trust"
+    assert bouncer["listen_addr"] == "127.0.0.1" and bouncer["unix_socket_dir"] == ""
+    assert bouncer["listen_port"] == str(SIDECAR_PORT)
+    assert bouncer["pool_mode"] == "session"  # the plan and model locks are session advisory locks
+    assert bouncer["server_tls_sslmode"] in ("require", "verify-ca", "verify-full")
+    assert bouncer["auth_file"].startswith("/run/pgbouncer/")
+    assert int(bouncer["default_pool_size"]) <= 10 and int(bouncer["max_db_connections"]) <= 10
+    # every database the apps name, on a server that is not the loopback
+    databases = {name: dict(p.split("=", 1) for p in spec.split()) for name, spec in ini["databases"].items()}
+    wanted = {
+        pg["postgresqlDatabase"]: "<RDS_PROXY_ENDPOINT>",
+        env["PIPELINES_SQLMESH_STATE_DB"]: "<AURORA_ENDPOINT>",
+        env["PIPELINES_DUCKLAKE_DB"]: "<AURORA_ENDPOINT>",
+        env["SHOP_DB_NAME"]: "<SHOP_DB_HOST>",
+    }
+    assert {name: d["host"] for name, d in databases.items()} == wanted
+    assert all(d["dbname"] == name for name, d in databases.items())
+    # the users the sidecar logs in as upstream are the apps' own
+    (sidecar,) = _sidecars(_deployment(values)["initContainers"])
+    users = {e["name"]: e["value"] for e in sidecar["env"] if "value" in e}
+    assert users == {
+        "DAGSTER_PG_USER": pg["postgresqlUsername"],
+        "PIPELINES_PG_USER": env["PIPELINES_PG_USER"],
+        "SHOP_DB_USER": env["SHOP_DB_USER"],
+    }
+    entrypoint = _sidecar_config(values)["entrypoint.sh"]
+    for name in users:
+        assert f'"${name}"' in entrypoint, name
+
+
 # ---------------------------------------------------------------------------- dagster.yaml
 
 
@@ -550,6 +667,7 @@ def test_the_prod_instance_file_matches_the_chart(values: dict[str, Any]) -> Non
         "resources",
         "security_context",
         "run_k8s_config",
+        "volumes",
         "service_account_name",
         "instance_config_map",
         "postgres_password_secret",
@@ -563,8 +681,11 @@ def test_the_prod_instance_file_matches_the_chart(values: dict[str, Any]) -> Non
         == (rendered["run_coordinator"]["config"]["dequeue_interval_seconds"])
     )
     storage = _pg_storage(values)["postgres_db"]
-    for key in ("params", "scheme"):
-        assert prod["storage"]["postgres"]["postgres_db"][key] == storage[key], key
+    assert prod["storage"]["postgres"]["postgres_db"]["scheme"] == storage["scheme"]
+    # the pods reach the sidecar on the loopback; this file serves processes outside the pods,
+    # which connect to the server (RDS Proxy) themselves, with TLS
+    assert storage["params"] == {"sslmode": "disable"}
+    assert prod["storage"]["postgres"]["postgres_db"]["params"] == {"sslmode": "require"}
     logs = rendered["compute_logs"]["config"]
     assert INSTANCE_ENV["DAGSTER_COMPUTE_LOGS_PREFIX"] == logs["prefix"]
 
@@ -617,6 +738,17 @@ def test_the_run_pod_dagster_k8s_would_create(values: dict[str, Any], tmp_path: 
             "namespace": NAMESPACE,
             "service_account_name": values["global"]["serviceAccountName"],
             **({"resources": deployment["resources"]} if deployment.get("resources") else {}),
+            **({"volumes": deployment["volumes"]} if deployment.get("volumes") else {}),
+            "run_k8s_config": {
+                "pod_spec_config": {
+                    "automount_service_account_token": True,
+                    **(
+                        {"init_containers": deployment["initContainers"]}
+                        if deployment.get("initContainers")
+                        else {}
+                    ),
+                }
+            },
         }
     }
     image = "{repository}:{tag}".format(**deployment["image"])
@@ -649,6 +781,12 @@ def test_the_run_pod_dagster_k8s_would_create(values: dict[str, Any], tmp_path: 
     assert {"pipelines-secrets", f"{USER_DEPLOYMENTS_FULLNAME}-pipelines-user-env"} <= env_from
     password = next(e for e in container.env if e.name == "DAGSTER_PG_PASSWORD")
     assert password.value_from.secret_key_ref.name == "dagster-postgresql-secret"
+    # one PgBouncer sidecar, from the launcher and the code location alike (dagster-k8s merges
+    # the two identical copies), and each volume once (Kubernetes refuses duplicate names)
+    (sidecar,) = [c for c in pod.init_containers or [] if c.name == "pgbouncer"]
+    assert sidecar.restart_policy == "Always" and sidecar.ports[0].container_port == 6432
+    assert sorted(v.name for v in pod.volumes) == ["pgbouncer-config", "pgbouncer-run"]
+    assert sidecar.env[1].value_from.secret_key_ref.name == "dagster-postgresql-secret"
 
 
 def test_the_prod_instance_runs_on_a_real_postgres(

@@ -540,9 +540,18 @@ def test_fill_values_fills_every_placeholder_from_the_outputs(
     values = yaml.safe_load(text)
     example = _example_outputs(template)["PipelinesStack"]
     assert values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == example["DagsterRoleArn"]
-    assert values["postgresql"]["postgresqlHost"] == example["RdsProxyEndpoint"]
+    # the apps reach the PgBouncer sidecar on the loopback; the sidecar's upstreams are filled
+    assert values["postgresql"]["postgresqlHost"] == "127.0.0.1"
     env = values["dagster-user-deployments"]["deployments"][0]["env"]
-    assert env["PIPELINES_PG_HOST"] == example["AuroraEndpoint"]
+    assert env["PIPELINES_PG_HOST"] == "127.0.0.1"
+    (sidecar_config,) = [
+        m for m in values["extraManifests"] if m["metadata"]["name"] == "pipelines-pgbouncer"
+    ]
+    ini = sidecar_config["data"]["pgbouncer.ini"]
+    assert f"dagster = host={example['RdsProxyEndpoint']} port=5432" in ini
+    assert f"sqlmesh = host={example['AuroraEndpoint']} port=5432" in ini
+    assert f"ducklake = host={example['AuroraEndpoint']} port=5432" in ini
+    assert "shop = host=shop-replica.internal port=5432" in ini
     assert env["PIPELINES_RATES_API_URL"] == "https://rates.example.com/v1"
     assert (
         env["PIPELINES_LAKE_URI"]
