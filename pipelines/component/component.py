@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import dagster as dg
 
 from dagster_sqlmesh_bridge.component.component import SQLMeshProjectComponent as BaseComponent
+from dagster_sqlmesh_bridge.component.component import component_for_dirs as base_component_for_dirs
 from dagster_sqlmesh_bridge.component.transformation import PlanExtension
 from pipelines.platform.settings import BUNDLED_SQLMESH_PROJECT, Settings
 
@@ -118,5 +119,5 @@ def _automation_from_env(current: Any) -> dict[str, Any]:
 def component_for_dirs(
     dirs: Sequence[Path], name: str | None = None, **attributes: Any
 ) -> SQLMeshProjectComponent:
-    """A component built in Python (the ``SQLMESH_PROJECT_DIR`` override), as a defs.yaml would."""
-    return SQLMeshProjectComponent(project=[Path(d).resolve() for d in dirs], name=name, **attributes)
+    """The platform's component built in Python (the ``SQLMESH_PROJECT_DIR`` override)."""
+    return base_component_for_dirs(dirs, name, cls=SQLMeshProjectComponent, **attributes)

@@ -369,7 +369,9 @@ def _suggest(component: SQLMeshProjectComponent) -> str:
 
 
 def component_for_dirs(
-    dirs: Sequence[Path], name: str | None = None, **attributes: Any
-) -> SQLMeshProjectComponent:
-    """A component built in Python, as a defs.yaml with ``project:`` these folders would."""
-    return SQLMeshProjectComponent(project=[Path(d).resolve() for d in dirs], name=name, **attributes)
+    dirs: Sequence[Path], name: str | None = None, *, cls: type[Any] | None = None, **attributes: Any
+) -> Any:
+    """A component built in Python, as a defs.yaml with ``project:`` these folders would
+    (``cls``: a subclass of ``SQLMeshProjectComponent``, e.g. a platform's)."""
+    folders = [Path(d).resolve() for d in dirs]
+    return (cls or SQLMeshProjectComponent)(project=folders, name=name, **attributes)
